@@ -1,0 +1,136 @@
+"""Mix Transformer (MiT) encoders b0–b5, the SegFormer backbone (Xie et al., NeurIPS 2021; SEED-SPECS §1.1).
+
+Own implementation with NVlabs attribute names (``patch_embed{i}``, ``block{i}``, ``norm{i}``), so
+``mit_b*.pth`` state dicts load as they are; :func:`tamperscope.checkpoint.load_mit_weights` also reads the
+HF layout. Attention runs through ``F.scaled_dot_product_attention``. Inputs may be any size; the stage grids
+are ceil(H/4), then halved (rounding up) per stage, exactly as the strided convolutions produce.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..nn.attention import DropPath, EfficientSelfAttention, MixFFN
+
+MIT_CONFIGS: dict[str, dict] = {
+    "b0": dict(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2)),
+    "b1": dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 2, 2)),
+    "b2": dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 6, 3)),
+    "b3": dict(embed_dims=(64, 128, 320, 512), depths=(3, 4, 18, 3)),
+    "b4": dict(embed_dims=(64, 128, 320, 512), depths=(3, 8, 27, 3)),
+    "b5": dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3)),
+}
+#: All-MLP decode-head width used with each variant (SEED-SPECS §1.1)
+MIT_HEAD_DIMS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Strided conv (kernel 7/3, stride 4/2, padding k//2) then LayerNorm; returns tokens and grid size."""
+
+    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int, ln_eps: float = 1e-5):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=kernel, stride=stride, padding=kernel // 2)
+        self.norm = nn.LayerNorm(dim, eps=ln_eps)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        x = self.proj(x)
+        H, W = x.shape[-2:]
+        return self.norm(x.flatten(2).transpose(1, 2)), H, W
+
+
+class MiTBlock(nn.Module):
+    """Pre-norm block: ``x + DropPath(Attn(LN x))`` then ``x + DropPath(MixFFN(LN x))``."""
+
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 ln_eps: float = 1e-6, sr_ln_eps: float = 1e-5):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=ln_eps)
+        self.attn = EfficientSelfAttention(dim, num_heads, sr_ratio, sr_ln_eps=sr_ln_eps)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=ln_eps)
+        self.mlp = MixFFN(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, H: int, W: int, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), H, W, attn_mask=attn_mask))
+        return x + self.drop_path(self.mlp(self.norm2(x), H, W))
+
+
+class MixVisionTransformer(nn.Module):
+    """Four-stage MiT encoder returning the feature pyramid at strides 4, 8, 16, 32.
+
+    ``ln_eps`` is the block/stage LayerNorm epsilon: 1e-6 in NVlabs (default); the patch-embed and
+    spatial-reduction norms use PyTorch's 1e-5 as in NVlabs. transformers' Segformer uses 1e-5 everywhere.
+    """
+
+    def __init__(self, variant: str = "b2", in_chans: int = 3, drop_path_rate: float = 0.1, ln_eps: float = 1e-6,
+                 embed_dims: tuple[int, ...] | None = None, depths: tuple[int, ...] | None = None,
+                 num_heads: tuple[int, ...] = (1, 2, 5, 8), sr_ratios: tuple[int, ...] = (8, 4, 2, 1),
+                 mlp_ratio: float = 4.0, patch_ln_eps: float = 1e-5):
+        super().__init__()
+        if variant not in MIT_CONFIGS:
+            raise ValueError(f"unknown MiT variant '{variant}' (known: {', '.join(MIT_CONFIGS)})")
+        if in_chans not in (1, 3):
+            raise ValueError(f"MiT in_chans must be 1 or 3, got {in_chans}")
+        cfg = MIT_CONFIGS[variant]
+        self.variant = variant
+        self.in_chans = in_chans
+        self.embed_dims = tuple(embed_dims or cfg["embed_dims"])
+        self.depths = tuple(depths or cfg["depths"])
+        self.num_heads = tuple(num_heads)
+        self.sr_ratios = tuple(sr_ratios)
+        n_blocks = sum(self.depths)
+        rates = [drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)]
+        kernels, strides = (7, 3, 3, 3), (4, 2, 2, 2)
+        start = 0
+        for i in range(4):
+            prev = in_chans if i == 0 else self.embed_dims[i - 1]
+            setattr(self, f"patch_embed{i + 1}",
+                    OverlapPatchEmbed(prev, self.embed_dims[i], kernels[i], strides[i], ln_eps=patch_ln_eps))
+            setattr(self, f"block{i + 1}", nn.ModuleList([
+                MiTBlock(self.embed_dims[i], self.num_heads[i], self.sr_ratios[i], mlp_ratio,
+                         rates[start + j], ln_eps=ln_eps, sr_ln_eps=patch_ln_eps)
+                for j in range(self.depths[i])]))
+            setattr(self, f"norm{i + 1}", nn.LayerNorm(self.embed_dims[i], eps=ln_eps))
+            start += self.depths[i]
+        self.apply(_init_weights)
+
+    def stage(self, i: int) -> tuple[OverlapPatchEmbed, nn.ModuleList, nn.LayerNorm]:
+        """The modules of stage ``i`` (0-based): patch embedding, blocks, closing norm."""
+        return getattr(self, f"patch_embed{i + 1}"), getattr(self, f"block{i + 1}"), getattr(self, f"norm{i + 1}")
+
+    def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Run stage ``i`` on the image (``i = 0``) or the previous stage's ``B×C×H×W`` map."""
+        embed, blocks, norm = self.stage(i)
+        tokens, H, W = embed(x)
+        for blk in blocks:
+            tokens = blk(tokens, H, W)
+        return tokens_to_map(norm(tokens), H, W)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i in range(4):
+            x = self.forward_stage(i, x)
+            feats.append(x)
+        return feats
+
+
+def tokens_to_map(tokens: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """``B×N×C`` tokens to a ``B×C×H×W`` map."""
+    B, _, C = tokens.shape
+    return tokens.transpose(1, 2).reshape(B, C, H, W)
+
+
+def _init_weights(m: nn.Module) -> None:
+    """NVlabs initialisation: trunc-normal(0.02) linears, LN (1, 0), fan-out normal convs."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Conv2d):
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,60 @@
+"""`tamperscope train MODEL --train DATA [--val DATA] --out RUN ...` (one CPU to many GPUs via torchrun)."""
+from __future__ import annotations
+
+NAME = "train"
+HELP = "train a model (multi-GPU with torchrun; --resume continues exactly)"
+
+
+def add_arguments(p):
+    p.add_argument("model", help="registered model name (see `tamperscope models`)")
+    p.add_argument("--train", required=True, help="JSON list, Tp/Gt folder, folder of photos, or mix:A,B@N")
+    p.add_argument("--val", help="validation data (the model is selected on it; never pass a test set)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--stage", help="training stage of a multi-stage method")
+    p.add_argument("--pretrained", help="run folder/checkpoint of the previous stage (loaded strict=False)")
+    p.add_argument("--preset", help="training recipe preset of the model (e.g. official, paper)")
+    p.add_argument("--config", help="YAML with model: and train: sections")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--image-size", type=int, default=512)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--workers", type=int, default=2, help="data-loader processes")
+    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps")
+    p.add_argument("--save-every", type=int, default=0, help="also save a resumable state every N steps")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--no-augment", action="store_true", help="disable the training augmentation")
+    p.add_argument("--on-mismatch", choices=["skip", "resize", "error"], default="skip",
+                   help="image/mask size mismatch handling (default for training: skip with a warning)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    from ..engine.train import TrainOptions, train
+    from .profile import parse_overrides
+
+    if args.image_size % 32:
+        raise ValueError(f"--image-size must be a multiple of 32, got {args.image_size}")
+    opts = TrainOptions(model=args.model, train=args.train, out=args.out, val=args.val, stage=args.stage,
+                        preset=args.preset, config_file=args.config, pretrained=args.pretrained, resume=args.resume,
+                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
+                        device=args.device, workers=args.workers, accum=args.accum, clip_grad=args.clip_grad,
+                        seed=args.seed, max_steps=args.max_steps, save_every=args.save_every,
+                        log_every=args.log_every, augment=not args.no_augment, on_mismatch=args.on_mismatch,
+                        model_overrides=parse_overrides(args.set), progress=not args.no_progress)
+    try:
+        state = train(opts)
+    except KeyboardInterrupt as exc:
+        print(f"tamperscope train: {exc.args[0] if exc.args else 'interrupted'}")
+        return 130
+    best = state.get("best")
+    msg = f"done: {state['global_step']} steps; run folder {args.out}"
+    if best:
+        msg += f"; best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}"
+    print(msg)
+    return 0

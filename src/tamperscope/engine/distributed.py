@@ -1,0 +1,76 @@
+"""Process-group helpers: the same code runs as one CPU process, or under ``torchrun`` (gloo on CPU,
+NCCL on GPU) without changes."""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+def init_distributed(device: str) -> tuple[int, int, torch.device]:
+    """Initialise the process group when launched by torchrun; returns (rank, world_size, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda requested but CUDA is not available")
+        dev = torch.device("cuda", local if world > 1 else (dev.index or 0))
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+    return rank, world, dev
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(value: float, device: torch.device) -> float:
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
+class ResumableSampler(Sampler[int]):
+    """Seeded per-epoch permutation, split across ranks (padded by repeating the first indices, as
+    ``DistributedSampler`` does) and able to start mid-epoch, so a resumed run sees the same next batch."""
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        self.length, self.seed, self.shuffle = length, seed, shuffle
+        self.rank, self.world = rank, world_size
+        self.epoch, self.start = 0, 0
+        self.per_rank = math.ceil(length / world_size) if length else 0
+
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        """``start_sample``: how many of this rank's samples of the epoch were already consumed."""
+        self.epoch, self.start = epoch, start_sample
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.length, generator=g).tolist()
+        else:
+            order = list(range(self.length))
+        total = self.per_rank * self.world
+        order += order[: total - len(order)]
+        return order[self.rank:total:self.world]
+
+    def __iter__(self):
+        return iter(self.indices()[self.start:])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start

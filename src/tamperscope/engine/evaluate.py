@@ -1,0 +1,127 @@
+"""Evaluation with the exact protocol metrics (SEED-SPECS §8): a model on a dataset, or any method's saved
+probability maps (``--predictions DIR``), scored at full resolution (the prediction is upsampled to the
+ground truth; the ground truth is never downsampled). Nothing is dropped: every image is scored once,
+whatever the batch size or number of processes."""
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..metrics import MetricAccumulator
+from .distributed import ResumableSampler, is_main
+
+METRIC_KEYS = ("n_images", "n_tampered", "n_authentic", "pixel_f1", "pixel_iou", "pixel_auc", "pixel_f1_permuted",
+               "pixel_f1_permuted_band", "pixel_f1_best", "pixel_f1_pooled", "image_auc", "image_acc",
+               "image_balanced_acc", "image_eer", "image_f1", "fake_recall", "real_recall")
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA, nothing on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+@torch.no_grad()
+def model_probabilities(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask probabilities ``B×1×H×W`` float32, image probabilities ``B``) from the model contract."""
+    device = images.device
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast_for(device):
+        out = model(images)
+    return torch.sigmoid(out["mask_logits"].float()), torch.sigmoid(out["image_logit"].float().reshape(-1))
+
+
+def upsample_to(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A ``1×h×w`` probability map bilinearly resized to ``size`` (H, W), as numpy float32."""
+    if tuple(prob.shape[-2:]) != tuple(size):
+        prob = F.interpolate(prob[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return prob[0].clamp_(0, 1).cpu().numpy()
+
+
+def _groups(meta: dict | None) -> dict:
+    if not meta:
+        return {}
+    return {k: meta[k] for k in ("region", "method", "area_bin", "source") if k in meta}
+
+
+def evaluate_model(model, dataset, *, batch_size: int = 8, device: torch.device | str = "cpu",
+                   threshold: float = 0.5, workers: int = 0, rank: int = 0, world_size: int = 1,
+                   progress: bool = True, collect_examples: int = 0) -> tuple[MetricAccumulator, list]:
+    """Run ``model`` over ``dataset`` and accumulate per-image metric records (gathered across ranks).
+
+    Returns the accumulator and up to ``collect_examples`` (path, probability map) pairs for reports."""
+    from ..data.datasets import collate
+
+    device = torch.device(device)
+    model.eval()
+    sampler = ResumableSampler(len(dataset), seed=0, shuffle=False, rank=rank, world_size=world_size)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+                        drop_last=False, generator=torch.Generator().manual_seed(0))
+    acc = MetricAccumulator(threshold)
+    examples = []
+    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not (progress and is_main()), leave=False):
+        probs, scores = model_probabilities(model, batch["image"].to(device, non_blocking=True))
+        for i in range(probs.shape[0]):
+            gt = batch["mask_full"][i].numpy().astype(bool)
+            full = upsample_to(probs[i].float(), gt.shape)
+            meta = batch.get("meta", [None] * probs.shape[0])[i]
+            acc.add(int(batch["index"][i]), full, gt, score=float(scores[i]), label=int(gt.any()),
+                    groups=_groups(meta))
+            if len(examples) < collect_examples:
+                examples.append((batch["path"][i], full))
+    acc.gather()
+    return acc, examples
+
+
+def load_prediction_map(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """A saved grayscale PNG (0–255 = probability) as float32 in [0,1] at ``size``."""
+    from ..io import read_probability_map
+
+    prob = torch.from_numpy(read_probability_map(path))[None]
+    return upsample_to(prob, size)
+
+
+def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5,
+                         progress: bool = True) -> MetricAccumulator:
+    """Score saved maps ``<image stem>.png`` (+ optional ``scores.json`` ``{stem: probability}``) against the
+    ground truth of ``records``; a missing map is an error naming it."""
+    from ..io import probe_image, read_mask
+
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise UserError(f"{pred_dir}: predictions folder not found")
+    scores = {}
+    if (pred_dir / "scores.json").is_file():
+        try:
+            scores = json.loads((pred_dir / "scores.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{pred_dir / 'scores.json'}: invalid JSON ({exc})")
+    missing = [r.image for r in records if not (pred_dir / f"{Path(r.image).stem}.png").is_file()]
+    if missing:
+        raise UserError(f"{pred_dir}: {len(missing)} prediction map(s) missing, e.g. {Path(missing[0]).stem}.png")
+    acc = MetricAccumulator(threshold)
+    for index, rec in enumerate(tqdm(records, desc="score", unit="img", disable=not progress, leave=False)):
+        size = probe_image(rec.image).oriented_hw
+        gt = read_mask(rec.mask, expected_size=size) if rec.mask else np.zeros(size, dtype=bool)
+        stem = Path(rec.image).stem
+        prob = load_prediction_map(pred_dir / f"{stem}.png", gt.shape)
+        acc.add(index, prob, gt, score=scores.get(stem), label=int(gt.any()), groups=_groups(rec.meta))
+    return acc
+
+
+def format_table(metrics: dict, title: str = "") -> str:
+    """A two-column text table of the flat metric keys."""
+    lines = [title] if title else []
+    for key in METRIC_KEYS:
+        if key in metrics:
+            v = metrics[key]
+            lines.append(f"  {key:<24} {('-' if v is None else (f'{v:.4f}' if isinstance(v, float) else v))}")
+    return "\n".join(lines)

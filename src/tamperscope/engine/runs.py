@@ -1,0 +1,48 @@
+"""Shared glue of the evaluation-style commands (evaluate, robustness, compare): load a checkpoint with the
+image size it was trained at, build the dataset, run, compute."""
+from __future__ import annotations
+
+from ..checkpoint import load_checkpoint, read_checkpoint_config
+from ..errors import UserError
+from .distributed import init_distributed
+from .evaluate import evaluate_model, evaluate_predictions
+
+
+def trained_image_size(checkpoint: str) -> int:
+    cfg = read_checkpoint_config(checkpoint)
+    return int(((cfg.get("extra") or {}).get("train") or {}).get("image_size") or 512)
+
+
+def load_for_inference(checkpoint: str, device, set_items=()):
+    from ..commands.profile import parse_overrides
+
+    model = load_checkpoint(checkpoint, map_location="cpu", **parse_overrides(list(set_items)))
+    return model.to(device).eval()
+
+
+def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, perturb=None, image_size=None,
+                    batch_size=8, device="auto", workers=2, on_mismatch="error", group_by=None, set_items=(),
+                    model=None, progress=True):
+    """Metrics (and per-group metrics) of a checkpoint/model or a predictions folder on ``data``."""
+    from ..data.datasets import ForensicsDataset, load_dataset_spec
+    from ..data.transforms import parse_perturb
+
+    records = load_dataset_spec(data)
+    if predictions:
+        if perturb:
+            raise UserError("--perturb applies to a model, not to saved predictions")
+        acc = evaluate_predictions(predictions, records, threshold, progress=progress)
+    else:
+        rank, world, dev = init_distributed(device)
+        if model is None:
+            model = load_for_inference(checkpoint, dev, set_items)
+            size = image_size or trained_image_size(checkpoint)
+        else:
+            model, size = model.to(dev).eval(), image_size or 512
+        ds = ForensicsDataset(records, image_size=size, augment=False, on_mismatch=on_mismatch,
+                              perturb=parse_perturb(perturb) if perturb else None)
+        acc, _ = evaluate_model(model, ds, batch_size=batch_size, device=dev, threshold=threshold, workers=workers,
+                                rank=rank, world_size=world, progress=progress)
+    metrics = acc.compute()
+    groups = acc.compute(group_by=group_by) if group_by else None
+    return metrics, groups

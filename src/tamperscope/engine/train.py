@@ -1,0 +1,584 @@
+"""Training from one CPU to many GPUs (``torchrun``), with exact resume.
+
+* AdamW (or Adam) with per-step LR: linear warm-up then cosine (or constant); gradient accumulation and
+  clipping; bf16 autocast and channels-last on CUDA; seeded.
+* DDP when launched by ``torchrun`` (gloo on CPU, NCCL on GPU) — the same command, no code changes.
+* Validation each epoch; the model is chosen on **val** (never test) by the model's selection metric.
+* A run folder: ``config.json`` + ``model.safetensors`` (the best model on val, or the last one without
+  val), ``trainer_state.json`` pointing at the latest resumable state ``state/step-N/`` (model,
+  optimizer and RNG states as safetensors), ``metrics.jsonl`` and ``curves.png``. Every file is written
+  atomically and the pointer is updated last, so a kill at any moment leaves a consistent run.
+* ``--resume`` continues exactly: same next batch (seeded per-epoch order, started mid-epoch), same LR,
+  same RNG streams; the final weights equal those of an uninterrupted run.
+* A non-finite loss stops with a message naming the step and the loss terms; SIGTERM/SIGINT save a
+  resumable state first.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..checkpoint import checkpoint_config, format_key_report, read_state_dict, save_state_dict
+from ..errors import UserError
+from ..io import atomic_write_text
+from ..registry import create_model, get_entry, merge_config
+from .distributed import ResumableSampler, all_reduce_mean, barrier, init_distributed, is_main
+from .evaluate import autocast_for, evaluate_model
+
+TRAIN_DEFAULTS = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.05, "epochs": 10, "warmup_epochs": 0,
+                  "schedule": "cosine", "min_lr": 0.0, "batch_size": 8, "betas": [0.9, 0.999]}
+
+
+@dataclass
+class TrainOptions:
+    model: str
+    train: str
+    out: str
+    val: str | None = None
+    stage: str | None = None
+    preset: str | None = None
+    config_file: str | None = None
+    pretrained: str | None = None
+    resume: bool = False
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    image_size: int = 512
+    device: str = "auto"
+    workers: int = 2
+    accum: int = 1
+    clip_grad: float | None = None
+    seed: int = 42
+    max_steps: int | None = None
+    save_every: int = 0
+    log_every: int = 10
+    augment: bool = True
+    on_mismatch: str = "skip"
+    threshold: float = 0.5
+    val_batch_size: int | None = None
+    model_overrides: dict = field(default_factory=dict)
+    train_overrides: dict = field(default_factory=dict)
+    progress: bool = True
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+
+
+def load_yaml_config(path: str | None) -> dict:
+    """``{"model": {...config overrides...}, "train": {...training options...}}`` from a YAML file."""
+    if not path:
+        return {}
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})")
+    unknown = set(data) - {"model", "train", "name"}
+    if unknown:
+        raise UserError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))} (use model:, train:)")
+    return data
+
+
+def resolve_train_config(opts: TrainOptions, entry, yaml_cfg: dict) -> dict:
+    """Preset (paper/official recipe) ← YAML ``train:`` ← explicit CLI flags."""
+    presets = entry.train_presets
+    name = opts.preset or (next(iter(presets)) if presets else None)
+    if opts.preset and opts.preset not in presets:
+        raise UserError(f"{entry.name}: unknown preset '{opts.preset}' (presets: {', '.join(presets) or 'none'})")
+    cfg = dict(TRAIN_DEFAULTS)
+    cfg.update({k: v for k, v in (presets.get(name, {}) if name else {}).items() if k != "model"})
+    cfg.update(yaml_cfg.get("train", {}) or {})
+    cfg.update(opts.train_overrides)
+    for key in ("epochs", "batch_size", "lr"):
+        if getattr(opts, key) is not None:
+            cfg[key] = getattr(opts, key)
+    cfg["preset"] = name
+    if cfg["optimizer"] not in ("adamw", "adam"):
+        raise UserError(f"unknown optimizer '{cfg['optimizer']}' (adamw, adam)")
+    if cfg["schedule"] not in ("cosine", "constant"):
+        raise UserError(f"unknown schedule '{cfg['schedule']}' (cosine, constant)")
+    return cfg
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float, schedule: str) -> float:
+    """Linear warm-up to ``base_lr`` then cosine decay to ``min_lr`` (or constant)."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model, cfg: dict) -> torch.optim.Optimizer:
+    groups = model.param_groups(cfg["weight_decay"])
+    if not groups:
+        raise UserError(f"{model.model_name}: no trainable parameters in this stage")
+    betas = tuple(cfg.get("betas", (0.9, 0.999)))
+    if cfg["optimizer"] == "adam":  # Adam with L2 weight decay, as the papers that name Adam use it
+        return torch.optim.Adam(groups, lr=cfg["lr"], betas=betas)
+    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=betas)
+
+
+# ------------------------------------------------------------------------------------------------
+# resumable state
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, list]:
+    sd = opt.state_dict()
+    tensors = {}
+    for pid, state in sd["state"].items():
+        for name, value in state.items():
+            tensors[f"state.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, sd["param_groups"]
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _rng_state() -> tuple[dict, dict]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    py = random.getstate()
+    return tensors, {"python": [py[0], list(py[1]), py[2]], "numpy": _np_state_to_json(np.random.get_state())}
+
+
+def _np_state_to_json(state) -> list:
+    return [state[0], state[1].tolist(), state[2], state[3], state[4]]
+
+
+def _restore_rng(tensors: dict, js: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    py = js["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = js["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+class RunFolder:
+    """The files of one training run; see the module docstring."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / "trainer_state.json"
+
+    def exists(self) -> bool:
+        return self.state_file.is_file()
+
+    def read_state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.state_file}: cannot read trainer state ({exc})")
+
+    def save_state(self, model, opt, state: dict, config: dict) -> None:
+        """Write ``state/step-N/`` then point ``trainer_state.json`` at it; older states are removed."""
+        step_dir = self.path / "state" / f"step-{state['global_step']:09d}"
+        step_dir.mkdir(parents=True, exist_ok=True)
+        save_state_dict(model, step_dir / "model.safetensors")
+        opt_tensors, groups = _optimizer_tensors(opt)
+        rng_tensors, rng_json = _rng_state()
+        save_state_dict({**opt_tensors, **rng_tensors}, step_dir / "optimizer.safetensors")
+        state = dict(state, checkpoint=str(step_dir.relative_to(self.path)), optimizer_groups=groups, rng=rng_json)
+        atomic_write_text(self.path / "config.json", json.dumps(config, indent=2, sort_keys=True))
+        atomic_write_text(self.state_file, json.dumps(state, indent=2))
+        for old in (self.path / "state").glob("step-*"):
+            if old != step_dir:
+                for f in old.iterdir():
+                    f.unlink()
+                old.rmdir()
+
+
+# ------------------------------------------------------------------------------------------------
+# the loop
+
+
+class _TrainStep(torch.nn.Module):
+    """Lets DDP wrap ``model.training_step`` (DDP synchronises gradients through ``forward``)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model.training_step(batch)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v) and k != "mask_full":
+            v = v.to(device, non_blocking=True)
+            if k == "image" and device.type == "cuda":
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def _scalar_terms(losses: dict) -> dict:
+    return {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+
+
+def load_pretrained_stage(model, source: str) -> None:
+    """Load an earlier stage's run (or any of our checkpoints) with ``strict=False``, printing the report."""
+    from ..checkpoint import checkpoint_weights_path
+
+    path = Path(source)
+    sd = read_state_dict(checkpoint_weights_path(path) if path.is_dir() else path)
+    if hasattr(model, "load_pretrained_stage"):
+        missing, unexpected = model.load_pretrained_stage(sd)
+    else:
+        result = model.load_state_dict(sd, strict=False)
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+    if is_main():
+        print(format_key_report(f"--pretrained {source}", list(missing), list(unexpected)))
+
+
+class Trainer:
+    def __init__(self, opts: TrainOptions):
+        self.opts = opts
+        self.rank, self.world, self.device = init_distributed(opts.device)
+        self.run = RunFolder(opts.out)
+        self.stop_signal: int | None = None
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _build(self):
+        opts = self.opts
+        entry = get_entry(opts.model)
+        yaml_cfg = load_yaml_config(opts.config_file)
+        resume_state = None
+        if opts.resume:
+            if not self.run.exists():
+                raise UserError(f"{self.run.path}: nothing to resume (no trainer_state.json)")
+            resume_state = self.run.read_state()
+            saved = json.loads((self.run.path / "config.json").read_text())
+            if saved["model"] != opts.model:
+                raise UserError(f"{self.run.path}: run is for model '{saved['model']}', not '{opts.model}'")
+            model_cfg, train_cfg = saved["config"], saved["train"]
+        else:
+            if self.run.exists() and is_main():
+                raise UserError(f"{self.run.path}: already holds a run; use --resume or another --out")
+            # model config: preset's "model" part (e.g. the official code's loss weight) ← YAML ← --set
+            preset_name = opts.preset or (next(iter(entry.train_presets)) if entry.train_presets else None)
+            model_cfg = dict((entry.train_presets.get(preset_name) or {}).get("model", {}))
+            model_cfg.update(yaml_cfg.get("model", {}) or {})
+            model_cfg.update(opts.model_overrides)
+            if opts.stage:
+                if opts.stage not in entry.stages:
+                    raise UserError(f"{opts.model}: unknown stage '{opts.stage}' "
+                                    f"(stages: {', '.join(entry.stages) or 'none'})")
+                model_cfg["stage"] = opts.stage
+            train_cfg = resolve_train_config(opts, entry, yaml_cfg)
+            train_cfg.update({"image_size": opts.image_size, "accum": opts.accum, "clip_grad": opts.clip_grad,
+                              "seed": opts.seed, "max_steps": opts.max_steps, "augment": opts.augment,
+                              "train": opts.train, "val": opts.val, "pretrained": opts.pretrained,
+                              "world_size": self.world})
+        torch.manual_seed(train_cfg["seed"])
+        np.random.seed(train_cfg["seed"] % 2**32)
+        random.seed(train_cfg["seed"])
+        # on resume the run's state already holds every weight: external weight files are not re-read
+        model = create_model(opts.model, **({k: (None if k.endswith("_weights") and resume_state else v)
+                                               for k, v in model_cfg.items()}))
+        model.config = merge_config(entry.default_config, model_cfg, where=opts.model)
+        if model.stages:
+            model.set_stage(model.config.get("stage"))
+        if opts.pretrained and not resume_state:
+            load_pretrained_stage(model, opts.pretrained)
+        return model, train_cfg, resume_state
+
+    def _datasets(self, model, train_cfg):
+        from ..data.datasets import ForensicsDataset, load_dataset_spec
+
+        req = model.data_requirements()
+        common = dict(image_size=train_cfg["image_size"], edge=req.get("edge"), edge_width=req.get("edge_width", 7))
+        train_records = load_dataset_spec(self.opts.train, seed=train_cfg["seed"])
+        train_ds = ForensicsDataset(train_records, augment=train_cfg["augment"], on_mismatch=self.opts.on_mismatch,
+                                    seed=train_cfg["seed"], **common)
+        val_ds = None
+        if self.opts.val:
+            val_ds = ForensicsDataset(load_dataset_spec(self.opts.val), augment=False,
+                                      on_mismatch=self.opts.on_mismatch, **common)
+        if len(train_ds) == 0:
+            raise UserError(f"{self.opts.train}: no training images")
+        return train_ds, val_ds
+
+    # -- validation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, model, val_ds) -> dict:
+        from ..data.datasets import collate
+
+        model.eval()
+        bs = self.opts.val_batch_size or self.train_cfg["batch_size"]
+        sampler = ResumableSampler(len(val_ds), seed=0, shuffle=False, rank=self.rank, world_size=self.world)
+        loader = DataLoader(val_ds, batch_size=bs, sampler=sampler, num_workers=self.opts.workers,
+                            collate_fn=collate, generator=torch.Generator().manual_seed(0))
+        rng = torch.get_rng_state()  # validation must not shift the training RNG stream
+        torch.manual_seed(12345)
+        sums: dict[str, float] = {}
+        n, has_custom = 0, False
+        for batch in loader:
+            batch = _to_device(batch, self.device)
+            b = batch["image"].shape[0]
+            with autocast_for(self.device):
+                terms = _scalar_terms(model.training_step(batch))
+                custom = model.stage_validation_step(batch)
+            vals = {"val_loss": terms.get("total", float("nan"))}
+            if custom is not None:
+                has_custom = True
+                vals.update({k: float(v) for k, v in custom.items()})
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v * b
+            n += b
+        metrics = {k: all_reduce_mean(v / max(n, 1), self.device) for k, v in sums.items()}
+        if not has_custom:  # a mask predictor: score it with the protocol metrics
+            acc, _ = evaluate_model(model, val_ds, batch_size=bs, device=self.device, threshold=self.opts.threshold,
+                                    workers=self.opts.workers, rank=self.rank, world_size=self.world,
+                                    progress=False)
+            metrics.update(acc.compute())
+        torch.set_rng_state(rng)
+        model.train()
+        return metrics
+
+    # -- main loop -------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        model, train_cfg, resume_state = self._build()
+        self.model, self.train_cfg = model, train_cfg
+        model.to(self.device)
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        train_ds, val_ds = self._datasets(model, train_cfg)
+        from ..data.datasets import collate
+
+        bs, accum = train_cfg["batch_size"], max(1, train_cfg["accum"])
+        sampler = ResumableSampler(len(train_ds), seed=train_cfg["seed"], shuffle=True, rank=self.rank,
+                                   world_size=self.world)
+        batches_per_epoch = math.ceil(sampler.per_rank / bs)
+        self.batches_per_epoch = batches_per_epoch
+        steps_per_epoch = math.ceil(batches_per_epoch / accum)
+        total_steps = train_cfg["epochs"] * steps_per_epoch
+        if train_cfg.get("max_steps"):
+            total_steps = min(total_steps, train_cfg["max_steps"])
+        warmup_steps = int(train_cfg.get("warmup_epochs", 0) * steps_per_epoch)
+        opt = build_optimizer(model, train_cfg)
+        sel_key, sel_mode = model.selection_metric()
+        config = checkpoint_config(model) | {"train": train_cfg}
+        state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": None, "finished": False}
+        if resume_state:
+            ckpt = self.run.path / resume_state["checkpoint"]
+            model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(self.device)))
+            tensors = load_file(str(ckpt / "optimizer.safetensors"))
+            _load_optimizer(opt, {k: v.to(self.device) for k, v in tensors.items() if k.startswith("state.")},
+                            resume_state["optimizer_groups"])
+            _restore_rng({k: v for k, v in tensors.items() if k.startswith("rng.")}, resume_state["rng"])
+            state = {k: resume_state[k] for k in state}
+            if state["finished"]:
+                if is_main():
+                    print(f"{self.run.path}: training already finished")
+                return state
+            self._truncate_log(state["global_step"])
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        if self.world > 1 and self.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # as the official IMDL recipes
+            self.model = model
+        step_module = _TrainStep(model)
+        if self.world > 1:
+            step_module = DistributedDataParallel(step_module, find_unused_parameters=True,
+                                                  device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        log = open(self.run.path / "metrics.jsonl", "a", buffering=1) if is_main() else None
+        if is_main():
+            print(f"training {self.opts.model}{' stage ' + model.stage if getattr(model, 'stage', None) else ''}: "
+                  f"{len(train_ds)} train images, {len(val_ds) if val_ds else 0} val, {total_steps} steps "
+                  f"({steps_per_epoch}/epoch), batch {bs}×{accum}×{self.world}, device {self.device}, "
+                  f"preset {train_cfg.get('preset')}")
+        model.train()
+        try:
+            self._loop(model, step_module, opt, sampler, train_ds, val_ds, state, config, log, total_steps,
+                       warmup_steps, steps_per_epoch, bs, accum, sel_key, sel_mode)
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            if log:
+                log.close()
+        return state
+
+    def _loop(self, model, step_module, opt, sampler, train_ds, val_ds, state, config, log, total_steps,
+              warmup_steps, steps_per_epoch, bs, accum, sel_key, sel_mode):
+        from ..data.datasets import collate
+
+        cfg = self.train_cfg
+        epochs = math.ceil(total_steps / steps_per_epoch)
+        bar = tqdm(total=total_steps, initial=state["global_step"], desc="train", unit="step",
+                   disable=not (self.opts.progress and is_main()), dynamic_ncols=True)
+        while state["global_step"] < total_steps and state["epoch"] < epochs:
+            epoch = state["epoch"]
+            sampler.set_epoch(epoch, start_sample=state["batch_in_epoch"] * bs)
+            if hasattr(train_ds, "set_epoch"):
+                train_ds.set_epoch(epoch)
+            # the loader gets its own generator: creating an iterator must not consume the global RNG, or a
+            # run resumed mid-epoch (one more iterator) would shift the model's dropout/noise stream
+            loader = DataLoader(train_ds, batch_size=bs, sampler=sampler, num_workers=self.opts.workers,
+                                collate_fn=collate, drop_last=False, pin_memory=self.device.type == "cuda",
+                                generator=torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch))
+            micro = 0
+            t_last, seen = time.perf_counter(), 0
+            for batch in loader:
+                batch = _to_device(batch, self.device)
+                last_micro = micro + 1 == accum or state["batch_in_epoch"] + 1 == self.batches_per_epoch
+                sync_ctx = step_module.no_sync() if (self.world > 1 and not last_micro) else nullcontext()
+                with sync_ctx, autocast_for(self.device):
+                    losses = step_module(batch)
+                loss = losses["total"]
+                self._check_finite(loss, losses, state)
+                (loss / accum).backward()
+                micro += 1
+                state["batch_in_epoch"] += 1
+                seen += batch["image"].shape[0]
+                if micro < accum and state["batch_in_epoch"] < self.batches_per_epoch:
+                    continue  # a step at every `accum` batches and at the epoch's last batch
+                micro = 0
+                lr = lr_at(state["global_step"], total_steps, warmup_steps, cfg["lr"], cfg.get("min_lr", 0.0),
+                           cfg["schedule"])
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                if cfg.get("clip_grad"):
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad"])
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                state["global_step"] += 1
+                bar.update(1)
+                terms = _scalar_terms(losses)
+                bar.set_postfix(loss=f"{terms['total']:.4f}", lr=f"{lr:.2e}")
+                if log and (state["global_step"] % self.opts.log_every == 0 or state["global_step"] == 1):
+                    dt = time.perf_counter() - t_last
+                    log.write(json.dumps({"type": "train", "epoch": epoch, "step": state["global_step"], "lr": lr,
+                                          "images_per_s": seen * self.world / max(dt, 1e-9),
+                                          **{f"loss_{k}" if k != "total" else "loss": v for k, v in terms.items()}})
+                              + "\n")
+                    t_last, seen = time.perf_counter(), 0
+                done = state["global_step"] >= total_steps
+                if self.opts.save_every and state["global_step"] % self.opts.save_every == 0 and not done:
+                    self._save(model, opt, state, config)
+                if self.stop_signal is not None:
+                    self._save(model, opt, state, config)
+                    bar.close()
+                    raise KeyboardInterrupt(f"stopped by signal {self.stop_signal} at step {state['global_step']}; "
+                                            f"resume with --resume --out {self.run.path}")
+                if done:
+                    break
+            # end of epoch (or of the step budget): validate, select, save
+            state["epoch"] += 1
+            state["batch_in_epoch"] = 0
+            if state["global_step"] >= total_steps:
+                state["finished"] = True
+            self._end_epoch(model, opt, val_ds, state, config, log, epoch, sel_key, sel_mode)
+        bar.close()
+
+    def _end_epoch(self, model, opt, val_ds, state, config, log, epoch, sel_key, sel_mode):
+        metrics = self.validate(model, val_ds) if val_ds is not None else {}
+        improved = False
+        if val_ds is None:
+            improved = True
+        else:
+            value = metrics.get(sel_key)
+            if value is None:  # e.g. no tampered val image: fall back to the validation loss
+                sel_key, sel_mode, value = "val_loss", "min", metrics.get("val_loss")
+            best = state["best"]
+            if best is None or (value is not None and (value > best["value"] if sel_mode == "max"
+                                                        else value < best["value"])):
+                state["best"] = {"metric": sel_key, "value": value, "epoch": epoch, "step": state["global_step"]}
+                improved = True
+        if log:
+            log.write(json.dumps({"type": "val", "epoch": epoch, "step": state["global_step"],
+                                  **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}})
+                      + "\n")
+            log.flush()
+        if is_main():
+            if improved:
+                from ..checkpoint import save_checkpoint
+
+                save_checkpoint(model, self.run.path, extra={"train": self.train_cfg, "best": state["best"]})
+            if metrics:
+                shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("val_loss", sel_key, "pixel_f1", "image_auc")
+                                  if isinstance(metrics.get(k), float))
+                print(f"epoch {epoch}: {shown}{' (best)' if improved else ''}", flush=True)
+        self._save(model, opt, state, config)
+        if is_main():
+            from ..report.plots import plot_training_curves
+
+            plot_training_curves(self.run.path / "metrics.jsonl", self.run.path / "curves.png")
+
+    def _save(self, model, opt, state, config) -> None:
+        if self.world > 1:  # BN running statistics evolve per rank: rank 0's are the run's
+            for buf in model.buffers():
+                dist.broadcast(buf, 0)
+        if is_main():
+            self.run.save_state(model, opt, state, config)
+        barrier()
+
+    def _check_finite(self, loss, losses, state) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(bad)
+        if bad.item():
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in _scalar_terms(losses).items())
+            raise UserError(f"non-finite loss at epoch {state['epoch']}, step {state['global_step'] + 1} "
+                            f"(batch {state['batch_in_epoch'] + 1}): {terms or 'no scalar terms'}; "
+                            f"lower --lr, enable clipping (train.clip_grad), or check the data")
+
+    def _on_signal(self, signum, frame):
+        self.stop_signal = signum
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines written after the resumed state, so the log equals an uninterrupted run's."""
+        path = self.run.path / "metrics.jsonl"
+        if not path.is_file() or not is_main():
+            return
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def train(opts: TrainOptions) -> dict:
+    """Run training; returns the final trainer state (epoch, step, best)."""
+    trainer = Trainer(opts)
+    try:
+        return trainer.fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def options_dict(opts: TrainOptions) -> dict:
+    return asdict(opts)

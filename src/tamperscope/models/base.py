@@ -1,0 +1,75 @@
+"""The model contract every method follows (ARCHITECTURE.md, "The model contract").
+
+* ``forward(image)`` takes an ImageNet-normalised ``B×3×H×W`` tensor and returns a dict with at least
+  ``mask_logits`` (``B×1×H×W``) and ``image_logit`` (``B``). Inference never needs a mask.
+* ``loss(outputs, batch)`` returns ``{"total": tensor, <term>: tensor, ...}``.
+* ``training_step(batch)`` is what the engine calls while training; the default is
+  ``loss(forward(batch["image"]), batch)``. Diffusion models override it because their training
+  forward needs the ground truth.
+* ``data_requirements`` tells the data layer which extra targets to compute (edge bands).
+* Multi-stage methods list ``stages`` and implement ``set_stage`` (freezing what the stage freezes).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TamperModel(nn.Module):
+    #: filled in by :func:`tamperscope.registry.create_model`
+    model_name: str = ""
+    config: dict = {}
+    #: names of training stages, in order ("" when the method has a single stage)
+    stages: tuple[str, ...] = ()
+
+    def data_requirements(self) -> dict:
+        """Extra targets the data layer must build: ``{"edge": None | "band" | "canny", "edge_width": 7}``."""
+        return {"edge": None, "edge_width": 7}
+
+    def loss(self, outputs: dict, batch: dict) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} does not define a training loss")
+
+    def training_step(self, batch: dict) -> dict:
+        return self.loss(self(batch["image"]), batch)
+
+    def stage_validation_step(self, batch: dict) -> dict | None:
+        """Scalar validation metrics for pre-text stages whose ``forward`` is not a mask predictor
+        (e.g. a reconstruction F1); ``None`` means "score ``forward`` with the pixel/image metrics"."""
+        return None
+
+    def selection_metric(self) -> tuple[str, str]:
+        """(key, "max"|"min") used to choose the best epoch on the validation set."""
+        return ("pixel_f1", "max")
+
+    def set_stage(self, stage: str | None) -> None:
+        if stage and stage not in self.stages:
+            raise ValueError(f"{self.model_name}: unknown stage '{stage}' (stages: {', '.join(self.stages) or 'none'})")
+        self.stage = stage
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: no weight decay on biases, norms, 1-d parameters and tokens (timm convention)."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if p.ndim <= 1 or name.endswith(".bias") or "token" in name or "pos_embed" in name:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        groups = []
+        if decay:
+            groups.append({"params": decay, "weight_decay": weight_decay})
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    @torch.no_grad()
+    def predict_probabilities(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(mask probability B×1×H×W, image probability B)``."""
+        out = self(image)
+        return torch.sigmoid(out["mask_logits"].float()), torch.sigmoid(out["image_logit"].float())
+
+
+def max_pool_image_logit(mask_logits: torch.Tensor) -> torch.Tensor:
+    """Image logit of a model without a detection head: the maximum mask logit (SEED-SPECS §8.1)."""
+    return mask_logits.flatten(1).amax(dim=1)

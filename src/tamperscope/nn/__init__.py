@@ -1,0 +1,1 @@
+"""Reusable layers: attention, Mix-FFN, pixel-difference convolutions, FiLM, edge operators, losses."""

@@ -1,0 +1,30 @@
+"""Loss primitives with explicit names (SEED-SPECS §1.10). ``p`` is a probability, ``g`` the GT."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy on logits."""
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+def wbce(logits: torch.Tensor, target: torch.Tensor, w_pos: float, w_neg: float) -> torch.Tensor:
+    """−mean[w_pos·g·log p + w_neg·(1−g)·log(1−p)], computed stably from logits."""
+    logits, target = logits.float(), target.float()
+    log_p = F.logsigmoid(logits)
+    log_1mp = F.logsigmoid(-logits)
+    return -(w_pos * target * log_p + w_neg * (1 - target) * log_1mp).mean()
+
+
+def dice_linear(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 − (2Σpg + s)/(Σp + Σg + s) over the flattened batch."""
+    prob, target = prob.float().flatten(), target.float().flatten()
+    return 1 - (2 * (prob * target).sum() + smooth) / (prob.sum() + target.sum() + smooth)
+
+
+def dice_sq(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """V-Net form 1 − (2Σpg + s)/(Σp² + Σg² + s) over the flattened batch."""
+    prob, target = prob.float().flatten(), target.float().flatten()
+    return 1 - (2 * (prob * target).sum() + smooth) / ((prob * prob).sum() + (target * target).sum() + smooth)
