@@ -1,0 +1,71 @@
+"""`tamperscope noiseprint`: the Noiseprint++ map of one image (TruFor, CVPR 2023; SEED-SPECS §1.8).
+
+The image is read as RGB uint8 and scaled by 1/256 as TruFor's loaders do, then fed to the DnCNN; the
+raw (unnormalised) ``H×W`` float32 map is saved as ``.npy``. ``--png`` also writes a viewable grey image:
+the map clipped to its 1st–99th percentiles and stretched to 0–255. Without ``--weights`` the weight-free
+fallback (SRM "KV" residual of the luminance, unit std per image) is used, with a notice on stderr.
+"""
+from __future__ import annotations
+
+import io as _io
+import sys
+
+import numpy as np
+
+NAME = "noiseprint"
+HELP = "extract the Noiseprint++ map of an image (.npy, optional viewable .png)"
+
+PNG_PERCENTILES = (1.0, 99.0)
+
+
+def add_arguments(p):
+    p.add_argument("image", metavar="IMAGE", help="input image file")
+    p.add_argument("--weights", metavar="FILE", default=None,
+                   help="Noiseprint++ weights (TruFor's noiseprint++.th); without it a fixed SRM residual is used")
+    p.add_argument("--out", metavar="FILE.npy", required=True, help="where to write the H×W float32 map")
+    p.add_argument("--png", metavar="FILE.png", default=None, help="also write a percentile-stretched PNG")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def stretch_to_uint8(noise_map: np.ndarray, percentiles: tuple[float, float] = PNG_PERCENTILES) -> np.ndarray:
+    """Robust display scaling: clip to the given percentiles and map linearly to 0–255."""
+    lo, hi = np.percentile(noise_map, percentiles)
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.full(noise_map.shape, 128, dtype=np.uint8)
+    scaled = (np.clip(noise_map, lo, hi) - lo) / (hi - lo)
+    return np.round(scaled * 255.0).astype(np.uint8)
+
+
+def compute_noiseprint(rgb_uint8: np.ndarray, weights: str | None, device: str = "cpu") -> np.ndarray:
+    """``H×W`` float32 noiseprint of an ``H×W×3`` uint8 RGB image (fallback residual when ``weights`` is None)."""
+    import torch
+
+    from ..backbones.dncnn import NoiseprintExtractor, ResidualNoiseExtractor
+
+    extractor = NoiseprintExtractor(weights) if weights is not None else ResidualNoiseExtractor()
+    extractor = extractor.to(device).eval()
+    x = torch.from_numpy(np.ascontiguousarray(rgb_uint8)).permute(2, 0, 1)[None].to(device, torch.float32) / 256.0
+    return extractor.forward_rgb01(x)[0, 0].float().cpu().numpy()
+
+
+def run(args) -> int:
+    from ..errors import UserError
+    from ..io import atomic_write_bytes, read_image, write_png
+
+    if not str(args.out).lower().endswith(".npy"):
+        raise UserError(f"{args.out}: --out must end in .npy")
+    if args.png is not None and not str(args.png).lower().endswith(".png"):
+        raise UserError(f"{args.png}: --png must end in .png")
+    rgb = read_image(args.image)
+    if args.weights is None:
+        print("tamperscope noiseprint: no --weights given; writing the weight-free SRM residual "
+              "(unit std), not Noiseprint++", file=sys.stderr)
+    noise_map = compute_noiseprint(rgb, args.weights, args.device)
+    buf = _io.BytesIO()
+    np.save(buf, noise_map.astype(np.float32))
+    atomic_write_bytes(args.out, buf.getvalue(), protect=[args.image])
+    if args.png is not None:
+        write_png(args.png, stretch_to_uint8(noise_map), protect=[args.image])
+    print(f"{args.out}: {noise_map.shape[0]}×{noise_map.shape[1]} map, mean {noise_map.mean():.5f}, "
+          f"std {noise_map.std():.5f}")
+    return 0
