@@ -127,3 +127,20 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path):
     saved = load_file(str(tmp_path / "run" / "model.safetensors"))  # written by rank 0 (no val: last model)
     for k in a:
         assert torch.equal(a[k], saved[k]), k
+
+
+def test_yaml_config_and_early_stopping_on_val(tmp_path):
+    data = make_dataset(tmp_path / "data", n_tampered=3, n_authentic=1)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model:\n  dropout: 0.0\ntrain:\n  patience: 1\n  lr: 0.0\n  warmup_epochs: 0\n")
+    run = tmp_path / "run"
+    assert main(["train", "segformer-b0", "--train", str(data), "--val", str(data), "--out", str(run), "--epochs", "5",
+                 "--config", str(cfg), *TINY[:-2]]) == 0
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert state["finished"] and state["epoch"] == 2  # with lr 0 nothing improves after epoch 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["config"]["dropout"] == 0.0 and saved["train"]["patience"] == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle: {}\n")
+    assert main(["train", "segformer-b0", "--train", str(data), "--out", str(tmp_path / "r2"), "--config", str(bad),
+                 *TINY]) == 2

@@ -98,10 +98,19 @@ def load_yaml_config(path: str | None) -> dict:
     return data
 
 
+def default_preset(entry, opts: TrainOptions) -> str | None:
+    """``--preset``, else a preset named like ``--stage``, else the model's first preset."""
+    if opts.preset:
+        return opts.preset
+    if opts.stage and opts.stage in entry.train_presets:
+        return opts.stage
+    return next(iter(entry.train_presets), None)
+
+
 def resolve_train_config(opts: TrainOptions, entry, yaml_cfg: dict) -> dict:
     """Preset (paper/official recipe) ← YAML ``train:`` ← explicit CLI flags."""
     presets = entry.train_presets
-    name = opts.preset or (next(iter(presets)) if presets else None)
+    name = default_preset(entry, opts)
     if opts.preset and opts.preset not in presets:
         raise UserError(f"{entry.name}: unknown preset '{opts.preset}' (presets: {', '.join(presets) or 'none'})")
     cfg = dict(TRAIN_DEFAULTS)
@@ -291,7 +300,7 @@ class Trainer:
             if self.run.exists() and is_main():
                 raise UserError(f"{self.run.path}: already holds a run; use --resume or another --out")
             # model config: preset's "model" part (e.g. the official code's loss weight) ← YAML ← --set
-            preset_name = opts.preset or (next(iter(entry.train_presets)) if entry.train_presets else None)
+            preset_name = default_preset(entry, opts)
             model_cfg = dict((entry.train_presets.get(preset_name) or {}).get("model", {}))
             model_cfg.update(yaml_cfg.get("model", {}) or {})
             model_cfg.update(opts.model_overrides)
@@ -393,8 +402,11 @@ class Trainer:
         warmup_steps = int(train_cfg.get("warmup_epochs", 0) * steps_per_epoch)
         opt = build_optimizer(model, train_cfg)
         sel_key, sel_mode = model.selection_metric()
+        if train_cfg.get("selection_metric"):  # a recipe may select on another key, e.g. ["pixel_iou", "max"]
+            sel_key, sel_mode = train_cfg["selection_metric"]
         config = checkpoint_config(model) | {"train": train_cfg}
-        state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": None, "finished": False}
+        state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": None, "finished": False,
+                 "epochs_since_best": 0}
         if resume_state:
             ckpt = self.run.path / resume_state["checkpoint"]
             model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(self.device)))
@@ -442,7 +454,7 @@ class Trainer:
         epochs = math.ceil(total_steps / steps_per_epoch)
         bar = tqdm(total=total_steps, initial=state["global_step"], desc="train", unit="step",
                    disable=not (self.opts.progress and is_main()), dynamic_ncols=True)
-        while state["global_step"] < total_steps and state["epoch"] < epochs:
+        while state["global_step"] < total_steps and state["epoch"] < epochs and not state["finished"]:
             epoch = state["epoch"]
             sampler.set_epoch(epoch, start_sample=state["batch_in_epoch"] * bs)
             if hasattr(train_ds, "set_epoch"):
@@ -520,6 +532,12 @@ class Trainer:
                                                         else value < best["value"])):
                 state["best"] = {"metric": sel_key, "value": value, "epoch": epoch, "step": state["global_step"]}
                 improved = True
+        state["epochs_since_best"] = 0 if improved else state["epochs_since_best"] + 1
+        patience = self.train_cfg.get("patience")
+        if patience and state["epochs_since_best"] >= patience:  # early stopping on val (IFA-Net: IoU, 10)
+            state["finished"] = True
+            if is_main():
+                print(f"early stop: no {sel_key} improvement on val for {patience} epochs")
         if log:
             log.write(json.dumps({"type": "val", "epoch": epoch, "step": state["global_step"],
                                   **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}})

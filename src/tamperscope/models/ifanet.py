@@ -97,11 +97,12 @@ TRAIN_PRESETS = {
     # paper §4 (Implementation Details): AdamW 2e-5, wd 1e-5, ≤100 epochs, batch 32, early stopping on val IoU
     # (patience 10); no schedule is given → constant LR [R]
     "paper": {"optimizer": "adamw", "lr": 2e-5, "weight_decay": 1e-5, "epochs": 100, "warmup_epochs": 0,
-              "schedule": "constant", "min_lr": 2e-5, "batch_size": 32},
+              "schedule": "constant", "min_lr": 2e-5, "batch_size": 32, "patience": 10,
+              "selection_metric": ["pixel_iou", "max"]},
     # FAIR MAE pre-training recipe (blr 1.5e-4 × batch/256, wd 0.05, 40 warm-up epochs, cosine), shortened
     "realness-prior": {"optimizer": "adamw", "lr": 3.75e-5, "weight_decay": 0.05, "epochs": 400,
                        "warmup_epochs": 40, "schedule": "cosine", "min_lr": 0.0, "batch_size": 64,
-                       "model": {"stage": "realness-prior"}},
+                       "betas": [0.9, 0.95], "model": {"stage": "realness-prior"}},
 }
 
 
