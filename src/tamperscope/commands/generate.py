@@ -1,0 +1,81 @@
+"""`tamperscope generate`: build a BR-Gen-style localized-forgery dataset from a folder of real photos
+(paper 001 §3, SEED-SPECS §7). See :mod:`tamperscope.data.brgen.pipeline` for the plan, naming, splits and
+resumability, and :mod:`tamperscope.data.brgen.backends` for the model back ends.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+
+NAME = "generate"
+HELP = "generate a BR-Gen-style forgery dataset (Au/ Tp/ Gt/, splits, metadata) from real photos"
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _area_bins(text: str) -> tuple[str, ...]:
+    """Accept ``<20``, ``20`` or ``0-20`` for each bin."""
+    bins = []
+    for token in _csv(text):
+        upper = token.lstrip("<").split("-")[-1].rstrip("%")
+        bins.append(f"<{upper}")
+    return tuple(bins)
+
+
+def _model_dirs(entries: list[str] | None) -> dict:
+    dirs = {}
+    for entry in entries or []:
+        key, sep, path = entry.partition("=")
+        if not sep or not key or not path:
+            raise UserError(f"--model-dir {entry!r}: expected KEY=DIR (detector, sam, inpaint, taesd or clip)")
+        dirs[key.strip()] = path.strip()
+    return dirs
+
+
+def add_arguments(p):
+    from ..data.brgen import AREA_BINS, BUILTIN_METHODS, REGION_TYPES
+
+    p.add_argument("--photos", required=True, metavar="DIR", help="folder of real photos (searched recursively)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (not inside --photos)")
+    p.add_argument("--n", type=int, default=100, help="number of forgeries (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same bytes (default 0)")
+    p.add_argument("--methods", type=_csv, default=None,
+                   help=f"comma list; built-in: {','.join(BUILTIN_METHODS)} (default: all of the back end)")
+    p.add_argument("--regions", type=_csv, default=("stuff", "background"),
+                   help=f"comma list of {','.join(REGION_TYPES)} (default stuff,background as in BR-Gen)")
+    p.add_argument("--area-bins", type=_area_bins, default=AREA_BINS,
+                   help="comma list of mask-area bins in %% of the image: 20,40,60,80,100 (= <20 ... <100; "
+                        "default all)")
+    p.add_argument("--max-side", type=int, default=1024, help="downscale larger photos first (default 1024)")
+    p.add_argument("--jpeg-quality", type=int, default=None,
+                   help="write Tp/Au as JPEG of this quality (default: lossless PNG)")
+    p.add_argument("--retries", type=int, default=5, help="regenerations of a rejected sample (default 5)")
+    p.add_argument("--backend", choices=("builtin", "models"), default="builtin",
+                   help="builtin (no weights) or models (local model folders via --model-dir)")
+    p.add_argument("--model-dir", action="append", metavar="KEY=DIR",
+                   help="local model folder for --backend models: detector=, sam=, inpaint=, taesd=, clip= "
+                        "(repeatable)")
+    p.add_argument("--device", default="cpu", help="torch device of the model back ends (default cpu)")
+    p.add_argument("--inpaint-steps", type=int, default=30, help="denoising steps of the inpainting model")
+    p.add_argument("--clip-min-score", type=float, default=0.2, help="reject CLIP image-text cosine below this")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def run(args) -> int:
+    from ..data.brgen import GenerateOptions, generate
+
+    opts = GenerateOptions(
+        photos=Path(args.photos), out=Path(args.out), n=args.n, seed=args.seed, methods=args.methods,
+        regions=args.regions, area_bins=args.area_bins, max_side=args.max_side, jpeg_quality=args.jpeg_quality,
+        retries=args.retries, backend=args.backend, model_dirs=_model_dirs(args.model_dir), device=args.device,
+        inpaint_steps=args.inpaint_steps, clip_min_score=args.clip_min_score, progress=not args.no_progress)
+    summary = generate(opts)
+    print(f"wrote {summary['produced']} forgeries ({summary['failed']} failed after retries) to {args.out}")
+    for key in ("method", "region", "area_bin"):
+        print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in summary["counts"][key].items()))
+    if summary["rejections"]:
+        print("  rejections: " + ", ".join(f"{k} {v}" for k, v in summary["rejections"].items()))
+    return 0 if summary["produced"] else 1
