@@ -1,0 +1,444 @@
+"""Prediction on any photo: the ``tamperscope.predict`` API, sliding-window tiling, and the ``predict`` outputs.
+
+Model choice (:func:`load_predictor`)
+- ``None``: the bundled default model, ``tamperscope/weights/default.safetensors`` (found with
+  ``importlib.resources``); a missing file is a one-line :class:`UserError` telling the user to pass
+  ``--checkpoint``.
+- a run folder or a ``.safetensors`` checkpoint: loaded with :func:`tamperscope.checkpoint.load_checkpoint`;
+  the model runs at the size it was trained at (:func:`trained_image_size`, else 512).
+- the name of a registered model without parameters (the ``ela`` baseline): built from its default config.
+
+Any image size
+- A model whose class sets ``native_resolution = True`` (ELA: resampling would destroy the JPEG traces it reads)
+  sees the photo at its own size, padded at the bottom/right by edge replication to a multiple of 32 (this keeps
+  the 8×8 JPEG grid aligned); the map is cropped back.
+- Any other model sees the photo resized to ``S×S`` (bilinear, as the training data loader does) and its map is
+  resized back to the photo's size (bilinear, :func:`upsample_to`), so the output always has the photo's size.
+  The EXIF orientation is applied when reading, so maps match the photo as viewers show it.
+
+Tiling (``tiles=True``, for large photos)
+- Windows of ``tile_size`` pixels (default: the model's input size ``S``; a window is cut to the photo where the
+  photo is smaller) slide with ``tile_overlap`` (default 1/4) overlap; the first and last windows touch the
+  borders and the rest are evenly spaced. Each window is processed exactly like a whole photo (above), the maps
+  are averaged where windows overlap, and the image score is the maximum of the window scores. One window
+  covering the whole photo therefore gives exactly the untiled result.
+
+Verdict and area
+- ``verdict`` is ``"tampered"`` when the image score is above ``threshold`` (strict, as the metrics), else
+  ``"authentic"``; ``mask`` is ``probability > threshold``; ``tampered_area_pct`` is the mask's share of pixels.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import io as _io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import ImageReadError, UserError
+from ..io import atomic_write_text, read_image, read_image_bytes, write_png
+from ..nn.norm import imagenet_normalize
+from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
+from .evaluate import model_probabilities, upsample_to
+
+PathLike = Union[str, os.PathLike]
+
+DEFAULT_WEIGHTS = "default.safetensors"
+DEFAULT_IMAGE_SIZE = 512
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_TILE_OVERLAP = 0.25
+INPUT_MULTIPLE = 32
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jfif", ".ppm", ".pgm")
+OUTPUT_KINDS = ("heatmap", "mask", "overlay")
+RESULT_FIELDS = ("input", "output_stem", "status", "score", "verdict", "tampered_area_pct", "model", "threshold",
+                 "width", "height", "tiles", "heatmap", "mask", "overlay", "error")
+
+
+# --------------------------------------------------------------------------------------------- the result
+
+
+@dataclass
+class Prediction:
+    """One photo's result: the ``H×W`` probability map at the photo's size and the image score."""
+
+    probability: np.ndarray
+    score: float
+    threshold: float
+    model: str
+    image: np.ndarray | None = field(default=None, repr=False)
+    path: str | None = None
+    tiles: int = 1
+
+    @property
+    def height(self) -> int:
+        return int(self.probability.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.probability.shape[1])
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.probability > self.threshold
+
+    @property
+    def tampered_area_pct(self) -> float:
+        return 100.0 * float(np.count_nonzero(self.mask)) / float(self.probability.size)
+
+    @property
+    def verdict(self) -> str:
+        return "tampered" if self.score > self.threshold else "authentic"
+
+    def heatmap(self) -> np.ndarray:
+        """``H×W×3`` uint8 colour map of the probabilities."""
+        return heatmap_rgb(self.probability)
+
+    def mask_png(self) -> np.ndarray:
+        return mask_image(self.mask)
+
+    def overlay(self) -> np.ndarray:
+        """The photo with the predicted mask tinted and outlined (needs the photo)."""
+        if self.image is None:
+            raise UserError("this prediction holds no photo to draw the overlay on")
+        return overlay_rgb(self.image, self.mask)
+
+    def to_dict(self) -> dict:
+        return {"input": self.path, "score": round(float(self.score), 6), "verdict": self.verdict,
+                "tampered_area_pct": round(self.tampered_area_pct, 4), "model": self.model,
+                "threshold": self.threshold, "width": self.width, "height": self.height, "tiles": self.tiles}
+
+
+# --------------------------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Predictor:
+    """A loaded model with the input size it expects; turns RGB photos into :class:`Prediction` objects."""
+
+    model: torch.nn.Module
+    image_size: int
+    device: torch.device
+    name: str
+    batch_size: int = 4
+
+    @property
+    def native_resolution(self) -> bool:
+        return bool(getattr(self.model, "native_resolution", False))
+
+    def _run(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+        return model_probabilities(self.model, imagenet_normalize(x).to(self.device))
+
+    def _native(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
+        h, w = crop.shape[:2]
+        ph, pw = -h % INPUT_MULTIPLE, -w % INPUT_MULTIPLE
+        padded = cv2.copyMakeBorder(crop, 0, ph, 0, pw, cv2.BORDER_REPLICATE) if ph or pw else crop
+        probs, scores = self._run(padded[None])
+        return probs[0, 0, :h, :w].clamp(0, 1).cpu().numpy(), float(scores[0])
+
+    def maps(self, crops: Sequence[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+        """(probability map at the crop's size, image score) for each RGB uint8 crop."""
+        if self.native_resolution:
+            return [self._native(c) for c in crops]
+        s = self.image_size
+        out = []
+        for start in range(0, len(crops), self.batch_size):
+            chunk = crops[start:start + self.batch_size]
+            batch = np.stack([cv2.resize(c, (s, s), interpolation=cv2.INTER_LINEAR) if c.shape[:2] != (s, s)
+                              else c for c in chunk])
+            probs, scores = self._run(batch)
+            out += [(upsample_to(probs[i].float(), c.shape[:2]), float(scores[i])) for i, c in enumerate(chunk)]
+        return out
+
+    def predict_array(self, image: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD, tiles: bool = False,
+                      tile_size: int | None = None, tile_overlap: float = DEFAULT_TILE_OVERLAP,
+                      path: str | None = None) -> Prediction:
+        """Predict on an ``H×W×3`` uint8 RGB photo (module docstring: sizes, tiling)."""
+        if not 0.0 <= threshold <= 1.0:
+            raise UserError(f"threshold must be in [0, 1], got {threshold}")
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+            raise UserError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
+        if tiles:
+            prob, score, n = self._tiled(image, tile_size or self.image_size, tile_overlap)
+        else:
+            (prob, score), n = self.maps([image])[0], 1
+        return Prediction(prob.astype(np.float32), score, float(threshold), self.name, image, path, n)
+
+    def _tiled(self, image: np.ndarray, tile: int, overlap: float) -> tuple[np.ndarray, float, int]:
+        h, w = image.shape[:2]
+        windows = [(y, x, min(tile, h), min(tile, w))
+                   for y in tile_starts(h, tile, overlap) for x in tile_starts(w, tile, overlap)]
+        total = np.zeros((h, w), np.float32)
+        count = np.zeros((h, w), np.float32)
+        best = 0.0
+        for start in range(0, len(windows), self.batch_size):  # a batch of windows at a time: bounded memory
+            chunk = windows[start:start + self.batch_size]
+            crops = [np.ascontiguousarray(image[y:y + th, x:x + tw]) for y, x, th, tw in chunk]
+            for (y, x, th, tw), (prob, score) in zip(chunk, self.maps(crops)):
+                total[y:y + th, x:x + tw] += prob
+                count[y:y + th, x:x + tw] += 1.0
+                best = max(best, score)
+        return total / count, best, len(windows)
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Window offsets along one axis: first at 0, last at ``length - tile``, evenly spaced in between."""
+    if tile < INPUT_MULTIPLE:
+        raise UserError(f"--tile-size must be at least {INPUT_MULTIPLE} pixels, got {tile}")
+    if not 0.0 <= overlap < 1.0:
+        raise UserError(f"--tile-overlap must be in [0, 1), got {overlap}")
+    if length <= tile:
+        return [0]
+    stride = max(1, int(round(tile * (1.0 - overlap))))
+    n = math.ceil((length - tile) / stride) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, length - tile, n)})
+
+
+def default_weights_ref():
+    """The packaged default checkpoint (an importlib.resources Traversable; may not exist)."""
+    return resources.files("tamperscope").joinpath("weights").joinpath(DEFAULT_WEIGHTS)
+
+
+def default_model_available() -> bool:
+    return default_weights_ref().is_file()
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but CUDA is not available")
+    return dev
+
+
+def _builtin_model(name: str):
+    """A registered model that needs no weights (no parameters), or None when ``name`` is not one."""
+    from ..registry import create_model, list_models
+
+    if name not in list_models():
+        return None
+    model = create_model(name)
+    if any(True for _ in model.parameters()):
+        raise UserError(f"--checkpoint {name}: model '{name}' needs trained weights; pass a run folder or a "
+                        ".safetensors checkpoint")
+    return model
+
+
+def load_predictor(checkpoint: PathLike | None = None, *, device: str | torch.device | None = "cpu",
+                   image_size: int | None = None, batch_size: int = 4) -> Predictor:
+    """Load the default model, a checkpoint, or a weight-free built-in model (see the module docstring)."""
+    from ..checkpoint import load_checkpoint, read_checkpoint_config
+    from .runs import trained_image_size
+
+    dev = resolve_device(device)
+    if image_size is not None and (image_size < INPUT_MULTIPLE or image_size % INPUT_MULTIPLE):
+        raise UserError(f"--image-size must be a positive multiple of {INPUT_MULTIPLE}, got {image_size}")
+    if checkpoint is None:
+        ref = default_weights_ref()
+        if not ref.is_file():
+            raise UserError(f"no default model installed (tamperscope/weights/{DEFAULT_WEIGHTS} is missing); "
+                            "pass --checkpoint RUN_OR_FILE")
+        with resources.as_file(ref) as path:
+            model = load_checkpoint(path, map_location="cpu")
+            size = trained_image_size(str(path))
+        name = f"default ({model.model_name})"
+    elif Path(checkpoint).exists():
+        cfg = read_checkpoint_config(checkpoint)
+        model = load_checkpoint(checkpoint, map_location="cpu")
+        size = trained_image_size(str(checkpoint))
+        name = f"{cfg['model']} ({Path(checkpoint).name})"
+    else:
+        model = _builtin_model(str(checkpoint))
+        if model is None:
+            raise UserError(f"--checkpoint {checkpoint}: no such run folder or file (and not a weight-free "
+                            "built-in model such as 'ela')")
+        size, name = DEFAULT_IMAGE_SIZE, str(checkpoint)
+    size = image_size or size
+    if size % INPUT_MULTIPLE:
+        raise UserError(f"{checkpoint}: trained image size {size} is not a multiple of {INPUT_MULTIPLE}")
+    return Predictor(model.to(dev).eval(), int(size), dev, name, batch_size)
+
+
+@lru_cache(maxsize=2)
+def _cached_predictor(checkpoint: str | None, mtime: float, device: str, image_size: int | None) -> Predictor:
+    return load_predictor(checkpoint, device=device, image_size=image_size)
+
+
+def _as_rgb(image) -> tuple[np.ndarray, str | None]:
+    """A path, bytes, PIL image or numpy array (uint8, or float in [0, 1]) as ``H×W×3`` uint8 RGB."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image), os.fspath(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return read_image_bytes(bytes(image)), None
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy(), None
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.size == 0:
+        raise UserError(f"expected an H×W×3 RGB image, got an array of shape {arr.shape}")
+    arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        if arr.dtype.kind != "f" or not (np.nanmin(arr) >= 0.0 and np.nanmax(arr) <= 1.0):
+            raise UserError(f"expected uint8 RGB or float RGB in [0, 1], got {arr.dtype} with range "
+                            f"[{np.nanmin(arr)}, {np.nanmax(arr)}]")
+        arr = np.round(np.nan_to_num(arr) * 255.0).astype(np.uint8)
+    return np.ascontiguousarray(arr), None
+
+
+def predict(image, checkpoint: PathLike | None = None, *, threshold: float = DEFAULT_THRESHOLD,
+            tiles: bool = False, tile_size: int | None = None, tile_overlap: float = DEFAULT_TILE_OVERLAP,
+            device: str = "cpu", image_size: int | None = None) -> Prediction:
+    """Predict on one photo (a path, bytes, PIL image or RGB array) with the default model or ``checkpoint``.
+
+    The loaded model is cached, so repeated calls with the same checkpoint do not reload it."""
+    key = None if checkpoint is None else os.fspath(checkpoint)
+    mtime = os.path.getmtime(key) if key is not None and os.path.exists(key) else 0.0
+    predictor = _cached_predictor(key, mtime, str(device), image_size)
+    rgb, path = _as_rgb(image)
+    return predictor.predict_array(rgb, threshold=threshold, tiles=tiles, tile_size=tile_size,
+                                   tile_overlap=tile_overlap, path=path)
+
+
+# --------------------------------------------------------------------------------------------- files
+
+
+def _is_output_name(name: str) -> bool:
+    return any(name.endswith(f".{kind}.png") for kind in OUTPUT_KINDS)
+
+
+def collect_inputs(items: Iterable[PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Expand files, folders (recursively: image suffixes only, skipping hidden files and our own outputs) and
+    glob patterns into a de-duplicated list of files, plus ``(item, problem)`` for items that match nothing."""
+    found: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    for item in items:
+        text = os.fspath(item)
+        p = Path(text)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                           and not _is_output_name(f.name))
+            if not files:
+                problems.append((text, "folder holds no image files"))
+            found += files
+        elif p.exists():
+            found.append(p)
+        elif glob.has_magic(text):
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True)) if Path(m).is_file()]
+            if not matches:
+                problems.append((text, "no files match this pattern"))
+            found += matches
+        else:
+            problems.append((text, "file not found"))
+    unique, seen = [], set()
+    for f in found:
+        key = os.path.realpath(f)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
+
+
+def output_stems(paths: Sequence[Path]) -> list[str]:
+    """``<stem>`` per input, with ``-2``, ``-3`` … appended where two inputs share a stem."""
+    taken: set[str] = set()
+    stems = []
+    for p in paths:
+        candidate, n = p.stem, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{p.stem}-{n}"
+        taken.add(candidate)
+        stems.append(candidate)
+    return stems
+
+
+def write_prediction_images(pred: Prediction, out_dir: PathLike, stem: str,
+                            protect: Iterable[PathLike] = ()) -> dict[str, str]:
+    """``<stem>.heatmap.png``, ``<stem>.mask.png`` and ``<stem>.overlay.png`` in ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    protect = list(protect)
+    images = {"heatmap": pred.heatmap(), "mask": pred.mask_png(), "overlay": pred.overlay()}
+    paths = {}
+    for kind in OUTPUT_KINDS:
+        target = out_dir / f"{stem}.{kind}.png"
+        write_png(target, images[kind], protect=protect)
+        paths[kind] = str(target)
+    return paths
+
+
+def write_results(rows: list[dict], out_dir: PathLike, protect: Iterable[PathLike] = ()) -> tuple[Path, Path]:
+    """``results.json`` (a list of rows) and ``results.csv`` (one row per input, :data:`RESULT_FIELDS`)."""
+    out_dir = Path(out_dir)
+    protect = list(protect)
+    json_path = out_dir / "results.json"
+    csv_path = out_dir / "results.csv"
+    atomic_write_text(json_path, json.dumps(rows, indent=2) + "\n", protect=protect)
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RESULT_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in RESULT_FIELDS})
+    atomic_write_text(csv_path, buf.getvalue(), protect=protect)
+    return json_path, csv_path
+
+
+@dataclass
+class BatchResult:
+    rows: list[dict]
+    n_ok: int
+    n_failed: int
+    results_json: Path
+    results_csv: Path
+
+
+def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: PathLike, *,
+                  threshold: float = DEFAULT_THRESHOLD, tiles: bool = False, tile_size: int | None = None,
+                  tile_overlap: float = DEFAULT_TILE_OVERLAP, progress: bool = True,
+                  report: Callable[[str], None] | None = None) -> BatchResult:
+    """Predict every image of ``items`` into ``out_dir``; a bad file is reported (one line) and skipped.
+
+    Nothing is ever written over an input file (all inputs are passed to the writers' ``protect`` list)."""
+    from tqdm import tqdm
+
+    report = report or (lambda line: tqdm.write(line, file=sys.stderr))
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: exists and is not a folder")
+    files, problems = collect_inputs(items)
+    protect = list(files)
+    rows: list[dict] = []
+    for item, problem in problems:
+        report(f"failed: {item}: {problem}")
+        rows.append({"input": item, "status": "error", "error": f"{item}: {problem}"})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, stem in tqdm(list(zip(files, output_stems(files))), desc="predict", unit="img",
+                           disable=not progress, leave=False):
+        try:
+            pred = predictor.predict_array(read_image(path), threshold=threshold, tiles=tiles, tile_size=tile_size,
+                                           tile_overlap=tile_overlap, path=str(path))
+            written = write_prediction_images(pred, out_dir, stem, protect)
+        except (ImageReadError, UserError, MemoryError, RuntimeError, cv2.error) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if not message.startswith(str(path)):
+                message = f"{path}: {message}"
+            report(f"failed: {message}")
+            rows.append({"input": str(path), "output_stem": stem, "status": "error", "error": message})
+            continue
+        rows.append({**pred.to_dict(), "output_stem": stem, "status": "ok", **written, "error": None})
+    json_path, csv_path = write_results(rows, out_dir, protect)
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    return BatchResult(rows, n_ok, len(rows) - n_ok, json_path, csv_path)

@@ -1,0 +1,190 @@
+"""A small self-contained HTML report builder: sections holding image grids and metric tables.
+
+Used by ``tamperscope demo`` and reusable by ``compare``::
+
+    report = HtmlReport("Demo")
+    sec = report.section("Forgeries", "Built with the BR-Gen pipeline.")
+    sec.image_row("splice_0001", [("forged", rgb), ("truth", mask), ("prediction", heat)], caption="F1 0.41")
+    sec.table([{"image": "a", "f1": 0.4}, ...], title="Per image")
+    sec.metrics({"pixel_f1": 0.41, "image_auc": None})
+    path = report.write("out/report.html")
+
+Images are ``H×W`` (grey) or ``H×W×3`` uint8 RGB arrays, shrunk to ``max_side`` pixels, encoded as PNG and
+either embedded as base64 data URLs (``embed=True``, one portable file) or written beside the HTML into
+``<name>_files/`` (``embed=False``). All text is HTML-escaped; numbers are shown with 4 significant decimals and
+``None`` as an en dash. The page needs no script and no network.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io as _io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserError
+from ..io import atomic_write_bytes, atomic_write_text
+from .visualize import fit_within
+
+DEFAULT_MAX_SIDE = 384
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1d1d1f;background:#fafafa}
+h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.3rem}
+p.note{color:#555;max-width:60rem}
+.row{display:flex;flex-wrap:wrap;gap:.8rem;align-items:flex-start;margin:1rem 0}
+.row h3{width:100%;margin:.2rem 0;font-size:1rem;font-weight:600}
+figure{margin:0;background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:.4rem}
+figure img{display:block;max-width:220px;max-height:220px}
+figcaption{font-size:.8rem;color:#444;margin-top:.3rem;text-align:center}
+.caption{width:100%;font-size:.85rem;color:#333}
+table{border-collapse:collapse;margin:1rem 0;background:#fff;font-size:.9rem}
+th,td{border:1px solid #ddd;padding:.3rem .6rem;text-align:left}th{background:#f0f0f0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+"""
+
+
+def format_value(value: Any) -> str:
+    """Table text for a value: 4 decimals for floats, an en dash for None."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _png_bytes(image: np.ndarray, max_side: int) -> bytes:
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or arr.size == 0:
+        raise UserError(f"report images must be H×W or H×W×3 uint8 arrays, got {arr.shape} {arr.dtype}")
+    buf = _io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(fit_within(arr, max_side))).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+@dataclass
+class _ImageRow:
+    title: str
+    cells: list[tuple[str, np.ndarray]]
+    caption: str
+
+
+@dataclass
+class _Table:
+    title: str
+    columns: list[str]
+    rows: list[dict]
+
+
+@dataclass
+class Section:
+    """One ``<h2>`` section: an optional paragraph, then image rows and tables in the order they were added."""
+
+    title: str
+    text: str = ""
+    items: list = field(default_factory=list)
+
+    def image_row(self, title: str, cells: Sequence[tuple[str, np.ndarray]], caption: str = "") -> "Section":
+        """A row of labelled images (e.g. original, ground truth, prediction)."""
+        self.items.append(_ImageRow(title, list(cells), caption))
+        return self
+
+    def table(self, rows: Iterable[dict], columns: Sequence[str] | None = None, title: str = "") -> "Section":
+        """A table of dict rows; the columns default to the keys in first-seen order."""
+        rows = list(rows)
+        if columns is None:
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+        self.items.append(_Table(title, list(columns), rows))
+        return self
+
+    def metrics(self, metrics: dict, title: str = "", keys: Sequence[str] | None = None) -> "Section":
+        """A two-column metric/value table of flat metric keys (all keys, or ``keys`` in that order)."""
+        keys = list(keys) if keys is not None else list(metrics)
+        return self.table([{"metric": k, "value": metrics.get(k)} for k in keys if k in metrics],
+                          ["metric", "value"], title)
+
+
+class HtmlReport:
+    """Collects sections and writes one HTML page (see the module docstring)."""
+
+    def __init__(self, title: str, intro: str = "", embed: bool = True, max_side: int = DEFAULT_MAX_SIDE):
+        self.title = title
+        self.intro = intro
+        self.embed = embed
+        self.max_side = int(max_side)
+        self.sections: list[Section] = []
+
+    def section(self, title: str, text: str = "") -> Section:
+        sec = Section(title, text)
+        self.sections.append(sec)
+        return sec
+
+    def write(self, path: str | Path, protect: Iterable[str | Path] = ()) -> Path:
+        """Write the page (and, without embedding, its PNGs into ``<name>_files/``); returns the HTML path."""
+        path = Path(path)
+        protect = list(protect)
+        files_dir = path.parent / f"{path.stem}_files"
+        counter = 0
+
+        def image_src(label: str, image: np.ndarray) -> str:
+            nonlocal counter
+            data = _png_bytes(image, self.max_side)
+            if self.embed:
+                return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+            counter += 1
+            name = f"{counter:04d}_{re.sub(r'[^A-Za-z0-9-]+', '-', label).strip('-')[:40] or 'image'}.png"
+            atomic_write_bytes(files_dir / name, data, protect=protect)
+            return f"{files_dir.name}/{name}"
+
+        esc = html.escape
+        parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+                 '<meta name="viewport" content="width=device-width, initial-scale=1">',
+                 f"<title>{esc(self.title)}</title><style>{STYLE}</style></head><body>",
+                 f"<h1>{esc(self.title)}</h1>"]
+        if self.intro:
+            parts.append(f'<p class="note">{esc(self.intro)}</p>')
+        for sec in self.sections:
+            parts.append(f"<section><h2>{esc(sec.title)}</h2>")
+            if sec.text:
+                parts.append(f'<p class="note">{esc(sec.text)}</p>')
+            for item in sec.items:
+                if isinstance(item, _ImageRow):
+                    parts.append('<div class="row">')
+                    if item.title:
+                        parts.append(f"<h3>{esc(item.title)}</h3>")
+                    for label, image in item.cells:
+                        parts.append(f'<figure><img src="{image_src(f"{item.title}-{label}", image)}" '
+                                     f'alt="{esc(label)}"><figcaption>{esc(label)}</figcaption></figure>')
+                    if item.caption:
+                        parts.append(f'<div class="caption">{esc(item.caption)}</div>')
+                    parts.append("</div>")
+                else:
+                    parts.append(_table_html(item))
+            parts.append("</section>")
+        parts.append("</body></html>")
+        atomic_write_text(path, "\n".join(parts) + "\n", protect=protect)
+        return path
+
+
+def _table_html(table: _Table) -> str:
+    esc = html.escape
+    out = ["<table>"]
+    if table.title:
+        out.append(f"<caption>{esc(table.title)}</caption>")
+    out.append("<tr>" + "".join(f"<th>{esc(str(c))}</th>" for c in table.columns) + "</tr>")
+    for row in table.rows:
+        cells = []
+        for c in table.columns:
+            v = row.get(c)
+            cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+            cells.append(f"<td{cls}>{esc(format_value(v))}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "".join(out)

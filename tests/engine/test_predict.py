@@ -1,0 +1,276 @@
+"""`tamperscope predict` and the `tamperscope.predict` API: outputs per image, bad files reported and skipped,
+inputs never overwritten, tiling, any image size and EXIF rotation, the bundled default model."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tamperscope
+from tamperscope.checkpoint import save_checkpoint
+from tamperscope.cli import main
+from tamperscope.engine import predict as predict_mod
+from tamperscope.engine.predict import collect_inputs, load_predictor, output_stems, tile_starts
+from tamperscope.errors import UserError
+
+EXIF_SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "authentic" / "exif_samples" / "jpg"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny random SegFormer-b0 checkpoint trained (nominally) at 64 px."""
+    import torch
+
+    torch.manual_seed(0)
+    model = tamperscope.create_model("segformer-b0")
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "run", extra={"train": {"image_size": 64}})
+
+
+def _photo(path: Path, h: int, w: int, seed: int = 0, **save_kwargs) -> np.ndarray:
+    rgb = np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(path, **save_kwargs)
+    return rgb
+
+
+def _portrait_jpeg(path: Path) -> None:
+    """Stored 64 wide × 40 high with EXIF orientation 6 (rotate 90° CW): shown 40 wide × 64 high."""
+    im = Image.fromarray(np.random.default_rng(1).integers(0, 256, size=(40, 64, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im.save(path, format="JPEG", quality=90, exif=exif.tobytes())
+
+
+def _make_folder(root: Path) -> tuple[list[Path], list[Path]]:
+    """A folder of good and broken images; returns (good, bad)."""
+    root.mkdir()
+    good = [root / "odd.png", root / "portrait.jpg", root / "sub" / "wide.png"]
+    _photo(good[0], 33, 47)
+    _portrait_jpeg(good[1])
+    good[2].parent.mkdir()
+    _photo(good[2], 40, 130, seed=2)
+    bad = [root / "text.png", root / "empty.jpg", root / "cut.png"]
+    bad[0].write_text("this is not an image\n")
+    bad[1].write_bytes(b"")
+    data = (root / "odd.png").read_bytes()
+    bad[2].write_bytes(data[: len(data) // 2])
+    (root / "notes.txt").write_text("not an image suffix: ignored in folder scans\n")
+    if EXIF_SAMPLES.is_dir():  # the shared data's odd files: a corrupt JPEG and a 49×500 strip
+        shutil.copy(EXIF_SAMPLES / "corrupted.jpg", root / "corrupted.jpg")
+        bad.append(root / "corrupted.jpg")
+        shutil.copy(EXIF_SAMPLES / "invalid" / "image01713.jpg", root / "strip.jpg")
+        good.append(root / "strip.jpg")
+    return good, bad
+
+
+def test_folder_with_bad_files(tmp_path, run_dir, capsys):
+    good, bad = _make_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    rc = main(["predict", "--checkpoint", str(run_dir), str(tmp_path / "in"), "--out", str(out), "--quiet"])
+    assert rc == 1  # some inputs failed
+    err = capsys.readouterr().err
+    failed_lines = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert len(failed_lines) == len(bad)
+    for path in bad:
+        assert sum(str(path) in line for line in failed_lines) == 1
+    for path in good:
+        shown = np.asarray(tamperscope_read(path))
+        for kind in ("heatmap", "mask", "overlay"):
+            img = Image.open(out / f"{path.stem}.{kind}.png")
+            assert img.size == (shown.shape[1], shown.shape[0])
+    assert Image.open(out / "portrait.mask.png").size == (40, 64)  # EXIF rotation applied
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == len(good) + len(bad)
+    status = {Path(r["input"]).name: r["status"] for r in rows}
+    assert all(status[p.name] == "ok" for p in good) and all(status[p.name] == "error" for p in bad)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(r["verdict"] in ("tampered", "authentic") and 0 <= float(r["score"]) <= 1 for r in ok)
+    assert all(float(r["threshold"]) == 0.5 and r["model"].startswith("segformer-b0") for r in ok)
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == len(rows)
+    odd = next(r for r in results if r["input"].endswith("odd.png"))
+    assert (odd["width"], odd["height"]) == (47, 33)
+    mask = np.asarray(Image.open(out / "odd.mask.png"))
+    assert set(np.unique(mask)) <= {0, 255}
+    assert odd["tampered_area_pct"] == pytest.approx(100.0 * (mask == 255).mean(), abs=1e-3)
+
+
+def tamperscope_read(path):
+    from tamperscope.io import read_image
+
+    return read_image(path)
+
+
+def test_all_good_exits_zero_and_globs(tmp_path, run_dir, capsys):
+    (tmp_path / "a").mkdir()
+    _photo(tmp_path / "a" / "x.png", 48, 40)
+    _photo(tmp_path / "a" / "y.png", 20, 90, seed=3)
+    rc = main(["predict", "--checkpoint", str(run_dir), str(tmp_path / "a" / "*.png"), "--out", str(tmp_path / "o"),
+               "--quiet"])
+    assert rc == 0
+    assert (tmp_path / "o" / "y.overlay.png").is_file()
+    assert "2 image(s) done, 0 failed" in capsys.readouterr().out
+
+
+def test_missing_input_and_no_match(tmp_path, run_dir, capsys):
+    _photo(tmp_path / "ok.png", 32, 32)
+    rc = main(["predict", "--checkpoint", str(run_dir), str(tmp_path / "ok.png"), str(tmp_path / "nope.jpg"),
+               str(tmp_path / "*.tif"), "--out", str(tmp_path / "o"), "--quiet"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "nope.jpg: file not found" in err and "no files match" in err
+    assert len(list(csv.DictReader((tmp_path / "o" / "results.csv").open()))) == 3
+
+
+def test_outputs_never_overwrite_inputs(tmp_path, run_dir, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _photo(folder / "x.png", 40, 40)
+    _photo(folder / "x.heatmap.png", 40, 40, seed=5)  # an input named like an output of x.png
+    before = (folder / "x.heatmap.png").read_bytes()
+    rc = main(["predict", "--checkpoint", str(run_dir), str(folder / "x.png"), str(folder / "x.heatmap.png"),
+               "--out", str(folder), "--quiet"])
+    assert rc == 1
+    assert (folder / "x.heatmap.png").read_bytes() == before
+    assert "refusing to overwrite an input file" in capsys.readouterr().err
+    # writing beside the inputs is fine, and a second run does not take the outputs for inputs
+    for _ in range(2):
+        assert main(["predict", "--checkpoint", str(run_dir), str(folder), "--out", str(folder), "--quiet"]) == 0
+        rows = list(csv.DictReader((folder / "results.csv").open()))
+        assert [Path(r["input"]).name for r in rows] == ["x.png"]
+
+
+def test_same_stems_get_distinct_outputs(tmp_path):
+    assert output_stems([Path("a/x.png"), Path("b/x.jpg"), Path("x-2.png"), Path("c/x.tif")]) == \
+        ["x", "x-2", "x-2-2", "x-3"]
+
+
+def test_collect_inputs_skips_hidden_and_outputs(tmp_path):
+    (tmp_path / ".hidden").mkdir()
+    _photo(tmp_path / ".hidden" / "h.png", 8, 8)
+    _photo(tmp_path / "a.png", 8, 8)
+    _photo(tmp_path / "a.overlay.png", 8, 8)
+    files, problems = collect_inputs([tmp_path, tmp_path / "a.png"])
+    assert files == [tmp_path / "a.png"] and problems == []
+
+
+def test_tiles_single_window_equals_untiled(run_dir):
+    predictor = load_predictor(str(run_dir))
+    rgb = np.random.default_rng(4).integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
+    plain = predictor.predict_array(rgb)
+    tiled = predictor.predict_array(rgb, tiles=True, tile_size=96)
+    assert tiled.tiles == 1
+    np.testing.assert_array_equal(tiled.probability, plain.probability)
+    assert tiled.score == plain.score
+
+
+def test_tiles_stitch_to_full_size(run_dir):
+    predictor = load_predictor(str(run_dir))
+    rgb = np.random.default_rng(5).integers(0, 256, size=(150, 200, 3), dtype=np.uint8)
+    pred = predictor.predict_array(rgb, tiles=True, tile_size=64, tile_overlap=0.25)
+    assert pred.probability.shape == (150, 200)
+    assert pred.tiles == len(tile_starts(150, 64, 0.25)) * len(tile_starts(200, 64, 0.25)) > 1
+    assert np.isfinite(pred.probability).all() and 0 <= pred.probability.min() <= pred.probability.max() <= 1
+    # the top-left corner is covered by the first window only: it equals that window's own map
+    first = predictor.maps([rgb[:64, :64]])[0][0]
+    np.testing.assert_allclose(pred.probability[:40, :40], first[:40, :40], atol=1e-6)
+    # the image score is the highest window score
+    assert pred.score >= predictor.maps([rgb[:64, :64]])[0][1] - 1e-6
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(150, 64, 0.25), (64, 64, 0.5), (1000, 96, 0.0), (65, 64, 0.9)])
+def test_tile_starts_cover_the_axis(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0 and starts[-1] == max(0, length - tile)
+    assert all(b - a <= max(1, round(tile * (1 - overlap))) for a, b in zip(starts, starts[1:]))
+
+
+def test_bad_tile_options(run_dir):
+    predictor = load_predictor(str(run_dir))
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    with pytest.raises(UserError, match="tile-size"):
+        predictor.predict_array(rgb, tiles=True, tile_size=8)
+    with pytest.raises(UserError, match="tile-overlap"):
+        predictor.predict_array(rgb, tiles=True, tile_overlap=1.0)
+
+
+def test_python_api(tmp_path, run_dir):
+    path = tmp_path / "p.jpg"
+    _portrait_jpeg(path)
+    pred = tamperscope.predict(path, checkpoint=run_dir)
+    assert isinstance(pred, tamperscope.Prediction)
+    assert pred.probability.shape == (64, 40) and pred.probability.dtype == np.float32
+    assert pred.verdict == ("tampered" if pred.score > 0.5 else "authentic")
+    assert pred.mask.shape == (64, 40) and pred.overlay().shape == (64, 40, 3)
+    assert pred.heatmap().dtype == np.uint8 and pred.path == str(path)
+    same = tamperscope.predict(path.read_bytes(), checkpoint=run_dir)
+    np.testing.assert_allclose(same.probability, pred.probability)
+    arr = tamperscope.predict(np.zeros((30, 31), np.uint8), checkpoint=run_dir, threshold=0.9)
+    assert arr.probability.shape == (30, 31) and arr.threshold == 0.9
+    with pytest.raises(UserError, match="expected"):
+        tamperscope.predict(np.zeros((4, 4, 3), np.int64), checkpoint=run_dir)
+
+
+def test_default_model_missing_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(predict_mod, "default_weights_ref", lambda: tmp_path / "absent.safetensors")
+    _photo(tmp_path / "a.png", 16, 16)
+    with pytest.raises(UserError, match="no default model installed.*--checkpoint"):
+        load_predictor(None)
+    assert main(["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "default.safetensors" in err
+
+
+def test_default_model_is_loaded_from_the_package_path(tmp_path, monkeypatch, run_dir):
+    model = tamperscope.load_checkpoint(run_dir)
+    single = save_checkpoint(model, tmp_path / "weights" / "default.safetensors", extra={"train": {"image_size": 64}})
+    monkeypatch.setattr(predict_mod, "default_weights_ref", lambda: single)
+    predictor = load_predictor(None)
+    assert predictor.name == "default (segformer-b0)" and predictor.image_size == 64
+
+
+def test_packaged_default_path_is_inside_the_package():
+    ref = predict_mod.default_weights_ref()
+    assert str(ref).endswith(str(Path("tamperscope") / "weights" / "default.safetensors"))
+
+
+def test_builtin_and_unknown_checkpoints(tmp_path):
+    assert load_predictor("ela").native_resolution
+    with pytest.raises(UserError, match="needs trained weights"):
+        load_predictor("segformer-b0")
+    with pytest.raises(UserError, match="no such run folder"):
+        load_predictor(str(tmp_path / "missing-run"))
+    with pytest.raises(UserError, match="multiple of 32"):
+        load_predictor("ela", image_size=100)
+
+
+def test_native_resolution_model_keeps_size():
+    predictor = load_predictor("ela")
+    rgb = np.random.default_rng(6).integers(0, 256, size=(45, 77, 3), dtype=np.uint8)
+    pred = predictor.predict_array(rgb)
+    assert pred.probability.shape == (45, 77)
+    tiled = predictor.predict_array(rgb, tiles=True, tile_size=96)
+    np.testing.assert_array_equal(tiled.probability, pred.probability)
+
+
+def test_visualisations():
+    from tamperscope.report.visualize import fit_within, heatmap, mask_image, overlay
+
+    prob = np.array([[0.0, 1.0], [0.5, np.nan]], np.float32)
+    heat = heatmap(prob)
+    assert heat.shape == (2, 2, 3) and heat.dtype == np.uint8
+    assert heat[0, 0].sum() < 30 and heat[0, 1].sum() > 500  # inferno: black → pale yellow
+    np.testing.assert_array_equal(heat[1, 1], heat[0, 0])  # NaN drawn as 0
+    photo = np.full((60, 80, 3), 100, np.uint8)
+    mask = np.zeros((60, 80), bool)
+    mask[20:40, 30:50] = True
+    out = overlay(photo, mask)
+    assert (out[30, 40] != photo[30, 40]).any() and out[30, 40, 0] > out[30, 40, 1]  # tinted red inside
+    assert (out[20, 40] == (255, 32, 32)).all()  # opaque outline on the border
+    assert (out[5, 5] == photo[5, 5]).all()  # untouched far outside
+    assert set(np.unique(mask_image(mask))) == {0, 255}
+    assert fit_within(photo, 40).shape == (30, 40, 3) and fit_within(photo, 100) is photo
+    with pytest.raises(UserError, match="does not match"):
+        overlay(photo, mask[:10])

@@ -1,0 +1,227 @@
+"""`tamperscope serve`: the HTTP API (limits, content checks, no file paths), the model table, the Noiseprint++
+view, and an end-to-end run of the page in headless Chromium (skipped when Chromium is absent)."""
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tamperscope
+from tamperscope.backbones.dncnn import DnCNN
+from tamperscope.checkpoint import save_checkpoint
+from tamperscope.errors import UserError
+from tamperscope.serve.server import build_app, find_checkpoints, load_static, make_server
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-proxy-server"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = tamperscope.create_model("segformer-b0")
+    return save_checkpoint(model, tmp_path_factory.mktemp("models") / "tiny-run", extra={"train": {"image_size": 64}})
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    app = build_app(checkpoint=str(run_dir), models_dir=str(run_dir.parent), device="cpu", quiet=True)
+    srv = make_server(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _url(srv, path):
+    return f"http://127.0.0.1:{srv.server_port}{path}"
+
+
+def _request(srv, path, data=None, headers=None):
+    req = urllib.request.Request(_url(srv, path), data=data, headers=headers or {},
+                                 method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def _png_bytes(h=40, w=56, seed=0):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _decode_data_url(url):
+    assert url.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+
+def test_page_and_static_files(server):
+    status, headers, body = _request(server, "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'id="status"' in body and "script-src 'self'" in headers["Content-Security-Policy"]
+    for name in ("app.js", "style.css", "sample.jpg"):
+        assert _request(server, f"/static/{name}")[0] == 200
+    assert set(load_static()) >= {"index.html", "app.js", "style.css", "sample.jpg"}
+
+
+@pytest.mark.parametrize("path", ["/static/../server.py", "/static/%2e%2e/server.py", "/static/",
+                                  "/static//etc/passwd", "/etc/passwd", "/static/server.py"])
+def test_no_path_reaches_the_file_system(server, path):
+    status, _, body = _request(server, path)
+    assert status == 404 and json.loads(body) == {"error": "not found"}
+
+
+def test_model_table(server, run_dir):
+    status, _, body = _request(server, "/api/models")
+    info = json.loads(body)
+    ids = [m["id"] for m in info["models"]]
+    assert status == 200 and info["default"] == "checkpoint"
+    assert "checkpoint" in ids and f"dir:{run_dir.name}" in ids and "ela" in ids
+    assert info["noiseprint"] is False and info["max_upload_bytes"] > 0
+
+
+def test_predict_upload(server):
+    status, _, body = _request(server, "/api/predict?model=checkpoint", _png_bytes())
+    assert status == 200
+    result = json.loads(body)
+    assert (result["width"], result["height"]) == (56, 40)
+    assert result["verdict"] in ("tampered", "authentic") and 0 <= result["score"] <= 1
+    assert set(result["images"]) == {"original", "heatmap", "mask", "overlay"}
+    assert _decode_data_url(result["images"]["heatmap"]).size == (56, 40)
+    assert np.array_equal(np.asarray(_decode_data_url(result["images"]["original"])),
+                          np.asarray(Image.open(io.BytesIO(_png_bytes()))))
+
+
+def test_switch_model_and_tiles(server, run_dir):
+    status, _, body = _request(server, "/api/predict?model=ela&tiles=1", _png_bytes(70, 90))
+    assert status == 200 and json.loads(body)["model"] == "ela"
+    status, _, body = _request(server, f"/api/predict?model=dir:{run_dir.name}&tiles=1", _png_bytes(70, 150))
+    assert status == 200 and json.loads(body)["tiles"] > 1
+    assert list(server.app._predictors) == ["ela", f"dir:{run_dir.name}"]  # at most two models stay loaded
+
+
+def test_type_checked_by_content(server):
+    status, _, body = _request(server, "/api/predict", b"<html>not an image</html>",
+                               headers={"Content-Type": "image/png"})
+    assert status == 400 and "not an image" in json.loads(body)["error"]
+    status, _, body = _request(server, "/api/predict", _png_bytes()[:200])
+    assert status == 400 and "uploaded file" in json.loads(body)["error"]
+
+
+def test_unknown_model_and_missing_noiseprint(server):
+    status, _, body = _request(server, "/api/predict?model=../../etc/passwd", _png_bytes())
+    assert status == 400 and "unknown model id" in json.loads(body)["error"]
+    status, _, body = _request(server, "/api/predict?noiseprint=1", _png_bytes())
+    assert status == 400 and "--noiseprint-weights" in json.loads(body)["error"]
+
+
+def test_upload_limit(server):
+    limit = server.app.max_upload_bytes
+    server.app.max_upload_bytes = 1000
+    try:
+        status, _, body = _request(server, "/api/predict", _png_bytes(64, 64))
+    finally:
+        server.app.max_upload_bytes = limit
+    assert status == 413 and "too large" in json.loads(body)["error"]
+
+
+def test_noiseprint_view(tmp_path):
+    weights = tmp_path / "noiseprint++.th"
+    torch.save({"network": DnCNN().state_dict(), "global_step": 0}, weights)
+    srv = make_server(build_app(noiseprint_weights=str(weights), quiet=True), "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        assert json.loads(_request(srv, "/api/models")[2])["noiseprint"] is True
+        status, _, body = _request(srv, "/api/predict?model=ela&noiseprint=1", _png_bytes(24, 32))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert status == 200
+    assert _decode_data_url(json.loads(body)["images"]["noiseprint"]).size == (32, 24)
+
+
+def test_bad_inputs_at_start(tmp_path):
+    (tmp_path / "junk.th").write_bytes(b"not torch")
+    with pytest.raises(UserError, match="junk.th"):
+        build_app(noiseprint_weights=str(tmp_path / "junk.th"))
+    with pytest.raises(UserError, match="not a folder"):
+        build_app(models_dir=str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="checkpoint not found"):
+        build_app(checkpoint=str(tmp_path / "nope"))
+
+
+def test_find_checkpoints_skips_non_checkpoints(tmp_path, run_dir, capsys):
+    shutil.copytree(run_dir, tmp_path / "good")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage")
+    (tmp_path / "readme.txt").write_text("hi")
+    assert list(find_checkpoints(tmp_path)) == ["good"]
+    assert "skipping" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_page_in_headless_chromium(server, tmp_path):
+    """The page loads the bundled sample through the same upload code as a dropped file and shows the result."""
+    cmd = ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=60000",
+           "--dump-dom", _url(server, "/?sample=1")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    dom = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = re.search(r'<p id="status" data-state="(\w+)"[^>]*>([^<]*)</p>', dom)
+    assert status is not None and status.group(1) == "done", status and status.group(2)
+    assert re.search(r'<p id="score" class="(tampered|authentic)">\1 \(score [01]\.\d{3}\)</p>', dom)
+    for name in ("original", "heatmap", "overlay"):
+        assert re.search(rf'<img id="img-{name}"[^>]*src="data:image/png;base64,', dom)
+    assert re.search(r'<a href="data:image/png;base64,[^"]+" download="sample\.heatmap\.png"', dom)
+    assert "300×200 px" in dom  # the bundled sample's size, read back from the server's answer
+
+
+def test_serve_command_binds_localhost_and_stops(tmp_path):
+    """`tamperscope serve --port 0` prints its URL on 127.0.0.1 and answers; Ctrl+C stops it cleanly."""
+    import os
+    import signal
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tamperscope.cli", "serve", "--port", "0", "--quiet",
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = None
+        for line in proc.stdout:
+            match = re.search(r"open (http://127\.0\.0\.1:\d+/)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url is not None, proc.stderr.read()
+        with urllib.request.urlopen(url + "api/models", timeout=60) as resp:
+            assert "ela" in [m["id"] for m in json.loads(resp.read())["models"]]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_model_failure_answers_500(server, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(server.app, "analyse", broken)
+    status, _, body = _request(server, "/api/predict", _png_bytes())
+    assert status == 500 and "RuntimeError: boom" in json.loads(body)["error"]
+    assert "Traceback" in capsys.readouterr().err
