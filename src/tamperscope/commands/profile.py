@@ -74,7 +74,8 @@ def markdown_table(rows: list[dict], image_size: int, device: str) -> str:
         measured.add(r["model"])
         paper = PAPER_COMPLEXITY.get(r["model"], {})
         lines.append(f"| {r['model']} | {_num(r['params_m'], '.2f')} | {_num(paper.get('params_m'), '.2f')} | "
-                     f"{_num(r['gmacs'], '.1f')} | {_num(paper.get('gmacs'), '.1f')} | {_num(r['latency_ms'], '.1f')} | "
+                     f"{_num(r['gmacs'], '.1f')} | {_num(paper.get('gmacs'), '.1f')} | "
+                     f"{_num(r['latency_ms'], '.1f')} | "
                      f"{_num(r['images_per_s'], '.2f')} ({r.get('best_batch_size', '–')}) | "
                      f"{_num(r['peak_mem_mb'], '.0f')} | {source(paper)} |")
     registered = set(list_models())

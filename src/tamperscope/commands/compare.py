@@ -1,0 +1,151 @@
+"""`tamperscope compare RUN... --data NAME=DATA... --out DIR`: every model on every dataset under one protocol, as
+one table (``compare.md``, ``compare.html``, ``compare.json``) with a mean row and the best in bold, plus a grid of
+qualitative examples (``examples.png``); see :mod:`tamperscope.report.compare`.
+
+Each model runs at the size it was trained at (or ``--image-size``); metrics are the exact protocol metrics of
+``tamperscope evaluate`` (SEED-SPECS §8.1), computed at full ground-truth resolution."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+NAME = "compare"
+HELP = "one table (Markdown/HTML/JSON) of several models on several datasets, with qualitative examples"
+
+
+def add_arguments(p):
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders, .safetensors checkpoints or a weight-free model name (ela)")
+    p.add_argument("--data", nargs="+", required=True, metavar="NAME=DATA",
+                   help="datasets (JSON list or Tp/Gt(/Au) folder), optionally named: casia1=test.json")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--metrics", help="comma-separated table columns (default: all standard metrics); "
+                                     "the JSON always holds every metric")
+    p.add_argument("--examples", type=int, default=3, help="qualitative examples per dataset (0 = none)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--image-size", type=int, help="model input size (default: the size it was trained at, else 512)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--on-mismatch", choices=["skip", "resize", "error"], default="error")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="inference-time config override for every model (e.g. ensemble_size=1)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def parse_named_data(items: list[str]) -> dict[str, str]:
+    """``["casia=a.json", "b_folder"]`` -> ``{"casia": "a.json", "b_folder": "b_folder"}`` (unique names)."""
+    from ..errors import UserError
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or Path(item).exists():
+            path = item
+            p = Path(item.rstrip("/"))
+            name = p.parent.name if p.suffix.lower() == ".json" and p.stem in ("test", "val", "train", "list") \
+                else p.stem
+            name = name or item
+        if not path:
+            raise UserError(f"--data '{item}': expected NAME=DATA or DATA")
+        if name in out:
+            raise UserError(f"--data: the name '{name}' is used twice; name them explicitly (NAME=DATA)")
+        out[name] = path
+    return out
+
+
+def _examples_for(model, size, records, device, threshold, on_mismatch) -> list[dict]:
+    """Probability maps (at ground-truth resolution) and per-image F1 of ``model`` on a few records."""
+    from ..data.datasets import ForensicsDataset
+    from ..engine.evaluate import model_probabilities, upsample_to
+    from ..metrics import pixel_stats
+
+    ds = ForensicsDataset(records, image_size=size, augment=False, on_mismatch=on_mismatch)
+    out = []
+    for i in range(len(ds)):
+        item = ds[i]
+        probs, _ = model_probabilities(model, item["image"][None].to(device))
+        gt = item["mask_full"].numpy().astype(bool)
+        prob = upsample_to(probs[0].float(), gt.shape)
+        f1 = pixel_stats(prob, gt, threshold).get("f1") if gt.any() else None
+        out.append({"path": item["path"], "gt": gt, "prob": prob, "f1": f1})
+    return out
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from ..data.datasets import load_dataset_spec
+    from ..engine.distributed import init_distributed
+    from ..engine.evaluate import METRIC_KEYS
+    from ..engine.robustness import load_benchmark_model, unique_labels
+    from ..engine.runs import evaluate_source
+    from ..errors import UserError
+    from ..io import atomic_write_bytes, atomic_write_text, read_image
+    from ..report.compare import (COMPARE_METRICS, example_grid_png, mean_over_datasets, pick_examples, to_html,
+                                  to_markdown)
+
+    if args.image_size is not None and (args.image_size < 32 or args.image_size % 32):
+        raise UserError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else COMPARE_METRICS
+    unknown = [m for m in metrics if m not in METRIC_KEYS]
+    if unknown:
+        raise UserError(f"--metrics: unknown metric '{unknown[0]}' (known: {', '.join(METRIC_KEYS)})")
+    datasets = parse_named_data(args.data)
+    records = {name: load_dataset_spec(path) for name, path in datasets.items()}
+    chosen = {name: pick_examples(recs, args.examples) for name, recs in records.items()}
+    labels = unique_labels(args.runs)
+    _, _, device = init_distributed(args.device)
+
+    results: dict[str, dict[str, dict]] = {}
+    models_info: dict[str, dict] = {}
+    examples: dict[tuple[str, int], dict] = {}
+    bar = tqdm(total=len(labels) * len(datasets), desc="compare", unit="eval", disable=args.no_progress,
+               dynamic_ncols=True)
+    for spec, label in zip(args.runs, labels):
+        model, size = load_benchmark_model(spec, device, args.set, args.image_size)
+        models_info[label] = {"checkpoint": str(spec), "image_size": size}
+        results[label] = {}
+        for name, path in datasets.items():
+            bar.set_postfix_str(f"{label} on {name}")
+            m, _ = evaluate_source(model=model, data=path, threshold=args.threshold, image_size=size,
+                                   batch_size=args.batch_size, device=str(device), workers=args.workers,
+                                   on_mismatch=args.on_mismatch, progress=False)
+            results[label][name] = m
+            for k, ex in enumerate(_examples_for(model, size, chosen[name], device, args.threshold,
+                                                 args.on_mismatch)):
+                row = examples.setdefault((name, k), {"name": f"{name}: {Path(ex['path']).stem}", "path": ex["path"],
+                                                      "gt": ex["gt"], "maps": {}, "f1": {}})
+                row["maps"][label], row["f1"][label] = ex["prob"], ex["f1"]
+            bar.update(1)
+        del model
+    bar.close()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = None
+    if examples:
+        rows = [dict(row, image=read_image(row["path"])) for row in examples.values()]
+        grid = example_grid_png(rows, labels)
+        atomic_write_bytes(out / "examples.png", grid)
+    command = "tamperscope compare " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["compare"] else None
+    described = [f"{label} = {info['checkpoint']} (input {info['image_size']} px)"
+                 for label, info in models_info.items()]
+    notes = ["Datasets: " + ", ".join(f"{n} = {p}" for n, p in datasets.items()) + ".",
+             "Models: " + ", ".join(described) + ".",
+             f"Threshold {args.threshold:g}; per-image metrics averaged over tampered images (SEED-SPECS §8.1)."]
+    if command:
+        notes.append(f"Command: {command}")
+    md = to_markdown(results, metrics)
+    atomic_write_text(out / "compare.md", md)
+    atomic_write_text(out / "compare.html", to_html(results, metrics, notes=notes, grid_png=grid))
+    payload = {"threshold": args.threshold, "datasets": datasets, "models": models_info, "metrics": list(metrics),
+               "results": results,
+               "mean": mean_over_datasets(results, METRIC_KEYS[3:]) if len(datasets) > 1 else None,
+               "examples": [row["path"] for row in examples.values()], "command": command}
+    atomic_write_text(out / "compare.json", json.dumps(payload, indent=2))
+    print(md, end="")
+    print(f"written: {out / 'compare.md'}, {out / 'compare.html'}, {out / 'compare.json'}"
+          + (f", {out / 'examples.png'}" if grid else ""))
+    return 0

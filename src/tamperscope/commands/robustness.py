@@ -1,0 +1,47 @@
+"""`tamperscope robustness --checkpoint RUN [RUN ...] --data DATA --out DIR`: protocol metrics under JPEG, blur,
+noise, gamma and resize perturbations (see :mod:`tamperscope.engine.robustness`)."""
+from __future__ import annotations
+
+NAME = "robustness"
+HELP = "metrics of one or more models under graded JPEG / blur / noise / gamma / resize perturbations"
+
+
+def add_arguments(p):
+    p.add_argument("--checkpoint", nargs="+", required=True, metavar="RUN",
+                   help="run folders, .safetensors checkpoints or a weight-free model name (ela); several models "
+                        "share one plot per perturbation")
+    p.add_argument("--data", required=True, help="JSON list, Tp/Gt(/Au) folder")
+    p.add_argument("--out", required=True, help="output folder: robustness.json + robustness_<kind>.png")
+    p.add_argument("--kinds", help="comma-separated subset of jpeg,blur,noise,gamma,resize (default: all)")
+    p.add_argument("--levels", action="append", default=[], metavar="KIND:L1,L2",
+                   help="levels of one kind instead of its default grid, e.g. --levels jpeg:90,70 (repeatable)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--image-size", type=int, help="model input size (default: the size it was trained at, else 512)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--on-mismatch", choices=["skip", "resize", "error"], default="error")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="inference-time config override for every model (e.g. ensemble_size=1)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    from ..engine.distributed import is_main
+    from ..engine.robustness import (format_robustness, parse_kinds, parse_levels, run_robustness, sweep_plan,
+                                     write_robustness)
+    from ..errors import UserError
+
+    if args.image_size is not None and (args.image_size < 32 or args.image_size % 32):
+        raise UserError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    plan = sweep_plan(parse_kinds(args.kinds), parse_levels(args.levels))
+    result = run_robustness(args.checkpoint, args.data, plan, threshold=args.threshold, image_size=args.image_size,
+                            batch_size=args.batch_size, device=args.device, workers=args.workers,
+                            on_mismatch=args.on_mismatch, set_items=args.set, progress=not args.no_progress)
+    if is_main():
+        print(format_robustness(result))
+        written = write_robustness(result, args.out)
+        print(f"written: {', '.join(str(p) for p in written)}")
+    return 0
