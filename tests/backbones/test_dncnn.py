@@ -9,14 +9,6 @@ from tamperscope.errors import UserError
 from tamperscope.nn.norm import imagenet_normalize
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """On the shared 2-core machine two intra-op threads thrash; one thread is much faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _random_sd(seed=1):
     torch.manual_seed(seed)

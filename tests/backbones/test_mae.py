@@ -7,14 +7,6 @@ from tamperscope.backbones.mae import (MAE_CONFIGS, MaskedAutoencoder, complemen
 from tamperscope.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two OpenMP threads on a busy 2-core machine are many times slower than one for these tiny shapes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _hf_model(img_size: int = 64):
     transformers = pytest.importorskip("transformers")

@@ -9,14 +9,6 @@ from tamperscope.backbones.simplex import opensimplex3, opensimplex_permutation,
 opensimplex = pytest.importorskip("opensimplex")
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small fields gain nothing from intra-op threads; one thread avoids contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _reference_points(seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)

@@ -13,14 +13,6 @@ from tamperscope.registry import create_model, get_entry
 TINY = dict(encoder_variant="b0")
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors gain nothing from intra-op threads; one thread avoids contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _batch(size=64, n=2):
     torch.manual_seed(1)

@@ -23,14 +23,6 @@ class StageFourStub(nn.Module):
         return [self.proj(nn.functional.avg_pool2d(x, 32))]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a shared CPU the spinning threads cost 10–30×."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def full_model():

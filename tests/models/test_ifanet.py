@@ -11,14 +11,6 @@ TINY = dict(mae_variant="tiny", mae_input_size=None, mit_variant="b0", mit_embed
             drop_path_rate=0.0, head_dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two OpenMP threads on a busy 2-core machine are many times slower than one for these tiny shapes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _tiny(**kw):
     return create_model("ifanet", **(TINY | kw))

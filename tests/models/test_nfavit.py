@@ -15,14 +15,6 @@ from tamperscope.registry import get_entry
 TINY = dict(noise_extractor="residual", image_variant="b0", decoder_dim=32, drop_path_rate=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """On the shared 2-core machine two intra-op threads thrash; one thread is ~10x faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def full_model():

@@ -332,6 +332,8 @@ class Trainer:
 
         req = model.data_requirements()
         common = dict(image_size=train_cfg["image_size"], edge=req.get("edge"), edge_width=req.get("edge_width", 7))
+        if req.get("edge") == "canny":  # the width of the Canny variant is its dilation kernel
+            common["canny_dilate"] = req.get("edge_width", 5)
         train_records = load_dataset_spec(self.opts.train, seed=train_cfg["seed"])
         train_ds = ForensicsDataset(train_records, augment=train_cfg["augment"], on_mismatch=self.opts.on_mismatch,
                                     seed=train_cfg["seed"], **common)
@@ -549,8 +551,8 @@ class Trainer:
 
                 save_checkpoint(model, self.run.path, extra={"train": self.train_cfg, "best": state["best"]})
             if metrics:
-                shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("val_loss", sel_key, "pixel_f1", "image_auc")
-                                  if isinstance(metrics.get(k), float))
+                keys = dict.fromkeys(("val_loss", sel_key, "pixel_f1", "image_auc"))  # ordered, no repeats
+                shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float))
                 print(f"epoch {epoch}: {shown}{' (best)' if improved else ''}", flush=True)
         self._save(model, opt, state, config)
         if is_main():
