@@ -248,3 +248,14 @@ def test_data_requirements_presets_and_errors():
         tiny(edge_gt="sobel")
     with pytest.raises(UserError, match="'edge'"):
         tiny().training_step({"image": torch.zeros(1, 3, 64, 64), "mask": torch.zeros(1, 1, 64, 64)})
+
+
+def test_profile_reports_ensemble_latencies_and_both_flop_counts():
+    from tamperscope.engine.profile import profile_model
+
+    r = profile_model("diffiml", image_size=64, iters=1, encoder_variant="b0")
+    for key in ("latency_ms_N1", "latency_ms_N5", "latency_ratio_N5_over_N1", "gmacs_denoiser_call",
+                "gmacs_full_8step_N1", "gmacs_full_8step_N5"):
+        assert r[key] > 0, key
+    # full sampling = condition + 8 denoiser calls per member + decodes: N = 5 costs more than N = 1
+    assert r["gmacs_full_8step_N5"] > r["gmacs_full_8step_N1"] > 8 * r["gmacs_denoiser_call"]

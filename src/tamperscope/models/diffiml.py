@@ -358,6 +358,36 @@ class DiffIML(TamperModel):
             z = sched.step(self.denoiser(z, t_batch, condition_term=condition_term), t, z, eta=0.0).prev_sample
         return z.reshape(members, B, *z.shape[1:]).mean(dim=0)
 
+    def profile_extras(self, image_size: int, device) -> dict:
+        """For ``tamperscope profile`` (paper Table 4, SEED-SPECS §4.5): GMACs of one denoiser call and of the
+        full 8-step sampling for N = 1 and N = 5, and the latency of N = 1 and N = 5 measured alternately in
+        one run (flip TTA off, as in Table 4)."""
+        from ..engine.profile import count_gmacs_split, time_forward
+
+        saved = (self.ensemble_size, self.flip_tta)
+        h = image_size // 8
+        dev = torch.device(device)
+        z = torch.randn(1, 2 * self.latent_channels, h, h, device=dev)
+        t = torch.zeros(1, dtype=torch.long, device=dev)
+        cond = torch.randn(1, self.condition_encoder.linear_c1.out_channels, h, h, device=dev)
+        out = {}
+        total, attention = count_gmacs_split(self, image_size, dev, forward=lambda x: self.denoiser(z, t, cond))
+        out["gmacs_denoiser_call"], out["gmacs_denoiser_call_excl_attention"] = total, total - attention
+        try:
+            self.flip_tta = False
+            times = {1: [], 5: []}
+            for members in (1, 5, 1, 5):
+                self.ensemble_size = members
+                times[members].append(time_forward(self, 1, image_size, dev, 0, 1, True))
+            for members in (1, 5):
+                self.ensemble_size = members
+                out[f"gmacs_full_8step_N{members}"] = count_gmacs_split(self, image_size, dev)[0]
+                out[f"latency_ms_N{members}"] = min(times[members]) * 1e3
+            out["latency_ratio_N5_over_N1"] = out["latency_ms_N5"] / out["latency_ms_N1"]
+        finally:
+            self.ensemble_size, self.flip_tta = saved
+        return out
+
     # ------------------------------------------------------------------------------------------
     # inference
 
