@@ -154,3 +154,17 @@ def test_evaluate_weight_free_builtin_model_at_native_resolution(tmp_path):
     m = json.loads(out.read_text())
     assert m["n_images"] == 3 and m["pixel_f1"] is not None
     assert main(["evaluate", "--checkpoint", "no-such-run", "--data", str(data)]) == 2
+
+
+def test_evaluate_group_by_metadata_with_authentic_images(tmp_path):
+    data = make_dataset(tmp_path / "data", n_tampered=4, n_authentic=2)
+    lines = [json.dumps({"image": f"t{i}.png", "region": "Stuff" if i % 2 else "Background", "method": "cvNS",
+                         "area_bin": "<20"}) for i in range(4)]
+    (data / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "g.json"
+    assert main(["evaluate", "--checkpoint", "ela", "--data", str(data), "--group-by", "region", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    groups = json.loads(out.read_text())["groups"]
+    assert set(groups) == {"Stuff", "Background", "authentic"}
+    assert groups["Stuff"]["n_tampered"] == 2 and groups["Background"]["n_tampered"] == 2
+    assert groups["authentic"]["n_authentic"] == 2 and groups["authentic"]["real_recall"] is not None

@@ -46,10 +46,15 @@ def upsample_to(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return prob[0].clamp_(0, 1).cpu().numpy()
 
 
-def _groups(meta: dict | None) -> dict:
-    if not meta:
-        return {}
-    return {k: meta[k] for k in ("region", "method", "area_bin", "source") if k in meta}
+GROUP_KEYS = ("region", "method", "area_bin", "source")
+
+
+def _groups(meta: dict | None, label: int) -> dict:
+    """Subgroup keys of an image for ``--group-by``. Authentic images have no region/method/area: they form the
+    group ``authentic`` (where real recall is read); a forged image without metadata is ``unknown``."""
+    meta = meta or {}
+    fallback = "authentic" if not label else "unknown"
+    return {k: meta.get(k, fallback) for k in GROUP_KEYS}
 
 
 def evaluate_model(model, dataset, *, batch_size: int = 8, device: torch.device | str = "cpu",
@@ -74,7 +79,7 @@ def evaluate_model(model, dataset, *, batch_size: int = 8, device: torch.device 
             full = upsample_to(probs[i].float(), gt.shape)
             meta = batch.get("meta", [None] * probs.shape[0])[i]
             acc.add(int(batch["index"][i]), full, gt, score=float(scores[i]), label=int(gt.any()),
-                    groups=_groups(meta))
+                    groups=_groups(meta, int(gt.any())))
             if len(examples) < collect_examples:
                 examples.append((batch["path"][i], full))
     acc.gather()
@@ -113,7 +118,7 @@ def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5,
         gt = read_mask(rec.mask, expected_size=size) if rec.mask else np.zeros(size, dtype=bool)
         stem = Path(rec.image).stem
         prob = load_prediction_map(pred_dir / f"{stem}.png", gt.shape)
-        acc.add(index, prob, gt, score=scores.get(stem), label=int(gt.any()), groups=_groups(rec.meta))
+        acc.add(index, prob, gt, score=scores.get(stem), label=int(gt.any()), groups=_groups(rec.meta, int(gt.any())))
     return acc
 
 

@@ -62,7 +62,7 @@ def evaluate_native(model, records, device, threshold, perturb=None, progress=Tr
             import torch
 
             prob = upsample_to(torch.from_numpy(prob)[None], gt.shape)
-        acc.add(index, prob, gt, score=score, label=int(gt.any()), groups=_groups(rec.meta))
+        acc.add(index, prob, gt, score=score, label=int(gt.any()), groups=_groups(rec.meta, int(gt.any())))
     return acc
 
 
