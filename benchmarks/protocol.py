@@ -116,7 +116,7 @@ def model_plan(model: str, budget_name: str, steps: int, image_size: int) -> Mod
                          note="CPU: one ensemble member, no flip TTA (paper: N=5 with flip TTA)" if cpu else "")
     if model == "diffforensics":
         first = max(1, round(steps * PRETEXT_SHARE[model]))
-        return ModelPlan(model, [Stage("diffforensics-pretrain", first, stage="pretrain", preset="paper-pretrain"),
+        return ModelPlan(model, [Stage("diffforensics-pretrain", first, stage="pretrain", preset="pretrain"),
                                  Stage(model, steps - first, stage="finetune", pretrained="diffforensics-pretrain")])
     if model == "ifanet":
         sets = ["mae_variant=small", f"mae_input_size={image_size}"] if cpu else []

@@ -115,3 +115,16 @@ def test_tiny_real_run(protocol, tmp_path, capsys):
     capsys.readouterr()
     assert protocol.main(args) == 0  # everything is done: nothing runs again
     assert capsys.readouterr().out.count("done already") == 2
+
+
+def test_every_stage_and_preset_in_the_plans_exists(protocol):
+    from tamperscope.registry import get_entry, list_models
+
+    for budget in ("cpu", "gpu"):
+        for name in list_models():
+            for stage in protocol.model_plan(name, budget, 120, 128).stages:
+                entry = get_entry(name)
+                if stage.preset:
+                    assert stage.preset in entry.train_presets, (name, stage.preset)
+                if stage.stage:
+                    assert stage.stage in entry.stages, (name, stage.stage)
