@@ -9,8 +9,11 @@ from .evaluate import evaluate_model, evaluate_predictions
 
 
 def trained_image_size(checkpoint: str) -> int:
+    """The input size a checkpoint was trained at: from a single-file checkpoint's ``extra.train`` or a run
+    folder's ``train`` section; 512 when unknown."""
     cfg = read_checkpoint_config(checkpoint)
-    return int(((cfg.get("extra") or {}).get("train") or {}).get("image_size") or 512)
+    train = (cfg.get("extra") or {}).get("train") or cfg.get("train") or {}
+    return int(train.get("image_size") or 512)
 
 
 def load_for_inference(checkpoint: str, device, set_items=()):
