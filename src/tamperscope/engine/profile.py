@@ -79,8 +79,8 @@ def meta_complexity(name: str, image_size: int = 512, with_gmacs: bool = True, *
     try:
         if with_gmacs:
             out["gmacs"] = count_gmacs(model, image_size, device="meta")
-    except Exception:  # an op without a meta kernel: leave GMACs to `profile` on a real device
-        pass
+    except Exception as exc:  # an op without a meta kernel: GMACs need `profile` on a real device
+        out["gmacs_error"] = f"{type(exc).__name__}: run `tamperscope profile {name}` on a real device"
     return out
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 
 class TamperModel(nn.Module):
     #: filled in by :func:`tamperscope.registry.create_model`
@@ -27,7 +29,7 @@ class TamperModel(nn.Module):
         return {"edge": None, "edge_width": 7}
 
     def loss(self, outputs: dict, batch: dict) -> dict:
-        raise NotImplementedError(f"{type(self).__name__} does not define a training loss")
+        raise UserError(f"{self.model_name or type(self).__name__} is not trainable: it defines no training loss")
 
     def training_step(self, batch: dict) -> dict:
         return self.loss(self(batch["image"]), batch)
