@@ -6,6 +6,8 @@ Each model runs at the size it was trained at (or ``--image-size``); metrics are
 ``tamperscope evaluate`` (SEED-SPECS §8.1), computed at full ground-truth resolution."""
 from __future__ import annotations
 
+from ._common import add_inference_arguments
+
 import json
 import sys
 from pathlib import Path
@@ -23,15 +25,7 @@ def add_arguments(p):
     p.add_argument("--metrics", help="comma-separated table columns (default: all standard metrics); "
                                      "the JSON always holds every metric")
     p.add_argument("--examples", type=int, default=3, help="qualitative examples per dataset (0 = none)")
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--image-size", type=int, help="model input size (default: the size it was trained at, else 512)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--on-mismatch", choices=["skip", "resize", "error"], default="error")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="inference-time config override for every model (e.g. ensemble_size=1)")
-    p.add_argument("--no-progress", action="store_true")
+    add_inference_arguments(p)
 
 
 def parse_named_data(items: list[str]) -> dict[str, str]:

@@ -2,6 +2,8 @@
 noise, gamma and resize perturbations (see :mod:`tamperscope.engine.robustness`)."""
 from __future__ import annotations
 
+from ._common import add_inference_arguments
+
 NAME = "robustness"
 HELP = "metrics of one or more models under graded JPEG / blur / noise / gamma / resize perturbations"
 
@@ -15,15 +17,7 @@ def add_arguments(p):
     p.add_argument("--kinds", help="comma-separated subset of jpeg,blur,noise,gamma,resize (default: all)")
     p.add_argument("--levels", action="append", default=[], metavar="KIND:L1,L2",
                    help="levels of one kind instead of its default grid, e.g. --levels jpeg:90,70 (repeatable)")
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--image-size", type=int, help="model input size (default: the size it was trained at, else 512)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--on-mismatch", choices=["skip", "resize", "error"], default="error")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="inference-time config override for every model (e.g. ensemble_size=1)")
-    p.add_argument("--no-progress", action="store_true")
+    add_inference_arguments(p)
 
 
 def run(args) -> int:
