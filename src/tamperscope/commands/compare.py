@@ -6,11 +6,11 @@ Each model runs at the size it was trained at (or ``--image-size``); metrics are
 ``tamperscope evaluate`` (SEED-SPECS §8.1), computed at full ground-truth resolution."""
 from __future__ import annotations
 
-from ._common import add_inference_arguments
-
 import json
 import sys
 from pathlib import Path
+
+from ._common import add_inference_arguments
 
 NAME = "compare"
 HELP = "one table (Markdown/HTML/JSON) of several models on several datasets, with qualitative examples"
