@@ -111,6 +111,14 @@ def test_balanced_mixture_and_spec(tmp_path):
     assert [mix[i].image.name for i in range(14)] == first and second != first
     with pytest.raises(UserError, match="integer"):
         load_dataset_spec(f"mix:{root}@many")
+    # one count per source; a source without its own count gets the default
+    weighted = load_dataset_spec(f"mix:{root / 'list.json'}@3,{root}@8", seed=3)
+    assert weighted.per_source == [3, 8] and len(weighted) == 11
+    names = [weighted[i].image.name for i in range(11)]
+    assert all(n.startswith("a") for n in names[:3]) and len(set(names[3:])) == 5
+    assert load_dataset_spec(f"mix:{root / 'list.json'}@3,{root}").per_source == [3, 1840]
+    with pytest.raises(UserError, match="2 sources needs as many counts"):
+        BalancedMixture(weighted.sources, [1, 2, 3])
     benco = tmp_path / "balanced.json"
     benco.write_text(json.dumps([["ManiDataset", str(root)], ["JsonDataset", str(root / "list.json")]]))
     assert len(load_dataset_spec(benco)) == 2 * 1840
@@ -149,6 +157,34 @@ def test_batch_contract(tmp_path):
     full = batch["mask_full"][0].numpy().astype(bool)
     assert np.array_equal(batch["edge"][0, 0].numpy() > 0, resize_mask(edge_band(full, 7), 32, 32))
     assert "edge" not in ForensicsDataset(load_records(root), image_size=32)[0]
+
+
+def test_native_resolutions(tmp_path):
+    """``crop``: a 16-aligned S×S window of the photo's own pixels; ``native``: the whole photo padded to a
+    multiple of 32, with ``mask_full`` unpadded."""
+    root = _folder(tmp_path / "ds")
+    recs = load_records(root)
+    crop = ForensicsDataset(recs, image_size=32, resolution="crop", edge="band", seed=1)
+    for i in range(5):
+        item = crop[i]
+        assert item["image"].shape == (3, 32, 32) and item["mask"].shape == item["edge"].shape == (1, 32, 32)
+        pixels = np.round(imagenet_denormalize(item["image"][None])[0].permute(1, 2, 0).numpy() * 255)
+        photo = np.asarray(Image.open(recs[i].image).convert("RGB"), dtype=np.float32)
+        corners = [(t, l) for t in (0, 16) for l in (0, 16, 32) if np.abs(photo[t:t + 32, l:l + 32] - pixels).max() < 1e-3]
+        assert corners, i
+        t, l = corners[0]
+        full = item["mask_full"].numpy().astype(bool)
+        assert np.array_equal(item["mask"][0].numpy() > 0, full[t:t + 32, l:l + 32])
+        assert float(item["label"]) == float(full[t:t + 32, l:l + 32].any())
+    native = ForensicsDataset(recs, image_size=32, resolution="native", edge="band")
+    item = native[0]
+    assert item["image"].shape == (3, 64, 64) and item["mask"].shape == item["edge"].shape == (1, 64, 64)
+    assert item["mask_full"].shape == (48, 64) and item["orig_size"] == (48, 64)
+    assert not item["mask"][0, 48:].any() and int(item["mask"].sum()) == 16 * 30
+    with pytest.raises(UserError, match="resolution"):
+        ForensicsDataset(recs, resolution="tiles")
+    with pytest.raises(UserError, match="multiple of 16"):
+        ForensicsDataset(recs, image_size=40, resolution="crop")
 
 
 def test_mismatch_modes(tmp_path):

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from tamperscope.data.transforms import (AugmentConfig, augment, parse_perturb, perturb, random_copy_move,
-                                         random_inpaint, resize_pair)
+from tamperscope.data.transforms import (JPEG_GRID, AugmentConfig, augment, augment_native, crop_pad,
+                                         jpeg_roundtrip, pad_to_multiple, parse_perturb, perturb, photometric_config,
+                                         random_copy_move, random_inpaint, resize_pair)
 from tamperscope.errors import UserError
 
 
@@ -101,3 +102,55 @@ def test_parse_perturb():
                       ("gamma:0", "> 0")):
         with pytest.raises(UserError, match=text):
             parse_perturb(bad)
+
+
+def test_native_crop_is_a_grid_aligned_window():
+    img, mask = _scene(100, 150)
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        out, m = augment_native(img, mask, rng, 48)
+        # locate the window: it must be the photo's own pixels at a corner on the 16-pixel grid
+        hits = [(t, l) for t in range(0, 100 - 47) for l in range(0, 150 - 47)
+                if np.array_equal(img[t:t + 48, l:l + 48], out)]
+        assert hits and all(t % JPEG_GRID == 0 and l % JPEG_GRID == 0 for t, l in hits[:1])
+        t, l = hits[0]
+        assert np.array_equal(m, mask[t:t + 48, l:l + 48])
+    with pytest.raises(UserError, match="multiple of 16"):
+        augment_native(img, mask, np.random.default_rng(0), 40)
+
+
+def test_native_crop_keeps_the_jpeg_grid():
+    """A grid-aligned window of a JPEG photo re-compresses almost losslessly at the photo's quality (the
+    error level that native-resolution models read); a window off the grid does not."""
+    rng = np.random.default_rng(0)
+    photo = jpeg_roundtrip(np.clip(120 + rng.normal(0, 25, (96, 128, 3)), 0, 255).astype(np.uint8), 80)
+
+    def ela(x):
+        return np.abs(x.astype(np.int16) - jpeg_roundtrip(x, 80).astype(np.int16)).mean()
+
+    aligned = ela(photo[16:80, 32:96])
+    shifted = ela(photo[19:83, 37:101])
+    assert aligned < 0.5 * shifted
+
+
+def test_native_crop_pads_and_flips_with_the_mask():
+    img, mask = _scene(40, 30)
+    cfg = AugmentConfig(hflip_p=1.0, vflip_p=1.0, rot90_p=0.0)
+    edge = mask.astype(np.float32)
+    out, m, e = augment_native(img, mask, np.random.default_rng(0), 48, config=cfg, extra=(edge,))
+    assert out.shape == (48, 48, 3) and m.shape == e.shape == (48, 48)
+    plain = crop_pad(img, 0, 0, 48, True)
+    assert np.array_equal(out, plain[::-1, ::-1])
+    assert np.array_equal(m, crop_pad(mask, 0, 0, 48, False)[::-1, ::-1]) and np.array_equal(e, m.astype(np.float32))
+    assert np.array_equal(plain[40:, :30], np.repeat(img[-1:], 8, axis=0))  # replicated rows below the photo
+    assert not crop_pad(mask, 0, 0, 48, False)[40:].any()  # padding is never tampered
+
+
+def test_pad_to_multiple_and_photometric_config():
+    img, mask = _scene(70, 50)
+    assert pad_to_multiple(img, True).shape == (96, 64, 3) and pad_to_multiple(mask, False).shape == (96, 64)
+    assert pad_to_multiple(img[:64, :32], True).shape == (64, 32, 3)
+    cfg = photometric_config(AugmentConfig(jpeg_p=0.7))
+    assert cfg.scale_range == (1.0, 1.0) and cfg.hflip_p == cfg.vflip_p == cfg.rot90_p == 0 and cfg.jpeg_p == 0.7
+    out, m = augment(img, mask, np.random.default_rng(3), config=cfg)
+    assert out.shape == img.shape and np.array_equal(m, mask)  # no rescale, no geometry

@@ -9,7 +9,8 @@ Accepted forms (:func:`load_dataset_spec`):
   a folder without ``Tp/``, ``Gt/`` and ``Au/`` is a plain photo collection, read (recursively) as all
   authentic;
 - a mixture ``"mix:SRC1,SRC2,...[@N]"``: each source is any of the above and each epoch draws N (default 1840,
-  the CAT-Net protocol) items per source (:class:`BalancedMixture`). Paths inside a mix may not contain commas.
+  the CAT-Net protocol) items per source (:class:`BalancedMixture`); ``"mix:SRC1@N1,SRC2@N2"`` gives each
+  source its own count (a count on the last source alone is the shared N above). Paths inside a mix may not contain commas.
   IMDL-BenCo's own balanced-settings JSON ``[["ManiDataset" | "JsonDataset", path], ...]`` is read as a
   mixture too.
 
@@ -17,7 +18,11 @@ Accepted forms (:func:`load_dataset_spec`):
 matches the image's stored, un-rotated pixel grid, the image is read without rotation) -> optional
 robustness perturbation -> optional augmentation -> edge ground truth at that resolution (IMDLBenCo computes
 it before the final resize) -> resize to S (image bilinear, mask and edge nearest) -> ImageNet normalisation.
-``label`` is 1 iff the final S×S mask has a positive pixel. ``mask_full`` is the ground truth before the final
+``resolution="crop"`` (training of native-resolution models) replaces the
+final resize by a random S×S window on the JPEG block grid (:func:`~tamperscope.data.transforms.augment_native`;
+the augmentation then skips rescaling and moves flips/rotation after the crop); ``resolution="native"`` keeps
+the photo's own size, padded at the bottom/right to a multiple of 32 (image replicated, mask and edge zero), so
+such items only batch together when their sizes agree. ``label`` is 1 iff the final mask has a positive pixel. ``mask_full`` is the ground truth before the final
 resize: the file's mask for evaluation (predictions are upsampled to it, the GT is never downsampled), or the
 augmented mask when augmentation is on. ``mask_path`` is ``""`` for authentic images. ``meta`` carries the
 record's metadata (region, method, area_bin, ... from ``metadata.jsonl``) for grouped metrics.
@@ -44,7 +49,8 @@ from ..io import DEFAULT_MAX_PIXELS, probe_image, read_image, read_mask
 from ..nn.norm import imagenet_normalize
 from .edges import canny_edge, edge_band
 from .transforms import AugmentConfig, augment as augment_pair, parse_perturb, perturb as perturb_image
-from .transforms import resize_mask, resize_pair
+from .transforms import (JPEG_GRID, augment_native, pad_to_multiple, photometric_config, resize_mask,
+                         resize_pair)
 
 PathLike = Union[str, os.PathLike]
 
@@ -206,25 +212,30 @@ def load_records(spec: PathLike) -> list[Record]:
 
 
 class BalancedMixture(Sequence):
-    """CAT-Net / IMDL-BenCo balanced protocol: each epoch draws ``per_source`` items from every source.
+    """CAT-Net / IMDL-BenCo balanced protocol: each epoch draws ``per_source`` items from every source
+    (one count for all, or one per source).
 
-    Item ``i`` comes from source ``i // per_source``. Draws are seeded by ``(seed, epoch)``. IMDL-BenCo draws
-    with replacement on every access; here the default (``replacement=False``) draws a random subset when a
-    source is larger than ``per_source`` and whole shuffled passes (plus a random remainder) when it is
-    smaller, so no item repeats before all have been seen. ``replacement=True`` gives IMDL-BenCo's sampling.
+    Items come source after source: the first ``per_source[0]`` from source 0, and so on. Draws are seeded by
+    ``(seed, epoch)``. IMDL-BenCo draws with replacement on every access; here the default
+    (``replacement=False``) draws a random subset when a source is larger than its count and whole shuffled
+    passes (plus a random remainder) when it is smaller, so no item repeats before all have been seen. ``replacement=True`` gives IMDL-BenCo's sampling.
     """
 
-    def __init__(self, sources: list[list[Record]], per_source: int = DEFAULT_PER_SOURCE, seed: int = 0,
-                 replacement: bool = False):
+    def __init__(self, sources: list[list[Record]], per_source: int | Sequence[int] = DEFAULT_PER_SOURCE,
+                 seed: int = 0, replacement: bool = False):
         if not sources:
             raise UserError("a balanced mixture needs at least one source")
-        if per_source < 1:
-            raise UserError(f"a balanced mixture needs per_source >= 1, got {per_source}")
+        counts = [int(per_source)] * len(sources) if isinstance(per_source, (int, np.integer)) else list(per_source)
+        if len(counts) != len(sources):
+            raise UserError(f"a balanced mixture of {len(sources)} sources needs as many counts, got {len(counts)}")
+        if min(counts) < 1:
+            raise UserError(f"a balanced mixture needs per_source >= 1, got {min(counts)}")
         for k, src in enumerate(sources):
             if len(src) == 0:
                 raise UserError(f"balanced mixture: source {k} is empty")
         self.sources = [list(s) for s in sources]
-        self.per_source = int(per_source)
+        self.per_source = counts
+        self._starts = np.cumsum([0] + counts)
         self.seed = int(seed)
         self.replacement = bool(replacement)
         self.epoch = 0
@@ -233,13 +244,13 @@ class BalancedMixture(Sequence):
     def _draw(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
         draws = []
-        for src in self.sources:
+        for src, count in zip(self.sources, self.per_source):
             n = len(src)
             if self.replacement:
-                draws.append(rng.integers(0, n, self.per_source))
+                draws.append(rng.integers(0, n, count))
                 continue
-            passes = [rng.permutation(n) for _ in range(self.per_source // n)]
-            passes.append(rng.permutation(n)[: self.per_source % n])
+            passes = [rng.permutation(n) for _ in range(count // n)]
+            passes.append(rng.permutation(n)[: count % n])
             draws.append(np.concatenate(passes))
         return draws
 
@@ -255,14 +266,14 @@ class BalancedMixture(Sequence):
         return out
 
     def __len__(self) -> int:
-        return self.per_source * len(self.sources)
+        return int(self._starts[-1])
 
     def __getitem__(self, index: int) -> Record:
         if not -len(self) <= index < len(self):
             raise IndexError(index)
         index %= len(self)
-        k, j = divmod(index, self.per_source)
-        return self.sources[k][int(self._draws[k][j])]
+        k = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.sources[k][int(self._draws[k][index - self._starts[k]])]
 
 
 def _benco_balanced_settings(path: Path) -> list[str] | None:
@@ -281,16 +292,21 @@ def load_dataset_spec(spec: PathLike, seed: int = 0) -> list[Record] | BalancedM
     """A dataset argument: a JSON list, a folder, or ``mix:SRC1,SRC2[@N]`` (module docstring)."""
     text = os.fspath(spec)
     if text.startswith("mix:"):
-        body, per_source = text[4:], DEFAULT_PER_SOURCE
-        if "@" in body:
-            body, _, count = body.rpartition("@")
+        parts, counts = [], []
+        for part in (p.strip() for p in text[4:].split(",")):
+            if not part:
+                continue
+            path, at, count = part.rpartition("@") if "@" in part else (part, "", "")
             try:
-                per_source = int(count)
+                counts.append(int(count) if at else None)
             except ValueError:
                 raise UserError(f"{text}: the count after '@' must be an integer, got '{count}'") from None
-        parts = [p.strip() for p in body.split(",") if p.strip()]
+            parts.append(path.strip())
         if not parts:
             raise UserError(f"{text}: a mix needs at least one source, e.g. mix:a.json,b_folder@1840")
+        if counts[-1] is not None and all(c is None for c in counts[:-1]):
+            counts = [counts[-1]] * len(parts)  # "mix:a,b@N": one count for every source
+        per_source = [DEFAULT_PER_SOURCE if c is None else c for c in counts]
         return BalancedMixture([load_records(p) for p in parts], per_source, seed)
     path = Path(text)
     if path.suffix.lower() == ".json" and path.is_file():
@@ -304,6 +320,7 @@ def load_dataset_spec(spec: PathLike, seed: int = 0) -> list[Record] | BalancedM
 
 
 _ON_MISMATCH = ("error", "resize", "skip")
+RESOLUTIONS = ("resize", "crop", "native")
 _EDGES = (None, "band", "canny")
 
 
@@ -314,6 +331,7 @@ def _fmt_hw(hw: tuple[int, int]) -> str:
 class ForensicsDataset(Dataset):
     """Image + mask samples as the batch dict of docs/DEVELOPING.md (plus ``mask_full``); see module docstring.
 
+    ``resolution``: ``"resize"`` (to S×S), ``"crop"`` or ``"native"`` (module docstring).
     ``on_mismatch``: what to do when a mask's size differs from its image's: ``"error"`` (one error listing
     them), ``"skip"`` (drop those records at construction with one warning), ``"resize"`` (nearest-resize the
     mask to the image). Sizes are checked from file headers at construction. ``perturb``: ``"kind:level"`` or
@@ -325,7 +343,11 @@ class ForensicsDataset(Dataset):
                  edge: str | None = None, edge_width: int = 7, on_mismatch: str = "error",
                  perturb: str | tuple[str, float] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  seed: int = 0, forgery_ops: bool = True, augment_config: AugmentConfig | None = None,
-                 canny_dilate: int = 5):
+                 canny_dilate: int = 5, resolution: str = "resize"):
+        if resolution not in RESOLUTIONS:
+            raise UserError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got '{resolution}'")
+        if resolution == "crop" and image_size % JPEG_GRID:
+            raise UserError(f"a native-resolution crop must be a multiple of {JPEG_GRID} pixels, got {image_size}")
         if on_mismatch not in _ON_MISMATCH:
             raise UserError(f"on_mismatch must be one of {', '.join(_ON_MISMATCH)}, got '{on_mismatch}'")
         if edge not in _EDGES:
@@ -349,6 +371,7 @@ class ForensicsDataset(Dataset):
         self.forgery_ops = bool(forgery_ops)
         self.augment_config = augment_config or AugmentConfig()
         self.canny_dilate = int(canny_dilate)
+        self.resolution = resolution
         self.epoch = 0
         self._stored_grid: set[Path] = set()  # images whose mask matches the un-rotated pixel grid
         self.records = self._check_sizes(records)
@@ -413,15 +436,25 @@ class ForensicsDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         if self.perturb is not None:
             image = perturb_image(image, self.perturb[0], self.perturb[1], rng=rng)
+        native = self.resolution != "resize"
         if self.augment:
-            image, mask = augment_pair(image, mask, rng, forgery_ops=self.forgery_ops, config=self.augment_config)
+            cfg = photometric_config(self.augment_config) if native else self.augment_config
+            image, mask = augment_pair(image, mask, rng, forgery_ops=self.forgery_ops, config=cfg)
         edge = None
         if self.edge == "band":
             edge = edge_band(mask, self.edge_width)
         elif self.edge == "canny":
             edge = canny_edge(mask, self.canny_dilate)
         s = self.image_size
-        image_s, mask_s = resize_pair(image, mask, s)
+        if self.resolution == "crop":
+            image_s, mask_s, *cut = augment_native(image, mask, rng, s, config=self.augment_config if self.augment
+                                                   else None, extra=() if edge is None else (edge,))
+            edge = cut[0] if cut else None
+        elif self.resolution == "native":
+            image_s, mask_s = pad_to_multiple(image, replicate=True), pad_to_multiple(mask, replicate=False)
+            edge = None if edge is None else pad_to_multiple(edge, replicate=False)
+        else:
+            image_s, mask_s = resize_pair(image, mask, s)
         x = torch.from_numpy(np.ascontiguousarray(image_s)).permute(2, 0, 1).float().div_(255.0)
         out = {
             "image": imagenet_normalize(x[None])[0].contiguous(),
@@ -435,7 +468,8 @@ class ForensicsDataset(Dataset):
             "meta": dict(rec.meta),
         }
         if edge is not None:
-            out["edge"] = torch.from_numpy(resize_mask(edge, s, s).astype(np.float32))[None]
+            edge = edge if native else resize_mask(edge, s, s)
+            out["edge"] = torch.from_numpy(np.ascontiguousarray(edge, dtype=np.float32))[None]
         return out
 
 

@@ -20,6 +20,13 @@ In order (:func:`augment`):
 ``forgery_ops=False`` drops steps 2–3 (IFA-Net trains on the list without them, SEED-SPECS §2.4). The final
 resize to S (:func:`resize_pair`, bilinear as IMDLBenCo) is separate because the edge ground truth is computed before it.
 
+Native-resolution models (those that read JPEG traces, which any resampling erases) train on S×S windows of the
+photo at its own size instead: :func:`grid_window` puts the window's corner on the 16-pixel grid of 4:2:0 JPEG
+blocks and :func:`crop_pad` cuts it (replicate padding at the bottom/right when a side is shorter than S). Their
+augmentation (:func:`augment_native`) is the list above without the rescale, with the flips and the rotation
+applied to the window after the crop (a flip of the whole photo would move the block grid when a side is not a
+multiple of 16; on an S×S window with S a multiple of 16 it does not).
+
 Perturbations (:func:`perturb`, :func:`parse_perturb`) for robustness evaluation: ``jpeg:Q`` (quality 1–100;
 always re-encodes, so no level is the identity), ``blur:K`` (Gaussian kernel size K, odd; 0 = none),
 ``noise:S`` (additive Gaussian noise with σ = S in 0–255 units, seeded; IMDLBenCo's wrapper takes a
@@ -37,6 +44,8 @@ import numpy as np
 from ..errors import UserError
 
 PERTURB_KINDS = ("jpeg", "blur", "noise", "gamma", "resize")
+JPEG_GRID = 16  # side of a 4:2:0 JPEG minimum coded unit
+INPUT_MULTIPLE = 32  # native-resolution inputs are padded to a multiple of the coarsest feature stride
 
 
 @dataclass(frozen=True)
@@ -162,8 +171,9 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, forge
     factor = rng.uniform(*cfg.scale_range)
     h, w = mask.shape
     nh, nw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
-    image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    mask = resize_mask(mask, nh, nw)
+    if (nh, nw) != (h, w):
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        mask = resize_mask(mask, nh, nw)
     if forgery_ops:
         if rng.random() < cfg.copy_move_p:
             image, mask = random_copy_move(image, mask, rng, cfg.window_range)
@@ -184,6 +194,72 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, forge
     if rng.random() < cfg.blur_p:
         image = gaussian_blur(np.ascontiguousarray(image), int(rng.choice(cfg.blur_kernels)))
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+# --------------------------------------------------------------------------------------------- native resolution
+
+
+def grid_window(height: int, width: int, size: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Random top-left corner of a ``size×size`` window, on the :data:`JPEG_GRID` (0 where a side is shorter)."""
+    top = JPEG_GRID * int(rng.integers(0, max(height - size, 0) // JPEG_GRID + 1))
+    left = JPEG_GRID * int(rng.integers(0, max(width - size, 0) // JPEG_GRID + 1))
+    return top, left
+
+
+def pad_bottom_right(array: np.ndarray, height: int, width: int, replicate: bool) -> np.ndarray:
+    """Pad to at least ``height×width`` at the bottom/right (keeps the block grid): edge replication for
+    images, zeros for masks."""
+    ph, pw = max(height - array.shape[0], 0), max(width - array.shape[1], 0)
+    if not (ph or pw):
+        return array
+    pads = ((0, ph), (0, pw)) + ((0, 0),) * (array.ndim - 2)
+    return np.pad(array, pads, mode="edge" if replicate else "constant")
+
+
+def crop_pad(array: np.ndarray, top: int, left: int, size: int, replicate: bool) -> np.ndarray:
+    """The ``size×size`` window at (top, left), padded by :func:`pad_bottom_right` where the photo ends."""
+    window = array[top:top + size, left:left + size]
+    return np.ascontiguousarray(pad_bottom_right(window, size, size, replicate))
+
+
+def pad_to_multiple(array: np.ndarray, replicate: bool, multiple: int = INPUT_MULTIPLE) -> np.ndarray:
+    """Pad the bottom/right to the next multiple of ``multiple`` (a native-resolution model input)."""
+    h, w = array.shape[:2]
+    return pad_bottom_right(array, h + (-h % multiple), w + (-w % multiple), replicate)
+
+
+_NO_GEOMETRY = {"scale_range": (1.0, 1.0), "hflip_p": 0.0, "vflip_p": 0.0, "rot90_p": 0.0}
+
+
+def augment_native(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, size: int,
+                   forgery_ops: bool = True, config: AugmentConfig | None = None,
+                   extra: tuple[np.ndarray, ...] = ()) -> tuple[np.ndarray, ...]:
+    """Random grid-aligned ``size×size`` window of the photo (module docstring) with, when ``config`` is given,
+    the flips and rotation of the augmentation list applied to the window (the caller applies the rest to the
+    photo first, :func:`photometric_config`). ``extra`` maps (the edge ground truth of the full-size mask) are
+    cut like the mask.
+    Returns ``(image, mask, *extra)``."""
+    if size % JPEG_GRID:
+        raise UserError(f"a native-resolution crop must be a multiple of {JPEG_GRID} pixels, got {size}")
+    top, left = grid_window(mask.shape[0], mask.shape[1], size, rng)
+    out = [crop_pad(image, top, left, size, True), crop_pad(mask, top, left, size, False)]
+    out += [crop_pad(e, top, left, size, False) for e in extra]
+    if config is not None:
+        if rng.random() < config.hflip_p:
+            out = [a[:, ::-1] for a in out]
+        if rng.random() < config.vflip_p:
+            out = [a[::-1] for a in out]
+        if rng.random() < config.rot90_p:
+            k = int(rng.integers(0, 4))
+            out = [np.rot90(a, k) for a in out]
+    return tuple(np.ascontiguousarray(a) for a in out)
+
+
+def photometric_config(config: AugmentConfig | None) -> AugmentConfig:
+    """``config`` without the steps that move the JPEG block grid (rescale, flips, rotation)."""
+    from dataclasses import replace
+
+    return replace(config or AugmentConfig(), **_NO_GEOMETRY)
 
 
 # --------------------------------------------------------------------------------------------- perturbations
