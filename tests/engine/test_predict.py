@@ -13,7 +13,7 @@ import tamperscope
 from tamperscope.checkpoint import save_checkpoint
 from tamperscope.cli import main
 from tamperscope.engine import predict as predict_mod
-from tamperscope.engine.predict import collect_inputs, load_predictor, output_stems, tile_starts
+from tamperscope.engine.predict import collect_inputs, load_predictor, output_stems, tile_starts, tile_windows
 from tamperscope.errors import UserError
 
 EXIF_SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "authentic" / "exif_samples" / "jpg"
@@ -185,6 +185,35 @@ def test_tile_starts_cover_the_axis(length, tile, overlap):
     starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0 and starts[-1] == max(0, length - tile)
     assert all(b - a <= max(1, round(tile * (1 - overlap))) for a, b in zip(starts, starts[1:]))
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(150, 64, 0.25), (1000, 96, 0.0), (65, 64, 0.9), (40, 64, 0.25)])
+def test_grid_aligned_tiles_cover_the_axis(length, tile, overlap):
+    windows = tile_windows(length, tile, overlap, grid=16)
+    assert all(start % 16 == 0 for start, _ in windows) and windows[0][0] == 0
+    assert windows[-1][0] + windows[-1][1] == length  # the last window reaches the border
+    assert all(size <= tile + 15 for _, size in windows)
+    covered = np.zeros(length, bool)
+    for start, size in windows:
+        covered[start:start + size] = True
+    assert covered.all()
+    assert tile_windows(length, tile, overlap) == [(s, min(tile, length - s)) for s in tile_starts(length, tile, overlap)]
+
+
+def test_native_model_tiles_on_the_jpeg_grid():
+    """A native-resolution model's tiles start on the 16-pixel JPEG grid, and outside the overlap each tile's
+    map is exactly the model's map of that window alone."""
+    from tamperscope.data.transforms import jpeg_roundtrip
+
+    predictor = load_predictor("ela")
+    rgb = jpeg_roundtrip(np.random.default_rng(0).integers(0, 255, (96, 200, 3), dtype=np.uint8), 90)
+    assert tile_windows(200, 100, 0.0, 16) == [(0, 100), (96, 104)]
+    tiled = predictor.predict_array(rgb, tiles=True, tile_size=100, tile_overlap=0.0)
+    assert tiled.tiles == 2
+    left = predictor.predict_array(np.ascontiguousarray(rgb[:, :100])).probability
+    right = predictor.predict_array(np.ascontiguousarray(rgb[:, 96:])).probability
+    np.testing.assert_allclose(tiled.probability[:, :96], left[:, :96], atol=1e-6)
+    np.testing.assert_allclose(tiled.probability[:, 100:], right[:, 4:], atol=1e-6)
 
 
 def test_bad_tile_options(run_dir):

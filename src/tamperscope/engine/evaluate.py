@@ -62,9 +62,14 @@ def evaluate_model(model, dataset, *, batch_size: int = 8, device: torch.device 
                    progress: bool = True, collect_examples: int = 0) -> tuple[MetricAccumulator, list]:
     """Run ``model`` over ``dataset`` and accumulate per-image metric records (gathered across ranks).
 
+    A dataset at ``resolution="native"`` (photos padded to a multiple of 32) runs one image per batch, and each
+    map is cropped back to the photo instead of resized.
+
     Returns the accumulator and up to ``collect_examples`` (path, probability map) pairs for reports."""
     from ..data.datasets import collate
 
+    native = getattr(dataset, "resolution", "resize") == "native"
+    batch_size = 1 if native else batch_size
     device = torch.device(device)
     model.eval()
     sampler = ResumableSampler(len(dataset), seed=0, shuffle=False, rank=rank, world_size=world_size)
@@ -76,7 +81,8 @@ def evaluate_model(model, dataset, *, batch_size: int = 8, device: torch.device 
         probs, scores = model_probabilities(model, batch["image"].to(device, non_blocking=True))
         for i in range(probs.shape[0]):
             gt = batch["mask_full"][i].numpy().astype(bool)
-            full = upsample_to(probs[i].float(), gt.shape)
+            prob = probs[i, :, :gt.shape[0], :gt.shape[1]] if native else probs[i]
+            full = upsample_to(prob.float(), gt.shape)
             meta = batch.get("meta", [None] * probs.shape[0])[i]
             acc.add(int(batch["index"][i]), full, gt, score=float(scores[i]), label=int(gt.any()),
                     groups=_groups(meta, int(gt.any())))

@@ -19,7 +19,10 @@ Any image size
 Tiling (``tiles=True``, for large photos)
 - Windows of ``tile_size`` pixels (default: the model's input size ``S``; a window is cut to the photo where the
   photo is smaller) slide with ``tile_overlap`` (default 1/4) overlap; the first and last windows touch the
-  borders and the rest are evenly spaced. Each window is processed exactly like a whole photo (above), the maps
+  borders and the rest are evenly spaced. For native-resolution models the window corners are moved down to
+  the 16-pixel JPEG grid (the last windows grow by the remainder, under 16 pixels, to reach the border), and a
+  photo over ``NATIVE_TILE_PIXELS`` is tiled with ``NATIVE_TILE``-pixel windows even without ``tiles`` (memory).
+  Each window is processed exactly like a whole photo (above), the maps
   are averaged where windows overlap, and the image score is the maximum of the window scores. One window
   covering the whole photo therefore gives exactly the untiled result.
 
@@ -46,6 +49,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..data.transforms import INPUT_MULTIPLE, JPEG_GRID, pad_to_multiple
 from ..errors import ImageReadError, UserError
 from ..io import atomic_write_text, read_image, read_image_bytes, write_png
 from ..nn.norm import imagenet_normalize
@@ -58,7 +62,8 @@ DEFAULT_WEIGHTS = "default.safetensors"
 DEFAULT_IMAGE_SIZE = 512
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TILE_OVERLAP = 0.25
-INPUT_MULTIPLE = 32
+NATIVE_TILE_PIXELS = 24_000_000
+NATIVE_TILE = 4096
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jfif", ".ppm", ".pgm")
 OUTPUT_KINDS = ("heatmap", "mask", "overlay")
 RESULT_FIELDS = ("input", "output_stem", "status", "score", "verdict", "tampered_area_pct", "model", "threshold",
@@ -142,9 +147,7 @@ class Predictor:
 
     def _native(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
         h, w = crop.shape[:2]
-        ph, pw = -h % INPUT_MULTIPLE, -w % INPUT_MULTIPLE
-        padded = cv2.copyMakeBorder(crop, 0, ph, 0, pw, cv2.BORDER_REPLICATE) if ph or pw else crop
-        probs, scores = self._run(padded[None])
+        probs, scores = self._run(pad_to_multiple(crop, replicate=True)[None])
         return probs[0, 0, :h, :w].clamp(0, 1).cpu().numpy(), float(scores[0])
 
     def maps(self, crops: Sequence[np.ndarray]) -> list[tuple[np.ndarray, float]]:
@@ -169,6 +172,8 @@ class Predictor:
             raise UserError(f"threshold must be in [0, 1], got {threshold}")
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
             raise UserError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
+        if not tiles and self.native_resolution and image.shape[0] * image.shape[1] > NATIVE_TILE_PIXELS:
+            tiles, tile_size = True, NATIVE_TILE
         if tiles:
             prob, score, n = self._tiled(image, tile_size or self.image_size, tile_overlap)
         else:
@@ -177,8 +182,9 @@ class Predictor:
 
     def _tiled(self, image: np.ndarray, tile: int, overlap: float) -> tuple[np.ndarray, float, int]:
         h, w = image.shape[:2]
-        windows = [(y, x, min(tile, h), min(tile, w))
-                   for y in tile_starts(h, tile, overlap) for x in tile_starts(w, tile, overlap)]
+        grid = JPEG_GRID if self.native_resolution else 1
+        windows = [(y, x, th, tw) for y, th in tile_windows(h, tile, overlap, grid)
+                   for x, tw in tile_windows(w, tile, overlap, grid)]
         total = np.zeros((h, w), np.float32)
         count = np.zeros((h, w), np.float32)
         best = 0.0
@@ -203,6 +209,13 @@ def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
     stride = max(1, int(round(tile * (1.0 - overlap))))
     n = math.ceil((length - tile) / stride) + 1
     return sorted({int(round(v)) for v in np.linspace(0, length - tile, n)})
+
+
+def tile_windows(length: int, tile: int, overlap: float, grid: int = 1) -> list[tuple[int, int]]:
+    """(start, size) of the windows along one axis: :func:`tile_starts` moved down to multiples of ``grid``,
+    each window ``tile`` long (cut to the photo) and the last one reaching the end."""
+    starts = sorted({s - s % grid for s in tile_starts(length, tile, overlap)})
+    return [(s, length - s if i == len(starts) - 1 else min(tile, length - s)) for i, s in enumerate(starts)]
 
 
 def default_weights_ref():

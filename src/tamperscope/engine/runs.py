@@ -39,36 +39,6 @@ def trained_image_size_or_default(checkpoint: str) -> int:
     return trained_image_size(checkpoint) if Path(checkpoint).exists() else 512
 
 
-def evaluate_native(model, records, device, threshold, perturb=None, progress=True):
-    """Models that must see the photo at its own resolution (``native_resolution``, e.g. ELA: resampling
-    erases JPEG traces) are run one image at a time, padded to a multiple of 32, through the predictor."""
-    import numpy as np
-    from tqdm import tqdm
-
-    from ..data.transforms import parse_perturb
-    from ..data.transforms import perturb as perturb_image
-    from ..io import read_image, read_mask
-    from ..metrics import MetricAccumulator
-    from .evaluate import _groups, upsample_to
-    from .predict import Predictor
-
-    predictor = Predictor(model, 512, device, getattr(model, "model_name", "model"), 1)
-    kind_level = parse_perturb(perturb) if perturb else None
-    acc = MetricAccumulator(threshold)
-    for index, rec in enumerate(tqdm(records, desc="evaluate", unit="img", disable=not progress, leave=False)):
-        image = read_image(rec.image)
-        gt = read_mask(rec.mask, expected_size=image.shape[:2]) if rec.mask else np.zeros(image.shape[:2], bool)
-        if kind_level:
-            image = perturb_image(image, kind_level[0], kind_level[1], rng=np.random.default_rng([0, index]))
-        prob, score = predictor.maps([image])[0]
-        if prob.shape != gt.shape:
-            import torch
-
-            prob = upsample_to(torch.from_numpy(prob)[None], gt.shape)
-        acc.add(index, prob, gt, score=score, label=int(gt.any()), groups=_groups(rec.meta, int(gt.any())))
-    return acc
-
-
 def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, perturb=None, image_size=None,
                     batch_size=8, device="auto", workers=2, on_mismatch="error", group_by=None, set_items=(),
                     model=None, progress=True):
@@ -88,13 +58,13 @@ def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, p
             size = image_size or trained_image_size_or_default(checkpoint)
         else:
             model, size = model.to(dev).eval(), image_size or 512
-        if getattr(model, "native_resolution", False):
-            acc = evaluate_native(model, records, dev, threshold, perturb, progress)
-        else:
-            ds = ForensicsDataset(records, image_size=size, augment=False, on_mismatch=on_mismatch,
-                                  perturb=parse_perturb(perturb) if perturb else None)
-            acc, _ = evaluate_model(model, ds, batch_size=batch_size, device=dev, threshold=threshold,
-                                    workers=workers, rank=rank, world_size=world, progress=progress)
+        # native-resolution models (ELA, the default model) see each photo at its own size: resampling erases
+        # the JPEG traces they read
+        resolution = "native" if getattr(model, "native_resolution", False) else "resize"
+        ds = ForensicsDataset(records, image_size=size, augment=False, on_mismatch=on_mismatch,
+                              perturb=parse_perturb(perturb) if perturb else None, resolution=resolution)
+        acc, _ = evaluate_model(model, ds, batch_size=batch_size, device=dev, threshold=threshold,
+                                workers=workers, rank=rank, world_size=world, progress=progress)
     metrics = acc.compute()
     groups = acc.compute(group_by=group_by) if group_by else None
     return metrics, groups

@@ -334,13 +334,16 @@ class Trainer:
         common = dict(image_size=train_cfg["image_size"], edge=req.get("edge"), edge_width=req.get("edge_width", 7))
         if req.get("edge") == "canny":  # the width of the Canny variant is its dilation kernel
             common["canny_dilate"] = req.get("edge_width", 5)
+        # native-resolution models train on grid-aligned crops of the photo and validate on whole photos
+        native = getattr(model, "native_resolution", False)
         train_records = load_dataset_spec(self.opts.train, seed=train_cfg["seed"])
         train_ds = ForensicsDataset(train_records, augment=train_cfg["augment"], on_mismatch=self.opts.on_mismatch,
-                                    seed=train_cfg["seed"], **common)
+                                    seed=train_cfg["seed"], resolution="crop" if native else "resize", **common)
         val_ds = None
         if self.opts.val:
             val_ds = ForensicsDataset(load_dataset_spec(self.opts.val), augment=False,
-                                      on_mismatch=self.opts.on_mismatch, **common)
+                                      on_mismatch=self.opts.on_mismatch, resolution="native" if native else "resize",
+                                      **common)
         if len(train_ds) == 0:
             raise UserError(f"{self.opts.train}: no training images")
         return train_ds, val_ds
@@ -352,6 +355,8 @@ class Trainer:
 
         model.eval()
         bs = self.opts.val_batch_size or self.train_cfg["batch_size"]
+        if val_ds.resolution == "native":  # photos of different sizes
+            bs = 1
         sampler = ResumableSampler(len(val_ds), seed=0, shuffle=False, rank=self.rank, world_size=self.world)
         loader = DataLoader(val_ds, batch_size=bs, sampler=sampler, num_workers=self.opts.workers,
                             collate_fn=collate, generator=torch.Generator().manual_seed(0))
