@@ -18,6 +18,7 @@ _MODEL_MODULES = (
     "tamperscope.models.diffforensics",
     "tamperscope.models.ifanet",
     "tamperscope.models.ela",
+    "tamperscope.models.elaunet",
 )
 
 

@@ -27,9 +27,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.transforms import jpeg_roundtrip
 from ..errors import UserError
-from ..nn.norm import imagenet_denormalize
+from ..nn.error_level import error_level, to_uint8_rgb
 from ..registry import register_model
 from .base import TamperModel, max_pool_image_logit
 
@@ -72,8 +71,7 @@ class ErrorLevelAnalysis(TamperModel):
     def error_level(self, rgb: np.ndarray) -> np.ndarray:
         """Raw ``H×W`` float32 map of one uint8 RGB image: JPEG re-save error or local noise variance."""
         if self.method == "ela":
-            resaved = jpeg_roundtrip(rgb, self.quality)
-            return np.abs(rgb.astype(np.float32) - resaved.astype(np.float32)).mean(axis=2)
+            return error_level(rgb, self.quality).mean(axis=2)
         luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         residual = luma.astype(np.float32) - cv2.medianBlur(luma, 3).astype(np.float32)
         k = (self.noise_window, self.noise_window)
@@ -91,9 +89,8 @@ class ErrorLevelAnalysis(TamperModel):
         return np.clip(raw / top, 0.0, 1.0).astype(np.float32)
 
     def forward(self, image: torch.Tensor) -> dict:
-        rgb = (imagenet_denormalize(image.detach().float()).clamp(0, 1) * 255.0).round().to(torch.uint8)
-        rgb = rgb.permute(0, 2, 3, 1).cpu().numpy()
-        maps = torch.from_numpy(np.stack([self.level_map(np.ascontiguousarray(r)) for r in rgb]))[:, None]
+        levels = [self.level_map(np.ascontiguousarray(rgb)) for rgb in to_uint8_rgb(image)]
+        maps = torch.from_numpy(np.stack(levels))[:, None]
         maps = maps.to(image.device)
         logits = torch.logit(maps.clamp(self.eps, 1.0 - self.eps))
         return {"mask_logits": logits, "image_logit": max_pool_image_logit(logits), "level_map": maps}

@@ -28,3 +28,11 @@ def dice_sq(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> to
     """V-Net form 1 − (2Σpg + s)/(Σp² + Σg² + s) over the flattened batch."""
     prob, target = prob.float().flatten(), target.float().flatten()
     return 1 - (2 * (prob * target).sum() + smooth) / ((prob * prob).sum() + (target * target).sum() + smooth)
+
+
+def dice_per_image(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Mean over the batch of each image's 1 − (2Σpg + s)/(Σp + Σg + s): small regions count as much as large
+    ones, and an authentic image's term pulls its whole map to zero."""
+    prob, target = prob.float().flatten(1), target.float().flatten(1)
+    inter, total = (prob * target).sum(1), prob.sum(1) + target.sum(1)
+    return (1 - (2 * inter + smooth) / (total + smooth)).mean()

@@ -1,0 +1,119 @@
+"""ela-unet, the default model: contract, error-level input, parameter count, it learns a JPEG splice, and the
+engine trains it on grid-aligned crops and validates/predicts at native resolution."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import tamperscope
+from tamperscope.checkpoint import read_checkpoint_config
+from tamperscope.cli import main
+from tamperscope.data.transforms import jpeg_roundtrip
+from tamperscope.errors import UserError
+from tamperscope.nn.error_level import error_level
+from tamperscope.nn.norm import imagenet_normalize
+
+
+def _x(rgb: np.ndarray) -> torch.Tensor:
+    return imagenet_normalize(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0)
+
+
+def _splice(rng, size=64):
+    """A JPEG (q 85) photo with a never-compressed patch on an off-grid position; mask = the patch."""
+    base = cv2.GaussianBlur(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), (0, 0), 1.2)
+    image = jpeg_roundtrip(base, 85)
+    h, w = rng.integers(size // 4, size // 2, 2)
+    y, x = rng.integers(0, size - h), rng.integers(0, size - w)
+    donor = cv2.GaussianBlur(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), (0, 0), 1.2)
+    image[y:y + h, x:x + w] = donor[y:y + h, x:x + w]
+    mask = np.zeros((size, size), bool)
+    mask[y:y + h, x:x + w] = True
+    return image, mask
+
+
+def test_contract_parameter_count_and_odd_sizes():
+    model = tamperscope.create_model("ela-unet").eval()
+    assert sum(p.numel() for p in model.parameters()) == 1_103_137  # 4.4 MB as float32
+    assert model.native_resolution
+    out = model(imagenet_normalize(torch.rand(2, 3, 64, 96)))
+    assert out["mask_logits"].shape == (2, 1, 64, 96) and out["image_logit"].shape == (2,)
+    torch.testing.assert_close(out["image_logit"], out["mask_logits"].flatten(1).amax(1))
+    from tamperscope.engine.profile import meta_complexity
+
+    assert meta_complexity("ela-unet")["gmacs"] == pytest.approx(6.414, abs=1e-3)  # 512×512, as `profile` on CPU
+    small = tamperscope.create_model("ela-unet", widths=[8, 16, 32]).eval()
+    assert small(imagenet_normalize(torch.rand(1, 3, 40, 56)))["mask_logits"].shape == (1, 1, 40, 56)
+
+
+def test_input_is_rgb_plus_error_levels():
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    model = tamperscope.create_model("ela-unet", qualities=[90, 60], error_scale=4.0)
+    feats = model.features(_x(rgb))
+    assert feats.shape == (1, 9, 32, 48)
+    torch.testing.assert_close(feats[:, :3], _x(rgb))
+    for k, q in enumerate((90, 60)):
+        ref = torch.from_numpy(error_level(rgb, q) / 4.0).permute(2, 0, 1)
+        torch.testing.assert_close(feats[0, 3 + 3 * k:6 + 3 * k], ref)
+    assert model.stem[0].in_channels == 9
+
+
+@pytest.mark.parametrize("cfg, msg", [({"qualities": [0]}, "qualities"), ({"widths": [8]}, "widths"),
+                                      ({"error_scale": 0}, "error_scale")])
+def test_bad_config(cfg, msg):
+    with pytest.raises(UserError, match=msg):
+        tamperscope.create_model("ela-unet", **cfg)
+
+
+def test_learns_a_jpeg_splice():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = tamperscope.create_model("ela-unet", widths=[8, 16, 32])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for step in range(60):
+        pairs = [_splice(rng) for _ in range(4)]
+        batch = {"image": torch.cat([_x(p[0]) for p in pairs]),
+                 "mask": torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.float32))}
+        loss = model.training_step(batch)
+        assert set(loss) == {"total", "bce", "dice"}
+        opt.zero_grad()
+        loss["total"].backward()
+        opt.step()
+        first = first if first is not None else float(loss["total"].detach())
+    model.eval()
+    image, mask = _splice(np.random.default_rng(99))
+    with torch.no_grad():
+        prob = torch.sigmoid(model(_x(image))["mask_logits"])[0, 0].numpy()
+    assert float(loss["total"].detach()) < 0.8 * first
+    assert prob[mask].mean() > prob[~mask].mean() + 0.2
+
+
+def test_engine_trains_on_crops_and_predicts_at_native_size(tmp_path):
+    rng = np.random.default_rng(1)
+    for sub in ("Tp", "Gt"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(4):
+        image, mask = _splice(rng, 80)
+        image, mask = image[:, :72], mask[:, :72]  # 80×72: crops of 64 need padding on no side, 2 corners
+        cv2.imwrite(str(tmp_path / "data" / "Tp" / f"t{i}.png"), image[..., ::-1])
+        cv2.imwrite(str(tmp_path / "data" / "Gt" / f"t{i}_gt.png"), mask.astype(np.uint8) * 255)
+    run = tmp_path / "run"
+    assert main(["train", "ela-unet", "--train", str(tmp_path / "data"), "--val", str(tmp_path / "data"),
+                 "--out", str(run), "--image-size", "64", "--batch-size", "2", "--epochs", "1", "--workers", "0",
+                 "--device", "cpu", "--no-progress", "--set", "widths=[8,16]"]) == 0
+    val = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
+    assert len(val) == 1 and val[0]["n_images"] == 4 and val[0]["pixel_f1"] is not None
+    photo = str(tmp_path / "data" / "Tp" / "t0.png")
+    pred = tamperscope.predict(photo, checkpoint=str(run))
+    assert pred.probability.shape == (80, 72)
+    # `export`: one self-describing file that predicts the same and remembers the recipe and the val scores
+    single = tmp_path / "model.safetensors"
+    assert main(["export", str(run), str(single)]) == 0
+    cfg = read_checkpoint_config(single)
+    assert cfg["model"] == "ela-unet" and cfg["extra"]["train"]["image_size"] == 64
+    assert cfg["extra"]["val"]["epoch"] == 0 and cfg["extra"]["val"]["n_images"] == 4
+    np.testing.assert_array_equal(tamperscope.predict(photo, checkpoint=str(single)).probability, pred.probability)
+    assert main(["export", str(run), str(tmp_path / "model.pt")]) == 2
+    assert main(["export", str(run), str(run / "model.safetensors")]) == 2
