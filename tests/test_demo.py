@@ -39,6 +39,12 @@ def test_demo_end_to_end_then_ela_fallback(tmp_path, run_dir, monkeypatch, capsy
         assert text in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 2 * 4 + 3
     assert len(list((out / "predictions").glob("forged-*.overlay.png"))) == 2
+    # the sample photos get a camera-like JPEG history at the requested size
+    from PIL import Image
+
+    photos = sorted((out / "photos").iterdir())
+    assert photos and all(p.suffix == ".jpg" for p in photos)
+    assert all(Image.open(p).format == "JPEG" and max(Image.open(p).size) <= 128 for p in photos)
 
     # no default model installed: the demo says so and uses the weight-free ELA baseline (the forgeries resume)
     monkeypatch.setattr(predict_mod, "default_weights_ref", lambda: tmp_path / "absent.safetensors")

@@ -1,7 +1,11 @@
 """`tamperscope demo` (``make demo``): forgeries from sample photos, the default model on them, metrics, a report.
 
 1. Sample photos that ship inside scikit-image (its bundled ``skimage/data`` files; only those present in the
-   installed package are used, nothing is downloaded) are copied to ``OUT/photos/``.
+   installed package are used, nothing is downloaded) are written to ``OUT/photos/`` as a camera would: scaled
+   to ``--max-side`` and saved as JPEG (quality ``CAMERA_JPEG_QUALITY``). Most of them are lossless PNGs, and a
+   photo without any compression history is not what analysts are handed; the edits made in step 2 then lack
+   the history the rest of the photo has, which is the trace compression-aware models (the default model, ELA)
+   read.
 2. The built-in BR-Gen pipeline (:func:`tamperscope.data.brgen.generate`, weight-free back ends) turns them into
    ``--n`` forgeries with masks in ``OUT/forgeries/`` (``Tp/ Gt/ Au/``); re-running with the same options resumes.
 3. The default model (or ``ela`` when no default model is installed, with a notice) predicts every forged and
@@ -23,6 +27,7 @@ HELP = "build forgeries from bundled sample photos, run the default model, score
 
 #: natural colour photos among scikit-image's bundled data files
 SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
+CAMERA_JPEG_QUALITY = 90
 REPORT_METRICS = ("n_images", "n_tampered", "n_authentic", "pixel_f1", "pixel_iou", "pixel_auc", "pixel_f1_permuted",
                   "pixel_f1_best", "pixel_f1_pooled", "image_auc", "image_acc", "image_balanced_acc", "fake_recall",
                   "real_recall")
@@ -48,19 +53,30 @@ def sample_photos() -> list:
     return [data.joinpath(name) for name in SAMPLE_PHOTOS if data.joinpath(name).is_file()]
 
 
-def _copy_photos(dest: Path) -> int:
+def _write_photos(dest: Path, max_side: int) -> int:
+    """Step 1 of the module docstring; returns the number of photos."""
+    import cv2
+
     from ..errors import UserError
-    from ..io import atomic_write_bytes
+    from ..io import atomic_write_bytes, read_image_bytes
 
     photos = sample_photos()
     if not photos:
         raise UserError("no sample photos found: scikit-image's bundled data files "
                         f"({', '.join(SAMPLE_PHOTOS)}) are not installed")
     for ref in photos:
-        target = dest / ref.name
-        data = ref.read_bytes()
-        if not (target.is_file() and target.read_bytes() == data):
-            atomic_write_bytes(target, data)
+        rgb = read_image_bytes(ref.read_bytes(), name=ref.name)
+        scale = max_side / max(rgb.shape[:2])
+        if scale < 1:
+            size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                [cv2.IMWRITE_JPEG_QUALITY, CAMERA_JPEG_QUALITY])
+        if not ok:
+            raise UserError(f"{ref.name}: JPEG encoding failed")
+        target = dest / f"{Path(ref.name).stem}.jpg"
+        if not (target.is_file() and target.read_bytes() == data.tobytes()):
+            atomic_write_bytes(target, data.tobytes())
     return len(photos)
 
 
@@ -93,8 +109,9 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
     predictor = _predictor(args)
-    n_photos = _copy_photos(out / "photos")
-    print(f"[1/4] {n_photos} sample photos from scikit-image in {out / 'photos'}")
+    n_photos = _write_photos(out / "photos", args.max_side)
+    print(f"[1/4] {n_photos} sample photos from scikit-image, saved as JPEG (quality {CAMERA_JPEG_QUALITY}) "
+          f"in {out / 'photos'}")
     summary = generate(GenerateOptions(photos=out / "photos", out=out / "forgeries", n=args.n, seed=args.seed,
                                        max_side=args.max_side, progress=not args.quiet))
     print(f"[2/4] {summary['produced']} forgeries built with the BR-Gen pipeline in {out / 'forgeries'}")
@@ -117,7 +134,8 @@ def run(args) -> int:
     per_image = {r["index"]: r for r in acc.records}
     report = HtmlReport("tamperscope demo",
                         intro=(f"Model: {predictor.name}. {summary['produced']} forgeries made by the built-in "
-                               f"BR-Gen pipeline from {n_photos} scikit-image sample photos (seed {args.seed}); "
+                               f"BR-Gen pipeline from {n_photos} scikit-image sample photos saved as JPEG "
+                               f"(quality {CAMERA_JPEG_QUALITY}), forgeries written losslessly (seed {args.seed}); "
                                f"threshold {args.threshold:g}. {summary.get('note', '')}"))
     report.section("Metrics", "Pixel metrics are means over the forged images; image metrics use every image.") \
         .metrics(metrics, keys=REPORT_METRICS)
