@@ -9,7 +9,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
                              jaccard_score, precision_recall_curve, recall_score, roc_auc_score, roc_curve)
 
 from tamperscope.errors import UserError
-from tamperscope.metrics import MetricAccumulator, image_metrics, pixel_stats, tolerance_band
+from tamperscope.metrics import MetricAccumulator, f1_at_thresholds, image_metrics, pixel_stats, tolerance_band
 
 TOL = 1e-6
 
@@ -46,6 +46,20 @@ def test_pixel_stats_match_sklearn(seed, levels):
     assert s["auc"] == pytest.approx(roc_auc_score(y, prob.ravel()), abs=TOL)
     assert s["f1_permuted"] == pytest.approx(max(f1_score(y, b), f1_score(y, ~b)), abs=TOL)
     assert s["f1_best_plain"] == pytest.approx(_best_f1_sklearn(y, prob.ravel()), abs=TOL)
+
+
+@pytest.mark.parametrize("seed,levels,dtype", [(0, None, np.float64), (1, None, np.float32), (2, 5, np.float32),
+                                               (3, 2, np.float64), (4, 21, np.float32)])
+def test_f1_at_thresholds_matches_sklearn_at_each_threshold(seed, levels, dtype):
+    prob, gt = _random_case(seed, levels=levels)
+    prob = prob.astype(dtype)
+    thresholds = [0.0, 0.05, 0.3, 0.35, 0.5, 0.7, 0.95, 1.0]  # on the quantisation levels too (ties, strict >)
+    f1 = f1_at_thresholds(prob, gt, thresholds)
+    for t, value in zip(thresholds, f1):
+        assert value == pytest.approx(f1_score(gt.ravel(), prob.ravel() > dtype(t), zero_division=0), abs=TOL)
+        assert value == pytest.approx(pixel_stats(prob, gt, threshold=t)["f1"], abs=TOL)
+    with pytest.raises(UserError, match="authentic"):
+        f1_at_thresholds(prob, np.zeros_like(gt), [0.5])
 
 
 @pytest.mark.parametrize("seed,levels", [(5, None), (6, 3), (7, 17)])

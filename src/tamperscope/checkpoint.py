@@ -238,8 +238,12 @@ def save_state_dict(sd_or_module, path: str | Path, metadata: dict[str, str] | N
 
 
 def checkpoint_config(model) -> dict:
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.model_name,
-            "config": model.config, "stage": model.config.get("stage") if isinstance(model.config, dict) else None}
+    cfg = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.model_name,
+           "config": model.config, "stage": model.config.get("stage") if isinstance(model.config, dict) else None}
+    calibration = getattr(model, "calibration", None)
+    if calibration:
+        cfg["calibration"] = calibration
+    return cfg
 
 
 def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> Path:
@@ -311,4 +315,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise UserError(format_key_report(f"{path}: checkpoint does not fit model '{cfg['model']}'",
                                           result.missing_keys, result.unexpected_keys))
     model.config = cfg["config"] | {k: v for k, v in overrides.items()}
+    if cfg.get("calibration"):  # chosen on validation data by `tamperscope export --calibrate`
+        model.calibration = cfg["calibration"]
+        model.mask_logit_offset = float(cfg["calibration"]["mask_logit_offset"])
     return model

@@ -199,6 +199,22 @@ def pixel_stats(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5, erode:
     return out
 
 
+def f1_at_thresholds(prob: np.ndarray, gt: np.ndarray, thresholds: Iterable[float]) -> np.ndarray:
+    """Pixel F1 of ``prob > t`` for every ``t`` in ``thresholds`` (one sort, exact; the ``f1`` of
+    :func:`pixel_stats` at each threshold). A tampered mask is required (authentic images have no pixel F1)."""
+    prob = _check_probabilities(_as_numpy(prob), "prediction map").ravel()
+    gt = _binary_mask(_as_numpy(gt)).ravel()
+    if prob.shape != gt.shape:
+        raise UserError(f"prediction map of {prob.size} pixels does not match a mask of {gt.size}")
+    if not gt.any():
+        raise UserError("pixel F1 is undefined for an authentic (all-zero) mask")
+    t = np.asarray(list(thresholds), dtype=prob.dtype)  # compared in the map's precision, as `prob > t`
+    pos, neg = np.sort(prob[gt]), np.sort(prob[~gt])
+    tp = pos.size - np.searchsorted(pos, t, side="right")
+    fp = neg.size - np.searchsorted(neg, t, side="right")
+    return _f1(tp, fp, pos.size - tp)
+
+
 # ----------------------------------------------------------------------------------------------------
 # image level
 # ----------------------------------------------------------------------------------------------------

@@ -57,6 +57,12 @@ def test_input_is_rgb_plus_error_levels():
         ref = torch.from_numpy(error_level(rgb, q) / 4.0).permute(2, 0, 1)
         torch.testing.assert_close(feats[0, 3 + 3 * k:6 + 3 * k], ref)
     assert model.stem[0].in_channels == 9
+    with_map = tamperscope.create_model("ela-unet", ela_map=True)
+    feats = with_map.features(_x(rgb))
+    assert feats.shape == (1, 10, 32, 48) and with_map.stem[0].in_channels == 10
+    ela = tamperscope.create_model("ela")
+    torch.testing.assert_close(feats[:, 9:], ela(_x(rgb))["level_map"])
+    assert float(feats[:, 9:].max()) == 1.0  # relative to the photo's own 99.5th percentile
 
 
 @pytest.mark.parametrize("cfg, msg", [({"qualities": [0]}, "qualities"), ({"widths": [8]}, "widths"),
@@ -116,4 +122,20 @@ def test_engine_trains_on_crops_and_predicts_at_native_size(tmp_path):
     assert cfg["extra"]["val"]["epoch"] == 0 and cfg["extra"]["val"]["n_images"] == 4
     np.testing.assert_array_equal(tamperscope.predict(photo, checkpoint=str(single)).probability, pred.probability)
     assert main(["export", str(run), str(tmp_path / "model.pt")]) == 2
+    # --calibrate: the threshold best on the given (validation) data becomes the model's 0.5
+    calibrated = tmp_path / "calibrated.safetensors"
+    assert main(["export", str(run), str(calibrated), "--calibrate", str(tmp_path / "data"), "--device", "cpu"]) == 0
+    cal = read_checkpoint_config(calibrated)["calibration"]
+    assert cal["pixel_f1"] == pytest.approx(max(cal["pixel_f1_by_threshold"]), abs=1e-6)
+    assert cal["pixel_f1"] >= cal["pixel_f1_at_0.5"]
+    t = cal["threshold"]
+    assert cal["mask_logit_offset"] == pytest.approx(-np.log(t / (1 - t)))
+    shifted = tamperscope.predict(photo, checkpoint=str(calibrated)).probability
+    expected = torch.sigmoid(torch.logit(torch.from_numpy(pred.probability).double()) + cal["mask_logit_offset"])
+    np.testing.assert_allclose(shifted, expected.numpy(), atol=1e-4)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(calibrated), "--data", str(tmp_path / "data"), "--out", str(out),
+                 "--device", "cpu", "--workers", "0"]) == 0
+    assert json.loads(out.read_text())["pixel_f1"] == pytest.approx(cal["pixel_f1"], abs=1e-4)
+    assert tamperscope.load_checkpoint(calibrated).mask_logit_offset == cal["mask_logit_offset"]
     assert main(["export", str(run), str(run / "model.safetensors")]) == 2

@@ -30,13 +30,16 @@ def autocast_for(device: torch.device):
 
 @torch.no_grad()
 def model_probabilities(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask probabilities ``B×1×H×W`` float32, image probabilities ``B``) from the model contract."""
+    """(mask probabilities ``B×1×H×W`` float32, image probabilities ``B``) from the model contract, with the
+    model's calibration (``mask_logit_offset``, 0 unless a checkpoint sets it) added to the mask logits."""
     device = images.device
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast_for(device):
         out = model(images)
-    return torch.sigmoid(out["mask_logits"].float()), torch.sigmoid(out["image_logit"].float().reshape(-1))
+    offset = float(getattr(model, "mask_logit_offset", 0.0))
+    return (torch.sigmoid(out["mask_logits"].float() + offset),
+            torch.sigmoid(out["image_logit"].float().reshape(-1)))
 
 
 def upsample_to(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -57,15 +60,13 @@ def _groups(meta: dict | None, label: int) -> dict:
     return {k: meta.get(k, fallback) for k in GROUP_KEYS}
 
 
-def evaluate_model(model, dataset, *, batch_size: int = 8, device: torch.device | str = "cpu",
-                   threshold: float = 0.5, workers: int = 0, rank: int = 0, world_size: int = 1,
-                   progress: bool = True, collect_examples: int = 0) -> tuple[MetricAccumulator, list]:
-    """Run ``model`` over ``dataset`` and accumulate per-image metric records (gathered across ranks).
+def iterate_maps(model, dataset, *, batch_size: int = 8, device: torch.device | str = "cpu", workers: int = 0,
+                 rank: int = 0, world_size: int = 1, progress: bool = True):
+    """Run ``model`` over this rank's share of ``dataset``; yield ``(index, probability map, ground truth,
+    image score, meta, path)`` per image, the map at the ground truth's full resolution.
 
     A dataset at ``resolution="native"`` (photos padded to a multiple of 32) runs one image per batch, and each
-    map is cropped back to the photo instead of resized.
-
-    Returns the accumulator and up to ``collect_examples`` (path, probability map) pairs for reports."""
+    map is cropped back to the photo instead of resized."""
     from ..data.datasets import collate
 
     native = getattr(dataset, "resolution", "resize") == "native"
@@ -75,21 +76,43 @@ def evaluate_model(model, dataset, *, batch_size: int = 8, device: torch.device 
     sampler = ResumableSampler(len(dataset), seed=0, shuffle=False, rank=rank, world_size=world_size)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                         drop_last=False, generator=torch.Generator().manual_seed(0))
-    acc = MetricAccumulator(threshold)
-    examples = []
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not (progress and is_main()), leave=False):
         probs, scores = model_probabilities(model, batch["image"].to(device, non_blocking=True))
         for i in range(probs.shape[0]):
             gt = batch["mask_full"][i].numpy().astype(bool)
             prob = probs[i, :, :gt.shape[0], :gt.shape[1]] if native else probs[i]
-            full = upsample_to(prob.float(), gt.shape)
             meta = batch.get("meta", [None] * probs.shape[0])[i]
-            acc.add(int(batch["index"][i]), full, gt, score=float(scores[i]), label=int(gt.any()),
-                    groups=_groups(meta, int(gt.any())))
-            if len(examples) < collect_examples:
-                examples.append((batch["path"][i], full))
+            yield (int(batch["index"][i]), upsample_to(prob.float(), gt.shape), gt, float(scores[i]), meta,
+                   batch["path"][i])
+
+
+def evaluate_model(model, dataset, *, batch_size: int = 8, device: torch.device | str = "cpu",
+                   threshold: float = 0.5, workers: int = 0, rank: int = 0, world_size: int = 1,
+                   progress: bool = True, collect_examples: int = 0) -> tuple[MetricAccumulator, list]:
+    """Run ``model`` over ``dataset`` (:func:`iterate_maps`) and accumulate per-image metric records (gathered
+    across ranks). Returns the accumulator and up to ``collect_examples`` (path, probability map) pairs."""
+    acc = MetricAccumulator(threshold)
+    examples = []
+    for index, full, gt, score, meta, path in iterate_maps(model, dataset, batch_size=batch_size, device=device,
+                                                           workers=workers, rank=rank, world_size=world_size,
+                                                           progress=progress):
+        acc.add(index, full, gt, score=score, label=int(gt.any()), groups=_groups(meta, int(gt.any())))
+        if len(examples) < collect_examples:
+            examples.append((path, full))
     acc.gather()
     return acc, examples
+
+
+def threshold_sweep(model, dataset, thresholds, **kwargs) -> np.ndarray:
+    """Mean per-image pixel F1 over the tampered images of ``dataset`` at each threshold (single process;
+    ``kwargs`` as :func:`iterate_maps`). Used to calibrate a model's operating point on validation data."""
+    from ..metrics import f1_at_thresholds
+
+    rows = [f1_at_thresholds(full, gt, thresholds) for _, full, gt, _, _, _ in iterate_maps(model, dataset, **kwargs)
+            if gt.any()]
+    if not rows:
+        raise UserError("threshold calibration needs at least one tampered image")
+    return np.mean(rows, axis=0)
 
 
 def load_prediction_map(path: Path, size: tuple[int, int]) -> np.ndarray:
