@@ -8,7 +8,10 @@ and a U-Net (Ronneberger et al., MICCAI 2015) as the localiser.
 
 - Input, computed inside ``forward`` without gradient: the ImageNet-normalised RGB photo and, for each JPEG
   quality q in ``qualities`` (90, 75), the error level ``|rgb − JPEG_q(rgb)|`` per channel divided by
-  ``error_scale`` (8): 3 + 3·k channels (:mod:`tamperscope.nn.error_level`).
+  ``error_scale`` (8): 3 + 3·k channels (:mod:`tamperscope.nn.error_level`). With ``ela_map`` one more
+  channel: the ``ela`` baseline's own map (quality 90, smoothed, divided by the input's 99.5th percentile), so
+  the network sees each error level relative to the rest of the photo, which a U-Net's receptive field cannot
+  compute by itself.
 - Network: a stride-2 3×3 stem (BN, ReLU) to ``widths[0]`` channels at half resolution, then a U-Net over
   ``widths`` (24, 48, 96, 192): two 3×3 conv-BN-ReLU per level, 2×2 max-pooling down, bilinear ×2 up with
   the skip concatenated, a 1×1 conv to one logit map, bilinear ×2 back to the input size.
@@ -31,10 +34,12 @@ from ..nn.error_level import error_level_channels
 from ..nn.losses import bce, dice_per_image
 from ..registry import register_model
 from .base import TamperModel, max_pool_image_logit
+from .ela import ErrorLevelAnalysis
 
 PAPER = ("tamperscope's own model: error-level analysis (Krawetz, Black Hat 2007) as input to a U-Net "
          "(Ronneberger et al., MICCAI 2015)")
-DEFAULT_CONFIG = {"qualities": [90, 75], "error_scale": 8.0, "widths": [24, 48, 96, 192], "dice_weight": 1.0}
+DEFAULT_CONFIG = {"qualities": [90, 75], "error_scale": 8.0, "ela_map": False, "widths": [24, 48, 96, 192],
+                  "dice_weight": 1.0}
 PRESETS = {
     # the CPU recipe of the default model (configs/default-model.yaml)
     "default": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 20, "warmup_epochs": 0.2,
@@ -57,8 +62,8 @@ class ErrorLevelUNet(TamperModel):
 
     native_resolution = True
 
-    def __init__(self, qualities=(90, 75), error_scale: float = 8.0, widths=(24, 48, 96, 192),
-                 dice_weight: float = 1.0):
+    def __init__(self, qualities=(90, 75), error_scale: float = 8.0, ela_map: bool = False,
+                 widths=(24, 48, 96, 192), dice_weight: float = 1.0):
         super().__init__()
         qualities, widths = tuple(int(q) for q in qualities), tuple(int(w) for w in widths)
         if any(not 1 <= q <= 100 for q in qualities):
@@ -68,14 +73,19 @@ class ErrorLevelUNet(TamperModel):
         if error_scale <= 0:
             raise UserError(f"ela-unet: error_scale must be positive, got {error_scale}")
         self.qualities, self.error_scale, self.dice_weight = qualities, float(error_scale), float(dice_weight)
-        self.stem = conv_bn_relu(3 + 3 * len(qualities), widths[0], stride=2)
+        self.ela = ErrorLevelAnalysis() if ela_map else None
+        self.stem = conv_bn_relu(3 + 3 * len(qualities) + int(bool(ela_map)), widths[0], stride=2)
         self.down = nn.ModuleList(double_conv(widths[max(i - 1, 0)], w) for i, w in enumerate(widths))
         self.up = nn.ModuleList(double_conv(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 1))
         self.out = nn.Conv2d(widths[0], 1, 1)
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """The network input: RGB and the error levels (module docstring)."""
-        return torch.cat([image, error_level_channels(image, self.qualities, self.error_scale)], dim=1)
+        parts = [image, error_level_channels(image, self.qualities, self.error_scale)]
+        if self.ela is not None:  # (shape-only on the meta device, as the error levels)
+            parts.append(image.new_empty((image.shape[0], 1, *image.shape[2:])) if image.is_meta
+                         else self.ela(image)["level_map"].to(image.dtype))
+        return torch.cat(parts, dim=1)
 
     def forward(self, image: torch.Tensor) -> dict:
         x = self.stem(self.features(image))
