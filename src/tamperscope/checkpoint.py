@@ -317,5 +317,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     model.config = cfg["config"] | {k: v for k, v in overrides.items()}
     if cfg.get("calibration"):  # chosen on validation data by `tamperscope export --calibrate`
         model.calibration = cfg["calibration"]
-        model.mask_logit_offset = float(cfg["calibration"]["mask_logit_offset"])
     return model

@@ -65,8 +65,17 @@ def test_input_is_rgb_plus_error_levels():
     assert float(feats[:, 9:].max()) == 1.0  # relative to the photo's own 99.5th percentile
 
 
+def test_ela_prior_starts_from_the_ela_baseline():
+    rgb = np.random.default_rng(2).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    model = tamperscope.create_model("ela-unet", ela_map=True, ela_prior=True, widths=[8, 16]).eval()
+    ela = tamperscope.create_model("ela")
+    with torch.no_grad():
+        ours, base = model.predict_probabilities(_x(rgb))[0], ela.predict_probabilities(_x(rgb))[0]
+    torch.testing.assert_close(ours, base)
+
+
 @pytest.mark.parametrize("cfg, msg", [({"qualities": [0]}, "qualities"), ({"widths": [8]}, "widths"),
-                                      ({"error_scale": 0}, "error_scale")])
+                                      ({"error_scale": 0}, "error_scale"), ({"ela_prior": True}, "needs ela_map")])
 def test_bad_config(cfg, msg):
     with pytest.raises(UserError, match=msg):
         tamperscope.create_model("ela-unet", **cfg)
@@ -122,20 +131,40 @@ def test_engine_trains_on_crops_and_predicts_at_native_size(tmp_path):
     assert cfg["extra"]["val"]["epoch"] == 0 and cfg["extra"]["val"]["n_images"] == 4
     np.testing.assert_array_equal(tamperscope.predict(photo, checkpoint=str(single)).probability, pred.probability)
     assert main(["export", str(run), str(tmp_path / "model.pt")]) == 2
-    # --calibrate: the threshold best on the given (validation) data becomes the model's 0.5
-    calibrated = tmp_path / "calibrated.safetensors"
-    assert main(["export", str(run), str(calibrated), "--calibrate", str(tmp_path / "data"), "--device", "cpu"]) == 0
-    cal = read_checkpoint_config(calibrated)["calibration"]
-    assert cal["pixel_f1"] == pytest.approx(max(cal["pixel_f1_by_threshold"]), abs=1e-6)
-    assert cal["pixel_f1"] >= cal["pixel_f1_at_0.5"]
-    t = cal["threshold"]
-    assert cal["mask_logit_offset"] == pytest.approx(-np.log(t / (1 - t)))
-    shifted = tamperscope.predict(photo, checkpoint=str(calibrated)).probability
-    expected = torch.sigmoid(torch.logit(torch.from_numpy(pred.probability).double()) + cal["mask_logit_offset"])
-    np.testing.assert_allclose(shifted, expected.numpy(), atol=1e-4)
-    out = tmp_path / "m.json"
-    assert main(["evaluate", "--checkpoint", str(calibrated), "--data", str(tmp_path / "data"), "--out", str(out),
-                 "--device", "cpu", "--workers", "0"]) == 0
-    assert json.loads(out.read_text())["pixel_f1"] == pytest.approx(cal["pixel_f1"], abs=1e-4)
-    assert tamperscope.load_checkpoint(calibrated).mask_logit_offset == cal["mask_logit_offset"]
-    assert main(["export", str(run), str(run / "model.safetensors")]) == 2
+    assert main(["export", str(run), str(run / "model.safetensors")]) == 2  # never over the run's own weights
+    # --calibrate: the operating point best on the given (validation) data becomes the model's 0.5
+    for flags in (["--absolute-only"], ["--weights", "last"]):
+        calibrated = tmp_path / f"calibrated{len(flags)}{flags[-1]}.safetensors"
+        assert main(["export", str(run), str(calibrated), "--calibrate", str(tmp_path / "data"), "--device", "cpu",
+                     *flags]) == 0
+        cal = read_checkpoint_config(calibrated)["calibration"]
+        curves = cal["pixel_f1_by_threshold"]
+        assert cal["pixel_f1"] == pytest.approx(max(max(v) for v in curves.values()), abs=1e-6)
+        assert cal["pixel_f1"] >= cal["pixel_f1_at_0.5"]
+        assert set(curves) == ({"absolute"} if flags[0] == "--absolute-only"
+                               else {"absolute", "relative_p99", "relative_p99.5"})
+        out = tmp_path / "m.json"
+        assert main(["evaluate", "--checkpoint", str(calibrated), "--data", str(tmp_path / "data"), "--out", str(out),
+                     "--device", "cpu", "--workers", "0"]) == 0
+        assert json.loads(out.read_text())["pixel_f1"] == pytest.approx(cal["pixel_f1"], abs=1e-4)
+        assert tamperscope.load_checkpoint(calibrated).calibration == cal
+    assert cal["mode"] in ("absolute", "relative")
+
+
+def test_calibrated_maps():
+    """absolute: p > t becomes > 0.5; relative: p > t × the photo's own percentile becomes > 0.5."""
+    from tamperscope.engine.evaluate import calibrate_map, relative_map
+
+    prob = torch.rand(2, 1, 20, 30, generator=torch.Generator().manual_seed(0))
+    prob = prob * torch.tensor([1.0, 0.2]).view(2, 1, 1, 1)  # the second photo's map is 5× dimmer
+    assert torch.equal(calibrate_map(prob, None), prob)
+    shifted = calibrate_map(prob, {"mode": "absolute", "threshold": 0.3})
+    assert torch.equal(shifted > 0.5, prob > 0.3)
+    assert torch.equal(shifted.diff(dim=-1).sign(), prob.diff(dim=-1).sign())  # the ranking is kept
+    rel = calibrate_map(prob, {"mode": "relative", "threshold": 0.4, "percentile": 99.0})
+    for i in range(2):
+        top = float(np.sort(prob[i].flatten().numpy())[int(np.ceil(0.99 * 600)) - 1])  # nearest rank
+        assert torch.equal(rel[i] > 0.5, prob[i] > 0.4 * top)
+    # the dim photo gets the same share of flagged pixels as the bright one: the map is relative to the photo
+    assert abs(float((rel[0] > 0.5).float().mean()) - float((rel[1] > 0.5).float().mean())) < 0.05
+    assert float(relative_map(prob, 100.0).amax()) == 1.0

@@ -2,11 +2,15 @@
 model config, training recipe and the best validation metrics in the safetensors metadata; no pickle). This is
 how the bundled default model was made and how a model is shared or passed to ``predict --checkpoint``.
 
-``--calibrate VAL``: a model trained with Dice terms on many authentic windows is often conservative at 0.5.
-The mask threshold t* that maximises the mean per-image pixel F1 of the tampered images of a *validation* set
-(thresholds 0.05, 0.10, ..., 0.95) is folded into the file as ``calibration.mask_logit_offset = −logit(t*)``,
-added to the mask logits at inference only, so 0.5 (the default of predict, serve and evaluate) is that
-operating point. Never calibrate on a test set: the choice is model selection."""
+``--calibrate VAL``: a model trained with Dice terms on many authentic windows is often conservative at 0.5,
+and its probability levels can vary from photo to photo more than its ranking of pixels within a photo. The
+operating point that maximises the mean per-image pixel F1 of the tampered images of a *validation* set is
+chosen among absolute thresholds t (0.05, 0.10, ..., 0.95) and, unless ``--absolute-only``, thresholds relative
+to each photo's own 99th / 99.5th percentile (the normalisation of error-level analysis), and stored in the
+file's ``calibration`` (:func:`tamperscope.engine.evaluate.calibrate_map`), applied at inference only so that
+0.5 (the default of predict, serve and evaluate) is that operating point. A relative map always marks the
+most suspicious part of a photo, authentic or not; the image score is unaffected. Never calibrate on a test
+set: the choice is model selection."""
 from __future__ import annotations
 
 import json
@@ -21,9 +25,25 @@ def add_arguments(p):
     p.add_argument("out", help="output file, ending in .safetensors")
     p.add_argument("--calibrate", metavar="VAL", help="validation data on which to choose the mask threshold that "
                    "becomes the model's 0.5 (module docstring); never the test set")
+    p.add_argument("--absolute-only", action="store_true", help="consider absolute thresholds only")
+    p.add_argument("--weights", choices=("selected", "last"), default="selected",
+                   help="the model selected on val during training (default) or the run's last saved state")
     p.add_argument("--on-mismatch", choices=("error", "skip", "resize"), default="skip",
                    help="masks whose size differs from their image in the calibration data (default skip)")
     p.add_argument("--device", default="auto")
+
+
+def last_state_weights(run: Path) -> Path:
+    """``model.safetensors`` of the run's last saved training state (``trainer_state.json``)."""
+    from ..errors import UserError
+
+    state_file = run / "trainer_state.json"
+    if not state_file.is_file():
+        raise UserError(f"{run}: no trainer_state.json (not a training run folder)")
+    weights = run / json.loads(state_file.read_text())["checkpoint"] / "model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{weights}: missing")
+    return weights
 
 
 def best_val_metrics(run: Path) -> dict | None:
@@ -38,6 +58,8 @@ def best_val_metrics(run: Path) -> dict | None:
 
 
 def run(args) -> int:
+    from safetensors.torch import load_file
+
     from ..checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
     from ..errors import UserError
 
@@ -50,12 +72,18 @@ def run(args) -> int:
         raise UserError(f"{out}: would overwrite the run's own weights; choose another path")
     cfg = read_checkpoint_config(src)
     model = load_checkpoint(src, map_location="cpu")
-    extra = {"train": cfg.get("train") or {}, "source_run": src.name, "val": best_val_metrics(src)}
+    if args.weights == "last":
+        last = last_state_weights(src)
+        model.load_state_dict(load_file(str(last)))
+        print(f"weights: the run's last state ({last.parent.name})")
+    extra = {"train": cfg.get("train") or {}, "source_run": src.name, "weights": args.weights,
+             "val": best_val_metrics(src) if args.weights == "selected" else None}
     if args.calibrate:
         model.calibration = calibrate(model, args.calibrate, args, (extra["train"] or {}).get("image_size", 512))
-        print(f"calibrated on {args.calibrate}: threshold {model.calibration['threshold']:.2f} "
-              f"(mean pixel F1 {model.calibration['pixel_f1_at_0.5']:.4f} at 0.5 → "
-              f"{model.calibration['pixel_f1']:.4f})")
+        cal = model.calibration
+        where = f" × the photo's {cal['percentile']:g}th percentile" if cal["mode"] == "relative" else ""
+        print(f"calibrated on {args.calibrate}: {cal['mode']} threshold {cal['threshold']:.2f}{where} "
+              f"(mean pixel F1 {cal['pixel_f1_at_0.5']:.4f} at 0.5 → {cal['pixel_f1']:.4f})")
     save_checkpoint(model, out, extra=extra)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, model {cfg['model']}, "
           f"trained at {extra['train'].get('image_size', '?')} px)")
@@ -63,12 +91,11 @@ def run(args) -> int:
 
 
 CALIBRATION_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+RELATIVE_PERCENTILES = (99.0, 99.5)
 
 
 def calibrate(model, data: str, args, image_size: int) -> dict:
     """The ``calibration`` entry of the module docstring, measured on ``data``."""
-    import math
-
     from ..data.datasets import ForensicsDataset, load_dataset_spec
     from ..engine.evaluate import threshold_sweep
     from ..engine.predict import resolve_device
@@ -78,10 +105,17 @@ def calibrate(model, data: str, args, image_size: int) -> dict:
     resolution = "native" if getattr(model, "native_resolution", False) else "resize"
     ds = ForensicsDataset(load_dataset_spec(data), image_size=image_size, on_mismatch=args.on_mismatch,
                           resolution=resolution)
-    f1 = threshold_sweep(model, ds, CALIBRATION_THRESHOLDS, device=device)
-    best = int(f1.argmax())
-    t = CALIBRATION_THRESHOLDS[best]
+    sweeps = threshold_sweep(model, ds, CALIBRATION_THRESHOLDS, device=device,
+                             percentiles=() if args.absolute_only else RELATIVE_PERCENTILES)
     model.to("cpu")
-    return {"mask_logit_offset": -math.log(t / (1 - t)), "threshold": t, "pixel_f1": float(f1[best]),
-            "pixel_f1_at_0.5": float(f1[CALIBRATION_THRESHOLDS.index(0.5)]), "data": str(data),
-            "thresholds": list(CALIBRATION_THRESHOLDS), "pixel_f1_by_threshold": [round(float(v), 6) for v in f1]}
+    at_half = CALIBRATION_THRESHOLDS.index(0.5)
+    # the best (mode, threshold); ties keep the absolute mode and the lower percentile
+    q, k = max(((q, int(f1.argmax())) for q, f1 in sweeps.items()), key=lambda qk: sweeps[qk[0]][qk[1]])
+    out = {"mode": "absolute" if q is None else "relative", "threshold": CALIBRATION_THRESHOLDS[k],
+           "pixel_f1": float(sweeps[q][k]), "pixel_f1_at_0.5": float(sweeps[None][at_half]), "data": str(data),
+           "thresholds": list(CALIBRATION_THRESHOLDS),
+           "pixel_f1_by_threshold": {("absolute" if p is None else f"relative_p{p:g}"): [round(float(v), 6) for v in f1]
+                                     for p, f1 in sweeps.items()}}
+    if q is not None:
+        out["percentile"] = q
+    return out

@@ -5,6 +5,7 @@ whatever the batch size or number of processes."""
 from __future__ import annotations
 
 import json
+import math
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -30,16 +31,39 @@ def autocast_for(device: torch.device):
 
 @torch.no_grad()
 def model_probabilities(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask probabilities ``B×1×H×W`` float32, image probabilities ``B``) from the model contract, with the
-    model's calibration (``mask_logit_offset``, 0 unless a checkpoint sets it) added to the mask logits."""
+    """(mask probabilities ``B×1×H×W`` float32, image probabilities ``B``) from the model contract; the mask
+    probabilities pass through the model's ``calibration`` when it has one (:func:`calibrate_map`)."""
     device = images.device
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast_for(device):
         out = model(images)
-    offset = float(getattr(model, "mask_logit_offset", 0.0))
-    return (torch.sigmoid(out["mask_logits"].float() + offset),
-            torch.sigmoid(out["image_logit"].float().reshape(-1)))
+    probs = calibrate_map(torch.sigmoid(out["mask_logits"].float()), getattr(model, "calibration", None))
+    return probs, torch.sigmoid(out["image_logit"].float().reshape(-1))
+
+
+def relative_map(prob: torch.Tensor, percentile: float) -> torch.Tensor:
+    """Each ``1×H×W`` map of ``prob`` (``B×1×H×W``) divided by its own ``percentile``-th percentile (nearest
+    rank; at least 1e-6) and clipped to [0, 1]: the per-photo normalisation of error-level analysis."""
+    flat = prob.flatten(1)
+    k = max(1, math.ceil(percentile / 100.0 * flat.shape[1]))
+    top = flat.kthvalue(k, dim=1).values.clamp_min(1e-6)
+    return (prob / top.view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def calibrate_map(prob: torch.Tensor, calibration: dict | None) -> torch.Tensor:
+    """Apply a checkpoint's operating point so that ``> 0.5`` is the decision chosen on validation data:
+    ``{"mode": "absolute", "threshold": t}`` maps ``p > t`` to ``> 0.5`` (a logit shift by −logit(t));
+    ``{"mode": "relative", "threshold": t, "percentile": q}`` maps ``p > t·P_q(p)`` to ``> 0.5``, where P_q is
+    the photo's own q-th percentile (:func:`relative_map`), so every photo's map is relative to itself, as ELA's.
+    ``None``: unchanged."""
+    if not calibration:
+        return prob
+    t = float(calibration["threshold"])
+    if calibration["mode"] == "relative":
+        return (0.5 * relative_map(prob, float(calibration["percentile"])) / t).clamp(0, 1)
+    logits = torch.logit(prob.double(), eps=1e-12)
+    return torch.sigmoid(logits - math.log(t / (1 - t))).to(prob.dtype)
 
 
 def upsample_to(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -103,16 +127,23 @@ def evaluate_model(model, dataset, *, batch_size: int = 8, device: torch.device 
     return acc, examples
 
 
-def threshold_sweep(model, dataset, thresholds, **kwargs) -> np.ndarray:
-    """Mean per-image pixel F1 over the tampered images of ``dataset`` at each threshold (single process;
-    ``kwargs`` as :func:`iterate_maps`). Used to calibrate a model's operating point on validation data."""
+def threshold_sweep(model, dataset, thresholds, percentiles=(), **kwargs) -> dict:
+    """Mean per-image pixel F1 over the tampered images of ``dataset`` at each threshold, for the raw maps
+    (key ``None``) and for the maps relative to each of ``percentiles`` (:func:`relative_map`); one model pass,
+    single process (``kwargs`` as :func:`iterate_maps`). Used to calibrate an operating point on validation data."""
     from ..metrics import f1_at_thresholds
 
-    rows = [f1_at_thresholds(full, gt, thresholds) for _, full, gt, _, _, _ in iterate_maps(model, dataset, **kwargs)
-            if gt.any()]
-    if not rows:
+    rows: dict = {q: [] for q in (None, *percentiles)}
+    for _, full, gt, _, _, _ in iterate_maps(model, dataset, **kwargs):
+        if not gt.any():
+            continue
+        rows[None].append(f1_at_thresholds(full, gt, thresholds))
+        for q in percentiles:
+            rel = relative_map(torch.from_numpy(full)[None, None], q)[0, 0].numpy()
+            rows[q].append(f1_at_thresholds(rel, gt, thresholds))
+    if not rows[None]:
         raise UserError("threshold calibration needs at least one tampered image")
-    return np.mean(rows, axis=0)
+    return {q: np.mean(r, axis=0) for q, r in rows.items()}
 
 
 def load_prediction_map(path: Path, size: tuple[int, int]) -> np.ndarray:

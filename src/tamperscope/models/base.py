@@ -23,9 +23,9 @@ class TamperModel(nn.Module):
     config: dict = {}
     #: names of training stages, in order ("" when the method has a single stage)
     stages: tuple[str, ...] = ()
-    #: calibration added to ``mask_logits`` at inference (never in training): chosen on validation data by
-    #: ``tamperscope export --calibrate`` and stored in the checkpoint's ``calibration``
-    mask_logit_offset: float = 0.0
+    #: operating point applied to the mask probabilities at inference (never in training), chosen on validation
+    #: data by ``tamperscope export --calibrate`` and stored in the checkpoint (see engine.evaluate.calibrate_map)
+    calibration: dict | None = None
 
     def data_requirements(self) -> dict:
         """Extra targets the data layer must build: ``{"edge": None | "band" | "canny", "edge_width": 7}``."""
@@ -70,10 +70,11 @@ class TamperModel(nn.Module):
 
     @torch.no_grad()
     def predict_probabilities(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(mask probability B×1×H×W, image probability B)``."""
-        out = self(image)
-        return (torch.sigmoid(out["mask_logits"].float() + self.mask_logit_offset),
-                torch.sigmoid(out["image_logit"].float()))
+        """Return ``(mask probability B×1×H×W, image probability B)``, calibrated when the model carries a
+        ``calibration``."""
+        from ..engine.evaluate import model_probabilities
+
+        return model_probabilities(self, image)
 
 
 def max_pool_image_logit(mask_logits: torch.Tensor) -> torch.Tensor:

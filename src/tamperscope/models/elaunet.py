@@ -11,7 +11,9 @@ and a U-Net (Ronneberger et al., MICCAI 2015) as the localiser.
   ``error_scale`` (8): 3 + 3·k channels (:mod:`tamperscope.nn.error_level`). With ``ela_map`` one more
   channel: the ``ela`` baseline's own map (quality 90, smoothed, divided by the input's 99.5th percentile), so
   the network sees each error level relative to the rest of the photo, which a U-Net's receptive field cannot
-  compute by itself.
+  compute by itself. With ``ela_prior`` (needs ``ela_map``) the network predicts a correction to the ELA
+  baseline: ``mask_logits = logit(clip(ela_map, 1e-4, 1 − 1e-4)) + U-Net``, with the last 1×1 conv zero-initialised
+  so that training starts from exactly the ``ela`` baseline's map.
 - Network: a stride-2 3×3 stem (BN, ReLU) to ``widths[0]`` channels at half resolution, then a U-Net over
   ``widths`` (24, 48, 96, 192): two 3×3 conv-BN-ReLU per level, 2×2 max-pooling down, bilinear ×2 up with
   the skip concatenated, a 1×1 conv to one logit map, bilinear ×2 back to the input size.
@@ -38,8 +40,9 @@ from .ela import ErrorLevelAnalysis
 
 PAPER = ("tamperscope's own model: error-level analysis (Krawetz, Black Hat 2007) as input to a U-Net "
          "(Ronneberger et al., MICCAI 2015)")
-DEFAULT_CONFIG = {"qualities": [90, 75], "error_scale": 8.0, "ela_map": False, "widths": [24, 48, 96, 192],
-                  "dice_weight": 1.0}
+DEFAULT_CONFIG = {"qualities": [90, 75], "error_scale": 8.0, "ela_map": False, "ela_prior": False,
+                  "widths": [24, 48, 96, 192], "dice_weight": 1.0}
+ELA_PRIOR_EPS = 1e-4
 PRESETS = {
     # the CPU recipe of the default model (configs/default-model.yaml)
     "default": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 20, "warmup_epochs": 0.2,
@@ -62,7 +65,7 @@ class ErrorLevelUNet(TamperModel):
 
     native_resolution = True
 
-    def __init__(self, qualities=(90, 75), error_scale: float = 8.0, ela_map: bool = False,
+    def __init__(self, qualities=(90, 75), error_scale: float = 8.0, ela_map: bool = False, ela_prior: bool = False,
                  widths=(24, 48, 96, 192), dice_weight: float = 1.0):
         super().__init__()
         qualities, widths = tuple(int(q) for q in qualities), tuple(int(w) for w in widths)
@@ -72,12 +75,18 @@ class ErrorLevelUNet(TamperModel):
             raise UserError(f"ela-unet: widths needs at least two positive channel counts, got {list(widths)}")
         if error_scale <= 0:
             raise UserError(f"ela-unet: error_scale must be positive, got {error_scale}")
+        if ela_prior and not ela_map:
+            raise UserError("ela-unet: ela_prior needs ela_map (the prior is that input channel)")
         self.qualities, self.error_scale, self.dice_weight = qualities, float(error_scale), float(dice_weight)
         self.ela = ErrorLevelAnalysis() if ela_map else None
         self.stem = conv_bn_relu(3 + 3 * len(qualities) + int(bool(ela_map)), widths[0], stride=2)
         self.down = nn.ModuleList(double_conv(widths[max(i - 1, 0)], w) for i, w in enumerate(widths))
         self.up = nn.ModuleList(double_conv(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 1))
         self.out = nn.Conv2d(widths[0], 1, 1)
+        self.ela_prior = bool(ela_prior)
+        if self.ela_prior:  # start from the ELA baseline exactly
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """The network input: RGB and the error levels (module docstring)."""
@@ -88,7 +97,8 @@ class ErrorLevelUNet(TamperModel):
         return torch.cat(parts, dim=1)
 
     def forward(self, image: torch.Tensor) -> dict:
-        x = self.stem(self.features(image))
+        feats = self.features(image)
+        x = self.stem(feats)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
@@ -97,6 +107,8 @@ class ErrorLevelUNet(TamperModel):
             x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             x = self.up[i](torch.cat([x, skips[i]], dim=1))
         logits = F.interpolate(self.out(x), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        if self.ela_prior:
+            logits = logits + torch.logit(feats[:, -1:].clamp(ELA_PRIOR_EPS, 1.0 - ELA_PRIOR_EPS))
         return {"mask_logits": logits, "image_logit": max_pool_image_logit(logits)}
 
     def loss(self, outputs: dict, batch: dict) -> dict:
