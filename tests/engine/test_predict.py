@@ -303,3 +303,20 @@ def test_visualisations():
     assert fit_within(photo, 40).shape == (30, 40, 3) and fit_within(photo, 100) is photo
     with pytest.raises(UserError, match="does not match"):
         overlay(photo, mask[:10])
+
+
+def test_the_shipped_default_model(tmp_path):
+    """The bundled weights: ela-unet, under 25 MB, with its training size, recipe and validation calibration;
+    `predict` without --checkpoint uses it at the photo's own resolution."""
+    from tamperscope.checkpoint import read_checkpoint_config
+
+    ref = predict_mod.default_weights_ref()
+    assert ref.is_file() and ref.stat().st_size <= 25 * 2**20
+    cfg = read_checkpoint_config(ref)
+    assert cfg["model"] == "ela-unet" and cfg["extra"]["train"]["image_size"] == 256
+    assert cfg["calibration"]["data"].endswith("casia1/val.json")  # chosen on val, never on test
+    predictor = load_predictor(None)
+    assert predictor.name == "default (ela-unet)" and predictor.native_resolution
+    _photo(tmp_path / "a.png", 70, 90)
+    pred = tamperscope.predict(str(tmp_path / "a.png"))
+    assert pred.probability.shape == (70, 90) and 0.0 <= pred.score <= 1.0

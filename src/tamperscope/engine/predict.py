@@ -22,6 +22,7 @@ Tiling (``tiles=True``, for large photos)
   borders and the rest are evenly spaced. For native-resolution models the window corners are moved down to
   the 16-pixel JPEG grid (the last windows grow by the remainder, under 16 pixels, to reach the border), and a
   photo over ``NATIVE_TILE_PIXELS`` is tiled with ``NATIVE_TILE``-pixel windows even without ``tiles`` (memory).
+  A checkpoint calibrated relative to the photo (``export --calibrate``) is normalised per window when tiled.
   Each window is processed exactly like a whole photo (above), the maps
   are averaged where windows overlap, and the image score is the maximum of the window scores. One window
   covering the whole photo therefore gives exactly the untiled result.
