@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 import tamperscope
 from tamperscope.checkpoint import save_checkpoint
 from tamperscope.cli import main
@@ -14,29 +15,12 @@ from tamperscope.engine.runs import evaluate_source
 from tamperscope.errors import UserError
 from tamperscope.report.compare import mean_over_datasets, pick_examples, table_rows, to_html, to_markdown
 
+from engine import synthetic
+
 
 def make_dataset(root: Path, n_tampered: int = 3, n_authentic: int = 1, size=(48, 56), seed: int = 0) -> Path:
-    """Tp/Gt/Au PNGs with a noisy pasted rectangle, and an IMDL-BenCo ``list.json``."""
-    rng = np.random.default_rng(seed)
-    for sub in ("Tp", "Gt", "Au"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    items, (H, W) = [], size
-    for i in range(n_tampered + n_authentic):
-        img = cv2.GaussianBlur(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), (5, 5), 2)
-        if i < n_tampered:
-            h, w = H // 3, W // 3
-            y, x = int(rng.integers(0, H - h)), int(rng.integers(0, W - w))
-            img[y:y + h, x:x + w] = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-            mask = np.zeros((H, W), np.uint8)
-            mask[y:y + h, x:x + w] = 255
-            cv2.imwrite(str(root / "Tp" / f"t{i}.png"), img)
-            cv2.imwrite(str(root / "Gt" / f"t{i}_gt.png"), mask)
-            items.append([f"Tp/t{i}.png", f"Gt/t{i}_gt.png"])
-        else:
-            cv2.imwrite(str(root / "Au" / f"a{i}.png"), img)
-            items.append([f"Au/a{i}.png", "Negative"])
-    (root / "list.json").write_text(json.dumps(items))
-    return root / "list.json"
+    """The engine tests' synthetic forgeries; returns their IMDL-BenCo ``list.json``."""
+    return synthetic.make_dataset(root, n_tampered, n_authentic, size, seed) / "list.json"
 
 
 RESULTS = {

@@ -6,35 +6,17 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+
+from engine import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "protocol.py"
 
 
 def make_dataset(root: Path, n_tampered: int, n_authentic: int, seed: int, size=(48, 48)) -> Path:
-    """Tp/Gt/Au PNGs with a noisy pasted square, and an IMDL-BenCo ``list.json``."""
-    rng = np.random.default_rng(seed)
-    for sub in ("Tp", "Gt", "Au"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    items, (H, W) = [], size
-    for i in range(n_tampered + n_authentic):
-        img = cv2.GaussianBlur(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), (5, 5), 2)
-        if i < n_tampered:
-            y, x = (int(v) for v in rng.integers(0, H // 2, 2))
-            img[y:y + H // 3, x:x + W // 3] = rng.integers(0, 255, (H // 3, W // 3, 3), dtype=np.uint8)
-            mask = np.zeros((H, W), np.uint8)
-            mask[y:y + H // 3, x:x + W // 3] = 255
-            cv2.imwrite(str(root / "Tp" / f"t{i}.png"), img)
-            cv2.imwrite(str(root / "Gt" / f"t{i}_gt.png"), mask)
-            items.append([f"Tp/t{i}.png", f"Gt/t{i}_gt.png"])
-        else:
-            cv2.imwrite(str(root / "Au" / f"a{i}.png"), img)
-            items.append([f"Au/a{i}.png", "Negative"])
-    (root / "list.json").write_text(json.dumps(items))
-    return root / "list.json"
+    """The engine tests' synthetic forgeries; returns their IMDL-BenCo ``list.json``."""
+    return synthetic.make_dataset(root, n_tampered, n_authentic, size, seed) / "list.json"
 
 
 @pytest.fixture(scope="module")
