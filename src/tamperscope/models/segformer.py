@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ..backbones.mit import MIT_HEAD_DIMS, MixVisionTransformer
 from ..checkpoint import load_all_mlp_head_weights, load_mit_weights
 from ..nn.heads import AllMLPHead
-from ..nn.losses import bce, dice_linear
+from ..nn.losses import bce, dice_linear, dice_per_image
 from ..registry import register_model
 from .base import TamperModel, max_pool_image_logit
 
@@ -19,18 +19,23 @@ PRESETS = {
                 "schedule": "cosine", "min_lr": 1e-6, "batch_size": 16},
 }
 
+DICE_FORMS = {"batch": dice_linear, "image": dice_per_image}
+
 
 class SegFormer(TamperModel):
     """MiT-bX + All-MLP head → 1 channel. ``encoder_weights``: ImageNet ``mit_b*.pth`` (NVlabs or HF);
     ``segformer_weights``: an ADE20K SegFormer checkpoint (encoder + head; the 150-class layer is skipped).
     Loss: BCE (the IMDL-BenCo baseline); ``dice_weight`` > 0 adds a linear Dice term, which helps a
-    randomly initialised model on small tampered areas (used by the bundled default model's recipe)."""
+    randomly initialised model on small tampered areas. ``dice_form``: ``"batch"`` (one Dice over the flattened
+    batch) or ``"image"`` (mean of per-image Dice, the form of the per-image F1 the protocol reports)."""
 
     def __init__(self, variant: str = "b2", drop_path_rate: float = 0.1, dropout: float = 0.1,
                  encoder_weights: str | None = None, segformer_weights: str | None = None, ln_eps: float = 1e-6,
-                 dice_weight: float = 0.0):
+                 dice_weight: float = 0.0, dice_form: str = "batch"):
         super().__init__()
-        self.dice_weight = float(dice_weight)
+        if dice_form not in DICE_FORMS:
+            raise ValueError(f"dice_form must be one of {sorted(DICE_FORMS)}, got {dice_form!r}")
+        self.dice_weight, self.dice_form = float(dice_weight), dice_form
         self.encoder = MixVisionTransformer(variant, drop_path_rate=drop_path_rate, ln_eps=ln_eps)
         self.head = AllMLPHead(self.encoder.embed_dims, MIT_HEAD_DIMS[variant], 1, dropout)
         if segformer_weights:
@@ -48,13 +53,14 @@ class SegFormer(TamperModel):
         seg = bce(outputs["mask_logits"], batch["mask"])
         if not self.dice_weight:
             return {"total": seg, "bce": seg}
-        dice = dice_linear(torch.sigmoid(outputs["mask_logits"].float()), batch["mask"])
+        dice = DICE_FORMS[self.dice_form](torch.sigmoid(outputs["mask_logits"].float()), batch["mask"])
         return {"total": seg + self.dice_weight * dice, "bce": seg, "dice": dice}
 
 
 for _v in ("b0", "b1", "b2", "b3", "b4", "b5"):
     register_model(f"segformer-{_v}", default_config={"variant": _v, "drop_path_rate": 0.1, "dropout": 0.1,
                                                        "encoder_weights": None, "segformer_weights": None,
-                                                       "ln_eps": 1e-6, "dice_weight": 0.0},
+                                                       "ln_eps": 1e-6, "dice_weight": 0.0,
+                                                       "dice_form": "batch"},
                    paper=PAPER, train_presets=PRESETS,
                    description=f"SegFormer-{_v} baseline (MiT-{_v} + All-MLP head)")(SegFormer)
