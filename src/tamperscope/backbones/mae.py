@@ -25,6 +25,7 @@ from torch import nn
 
 from ..checkpoint import read_state_dict
 from ..errors import UserError
+from ..nn.mlp import Mlp
 
 MAE_CONFIGS: dict[str, dict] = {
     "vit-large-16": dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0,
@@ -114,17 +115,6 @@ class ViTAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
 
-class ViTMlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class ViTBlock(nn.Module):
     """Pre-norm transformer block: ``x + Attn(LN x)``, then ``x + MLP(LN x)``."""
 
@@ -133,7 +123,7 @@ class ViTBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=ln_eps)
         self.attn = ViTAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=ln_eps)
-        self.mlp = ViTMlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))

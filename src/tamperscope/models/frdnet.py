@@ -66,6 +66,7 @@ from ..backbones.mit import MixVisionTransformer
 from ..checkpoint import load_mit_weights
 from ..errors import UserError
 from ..nn.losses import dice_linear, dice_sq
+from ..nn.mlp import Mlp
 from ..nn.pdc import PDCBlock, reparameterize_pdc
 from ..registry import register_model
 from .base import TamperModel, max_pool_image_logit
@@ -219,19 +220,6 @@ class FRDTokenMixer(nn.Module):
         return self.projlast(torch.cat([macro, micro], dim=1))
 
 
-class ChannelMLP(nn.Module):
-    """Per-pixel MLP C → ratio·C → C with GELU, on ``B×C×H×W`` maps (MetaFormer ``Mlp``)."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x.permute(0, 2, 3, 1)))).permute(0, 3, 1, 2)
-
-
 class FRDBlock(nn.Module):
     """FRD block (Eq. 7 in MetaFormer form): X + ls₁·Mixer(GN X), then X + ls₂·MLP(GN X); GN has one group."""
 
@@ -240,13 +228,14 @@ class FRDBlock(nn.Module):
         self.norm1 = nn.GroupNorm(1, dim)
         self.token_mixer = FRDTokenMixer(dim, **mixer_kwargs)
         self.norm2 = nn.GroupNorm(1, dim)
-        self.mlp = ChannelMLP(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))  # per pixel, on channels-last
         self.layer_scale_1 = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
         self.layer_scale_2 = nn.Parameter(torch.full((dim,), float(layer_scale_init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.layer_scale_1.view(1, -1, 1, 1) * self.token_mixer(self.norm1(x))
-        return x + self.layer_scale_2.view(1, -1, 1, 1) * self.mlp(self.norm2(x))
+        mlp = self.mlp(self.norm2(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x + self.layer_scale_2.view(1, -1, 1, 1) * mlp
 
 
 def _init_new_layers(m: nn.Module) -> None:

@@ -1,1 +1,1 @@
-"""Reusable layers: attention, Mix-FFN, pixel-difference convolutions, FiLM, edge operators, losses."""
+"""Reusable layers: attention, Mix-FFN, MLP, pixel-difference convolutions, FiLM, edge operators, losses."""
