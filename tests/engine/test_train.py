@@ -149,11 +149,14 @@ def test_yaml_config_and_early_stopping_on_val(tmp_path):
                  *TINY]) == 2
 
 
-def test_evaluate_weight_free_builtin_model_at_native_resolution(tmp_path):
+def test_evaluate_weight_free_builtin_model_at_native_resolution(tmp_path, capsys):
     data = make_dataset(tmp_path / "data", n_tampered=2, n_authentic=1)
     out = tmp_path / "ela.json"
-    assert main(["evaluate", "--checkpoint", "ela", "--data", str(data), "--out", str(out), "--device", "cpu",
-                 "--perturb", "jpeg:90"]) == 0
+    for flags in ([], ["--no-progress"]):
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", "ela", "--data", str(data), "--out", str(out), "--device", "cpu",
+                     "--perturb", "jpeg:90", "--workers", "0", *flags]) == 0
+        assert ("evaluate:" in capsys.readouterr().err) == (not flags)  # the progress bar, unless asked not to
     m = json.loads(out.read_text())
     assert m["n_images"] == 3 and m["pixel_f1"] is not None
     assert main(["evaluate", "--checkpoint", "no-such-run", "--data", str(data)]) == 2

@@ -136,7 +136,7 @@ def test_engine_trains_on_crops_and_predicts_at_native_size(tmp_path):
     for flags in (["--absolute-only"], ["--weights", "last"]):
         calibrated = tmp_path / f"calibrated{len(flags)}{flags[-1]}.safetensors"
         assert main(["export", str(run), str(calibrated), "--calibrate", str(tmp_path / "data"), "--device", "cpu",
-                     *flags]) == 0
+                     "--no-progress", *flags]) == 0
         cal = read_checkpoint_config(calibrated)["calibration"]
         curves = cal["pixel_f1_by_threshold"]
         assert cal["pixel_f1"] == pytest.approx(max(max(v) for v in curves.values()), abs=1e-6)

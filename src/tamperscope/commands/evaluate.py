@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ._common import add_inference_arguments
+
 NAME = "evaluate"
 HELP = "score a checkpoint or saved prediction maps with the exact protocol metrics"
 
@@ -13,17 +15,10 @@ def add_arguments(p):
     src.add_argument("--checkpoint", help="run folder or .safetensors checkpoint")
     src.add_argument("--predictions", help="folder of <image stem>.png maps (0–255) and optional scores.json")
     p.add_argument("--data", required=True, help="JSON list, Tp/Gt(/Au) folder")
-    p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--perturb", help="KIND:LEVEL, e.g. jpeg:70, blur:7, noise:11, gamma:1.3, resize:0.5")
-    p.add_argument("--image-size", type=int, help="model input size (default: the size it was trained at, else 512)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--on-mismatch", choices=["skip", "resize", "error"], default="error")
+    add_inference_arguments(p)
     p.add_argument("--group-by", choices=["region", "method", "area_bin", "area", "source"],
                    help="also report metrics per subgroup (needs metadata.jsonl beside the data)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="inference-time config override (e.g. ensemble_size=1)")
     p.add_argument("--out", help="write the metrics as flat JSON (atomically)")
 
 
@@ -35,7 +30,8 @@ def run(args) -> int:
     metrics, groups = evaluate_source(checkpoint=args.checkpoint, predictions=args.predictions, data=args.data,
                                       threshold=args.threshold, perturb=args.perturb, image_size=args.image_size,
                                       batch_size=args.batch_size, device=args.device, workers=args.workers,
-                                      on_mismatch=args.on_mismatch, group_by=group_by, set_items=args.set)
+                                      on_mismatch=args.on_mismatch, group_by=group_by, set_items=args.set,
+                                      progress=not args.no_progress)
     print(format_table(metrics, f"{args.checkpoint or args.predictions} on {args.data}"
                                 + (f" ({args.perturb})" if args.perturb else "")))
     for value, m in (groups or {}).items():

@@ -31,6 +31,7 @@ def add_arguments(p):
     p.add_argument("--on-mismatch", choices=("error", "skip", "resize"), default="skip",
                    help="masks whose size differs from their image in the calibration data (default skip)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def last_state_weights(run: Path) -> Path:
@@ -105,7 +106,7 @@ def calibrate(model, data: str, args, image_size: int) -> dict:
     resolution = "native" if getattr(model, "native_resolution", False) else "resize"
     ds = ForensicsDataset(load_dataset_spec(data), image_size=image_size, on_mismatch=args.on_mismatch,
                           resolution=resolution)
-    sweeps = threshold_sweep(model, ds, CALIBRATION_THRESHOLDS, device=device,
+    sweeps = threshold_sweep(model, ds, CALIBRATION_THRESHOLDS, device=device, progress=not args.no_progress,
                              percentiles=() if args.absolute_only else RELATIVE_PERCENTILES)
     model.to("cpu")
     at_half = CALIBRATION_THRESHOLDS.index(0.5)

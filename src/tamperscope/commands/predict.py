@@ -28,7 +28,7 @@ def add_arguments(p):
                    help="model input size (default: the size the checkpoint was trained at, else 512)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass in --tiles mode")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
