@@ -51,19 +51,14 @@ def parse_named_data(items: list[str]) -> dict[str, str]:
 
 def _examples_for(model, size, records, device, threshold, on_mismatch) -> list[dict]:
     """Probability maps (at ground-truth resolution) and per-image F1 of ``model`` on a few records."""
-    from ..data.datasets import ForensicsDataset
-    from ..engine.evaluate import model_probabilities, upsample_to
+    from ..engine.evaluate import evaluation_dataset, iterate_maps
     from ..metrics import pixel_stats
 
-    ds = ForensicsDataset(records, image_size=size, augment=False, on_mismatch=on_mismatch)
+    ds = evaluation_dataset(model, records, size, on_mismatch=on_mismatch)
     out = []
-    for i in range(len(ds)):
-        item = ds[i]
-        probs, _ = model_probabilities(model, item["image"][None].to(device))
-        gt = item["mask_full"].numpy().astype(bool)
-        prob = upsample_to(probs[0].float(), gt.shape)
+    for _, prob, gt, _, _, path in iterate_maps(model, ds, device=device, progress=False):
         f1 = pixel_stats(prob, gt, threshold).get("f1") if gt.any() else None
-        out.append({"path": item["path"], "gt": gt, "prob": prob, "f1": f1})
+        out.append({"path": path, "gt": gt, "prob": prob, "f1": f1})
     return out
 
 

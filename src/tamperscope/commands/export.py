@@ -97,15 +97,13 @@ RELATIVE_PERCENTILES = (99.0, 99.5)
 
 def calibrate(model, data: str, args, image_size: int) -> dict:
     """The ``calibration`` entry of the module docstring, measured on ``data``."""
-    from ..data.datasets import ForensicsDataset, load_dataset_spec
-    from ..engine.evaluate import threshold_sweep
+    from ..data.datasets import load_dataset_spec
+    from ..engine.evaluate import evaluation_dataset, threshold_sweep
     from ..engine.predict import resolve_device
 
     device = resolve_device(args.device)
     model.to(device)
-    resolution = "native" if getattr(model, "native_resolution", False) else "resize"
-    ds = ForensicsDataset(load_dataset_spec(data), image_size=image_size, on_mismatch=args.on_mismatch,
-                          resolution=resolution)
+    ds = evaluation_dataset(model, load_dataset_spec(data), image_size, on_mismatch=args.on_mismatch)
     sweeps = threshold_sweep(model, ds, CALIBRATION_THRESHOLDS, device=device, progress=not args.no_progress,
                              percentiles=() if args.absolute_only else RELATIVE_PERCENTILES)
     model.to("cpu")

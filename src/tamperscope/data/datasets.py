@@ -445,6 +445,7 @@ class ForensicsDataset(Dataset):
             edge = edge_band(mask, self.edge_width)
         elif self.edge == "canny":
             edge = canny_edge(mask, self.canny_dilate)
+        input_size = (int(image.shape[0]), int(image.shape[1]))  # after a resize perturbation, before padding
         s = self.image_size
         if self.resolution == "crop":
             image_s, mask_s, *cut = augment_native(image, mask, rng, s, config=self.augment_config if self.augment
@@ -464,6 +465,7 @@ class ForensicsDataset(Dataset):
             "path": str(rec.image),
             "mask_path": "" if rec.mask is None else str(rec.mask),
             "orig_size": orig_size,
+            "input_size": input_size,
             "mask_full": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8)),
             "meta": dict(rec.meta),
         }
@@ -477,7 +479,8 @@ _STACKED = ("image", "mask", "label", "edge", "index")
 
 
 def collate(batch_list: list[dict]) -> dict:
-    """Stack fixed-size tensors; keep lists for paths, ``orig_size``, ``mask_full``, ``meta`` and any other key."""
+    """Stack fixed-size tensors; keep lists for paths, ``orig_size``, ``input_size``, ``mask_full``, ``meta`` and any
+    other key."""
     if not batch_list:
         raise UserError("collate needs at least one sample")
     out = {}

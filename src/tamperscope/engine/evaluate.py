@@ -84,13 +84,25 @@ def _groups(meta: dict | None, label: int) -> dict:
     return {k: meta.get(k, fallback) for k in GROUP_KEYS}
 
 
+def evaluation_dataset(model, records, image_size: int, *, on_mismatch: str = "error", perturb=None):
+    """The dataset ``model`` is scored on: native-resolution models (ELA, the default model) see each photo at its
+    own size (padded; resampling would erase the JPEG traces they read), the others a resize to ``image_size``.
+    ``perturb``: a parsed ``(kind, level)`` or None. Used by evaluate, robustness, compare and export."""
+    from ..data.datasets import ForensicsDataset
+
+    resolution = "native" if getattr(model, "native_resolution", False) else "resize"
+    return ForensicsDataset(records, image_size=image_size, augment=False, on_mismatch=on_mismatch, perturb=perturb,
+                            resolution=resolution)
+
+
 def iterate_maps(model, dataset, *, batch_size: int = 8, device: torch.device | str = "cpu", workers: int = 0,
                  rank: int = 0, world_size: int = 1, progress: bool = True):
     """Run ``model`` over this rank's share of ``dataset``; yield ``(index, probability map, ground truth,
     image score, meta, path)`` per image, the map at the ground truth's full resolution.
 
     A dataset at ``resolution="native"`` (photos padded to a multiple of 32) runs one image per batch, and each
-    map is cropped back to the photo instead of resized."""
+    map is cropped back to the photo the model saw (its ``input_size``: smaller or larger than the ground truth
+    under a ``resize`` perturbation), then resized to the ground truth."""
     from ..data.datasets import collate
 
     native = getattr(dataset, "resolution", "resize") == "native"
@@ -104,7 +116,11 @@ def iterate_maps(model, dataset, *, batch_size: int = 8, device: torch.device | 
         probs, scores = model_probabilities(model, batch["image"].to(device, non_blocking=True))
         for i in range(probs.shape[0]):
             gt = batch["mask_full"][i].numpy().astype(bool)
-            prob = probs[i, :, :gt.shape[0], :gt.shape[1]] if native else probs[i]
+            if native:
+                h, w = batch["input_size"][i]
+                prob = probs[i, :, :h, :w]
+            else:
+                prob = probs[i]
             meta = batch.get("meta", [None] * probs.shape[0])[i]
             yield (int(batch["index"][i]), upsample_to(prob.float(), gt.shape), gt, float(scores[i]), meta,
                    batch["path"][i])

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..io import atomic_write_text
 from .distributed import init_distributed, is_main
-from .evaluate import evaluate_model
+from .evaluate import evaluate_model, evaluation_dataset
 
 #: perturbation grids of the papers' robustness figures (module docstring)
 DEFAULT_LEVELS: dict[str, tuple[float, ...]] = {
@@ -126,7 +126,7 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
     """Evaluate every model at every (kind, level) of ``plan``; returns the JSON-ready result (see
     :func:`write_robustness`): ``{"data", "threshold", "models": {label: {"checkpoint", "image_size"}},
     "results": {label: {kind: [{"level", "identity", metric: value, ...}, ...]}}}``."""
-    from ..data.datasets import ForensicsDataset, load_dataset_spec
+    from ..data.datasets import load_dataset_spec
 
     if not checkpoints:
         raise UserError("robustness needs at least one --checkpoint")
@@ -152,8 +152,8 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
             if identity and clean is not None:
                 metrics = clean
             else:
-                ds = ForensicsDataset(records, image_size=size, augment=False, on_mismatch=on_mismatch,
-                                      perturb=None if identity else (kind, level))
+                ds = evaluation_dataset(model, records, size, on_mismatch=on_mismatch,
+                                        perturb=None if identity else (kind, level))
                 acc, _ = evaluate_model(model, ds, batch_size=batch_size, device=dev, threshold=threshold,
                                         workers=workers, rank=rank, world_size=world, progress=False)
                 metrics = _keep(acc.compute())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..checkpoint import load_checkpoint, read_checkpoint_config
 from ..errors import UserError
 from .distributed import init_distributed
-from .evaluate import evaluate_model, evaluate_predictions
+from .evaluate import evaluate_model, evaluate_predictions, evaluation_dataset
 
 
 def trained_image_size(checkpoint: str) -> int:
@@ -43,7 +43,7 @@ def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, p
                     batch_size=8, device="auto", workers=2, on_mismatch="error", group_by=None, set_items=(),
                     model=None, progress=True):
     """Metrics (and per-group metrics) of a checkpoint/model or a predictions folder on ``data``."""
-    from ..data.datasets import ForensicsDataset, load_dataset_spec
+    from ..data.datasets import load_dataset_spec
     from ..data.transforms import parse_perturb
 
     records = load_dataset_spec(data)
@@ -58,11 +58,8 @@ def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, p
             size = image_size or trained_image_size_or_default(checkpoint)
         else:
             model, size = model.to(dev).eval(), image_size or 512
-        # native-resolution models (ELA, the default model) see each photo at its own size: resampling erases
-        # the JPEG traces they read
-        resolution = "native" if getattr(model, "native_resolution", False) else "resize"
-        ds = ForensicsDataset(records, image_size=size, augment=False, on_mismatch=on_mismatch,
-                              perturb=parse_perturb(perturb) if perturb else None, resolution=resolution)
+        ds = evaluation_dataset(model, records, size, on_mismatch=on_mismatch,
+                                perturb=parse_perturb(perturb) if perturb else None)
         acc, _ = evaluate_model(model, ds, batch_size=batch_size, device=dev, threshold=threshold,
                                 workers=workers, rank=rank, world_size=world, progress=progress)
     metrics = acc.compute()
