@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from tamperscope.data.transforms import (JPEG_GRID, AugmentConfig, augment, augment_native, crop_pad,
-                                         jpeg_roundtrip, pad_to_multiple, parse_perturb, perturb, photometric_config,
+from tamperscope.data.transforms import (FLIPS_ONLY, JPEG_GRID, AugmentConfig, augment, augment_native,
+                                         augment_policy, crop_pad, jpeg_roundtrip, pad_to_multiple, parse_perturb, perturb, photometric_config,
                                          random_copy_move, random_inpaint, resize_pair)
 from tamperscope.errors import UserError
 
@@ -59,6 +59,23 @@ def test_forgery_ops_switch_and_label_turning_fake():
     assert m.any()  # an authentic sample can become fake
     _, m = augment(img, empty, np.random.default_rng(0), forgery_ops=False, config=cfg)
     assert not m.any()
+
+
+def test_augment_policies():
+    assert augment_policy("full") == (AugmentConfig(), True)
+    assert augment_policy("no_forgery") == (AugmentConfig(), False)
+    assert augment_policy("flips") == (FLIPS_ONLY, False)
+    with pytest.raises(UserError, match="augmentation policy"):
+        augment_policy("mild")
+    img, mask = _scene()
+    flips = [(img, mask), (img[:, ::-1], mask[:, ::-1]), (img[::-1], mask[::-1]), (img[::-1, ::-1], mask[::-1, ::-1])]
+    seen = set()
+    for seed in range(12):  # flips only: every output is one of the four flips of the input, pixel for pixel
+        out, m = augment(img, mask, np.random.default_rng(seed), forgery_ops=False, config=FLIPS_ONLY)
+        k = [i for i, (fi, fm) in enumerate(flips) if np.array_equal(out, fi) and np.array_equal(m, fm)]
+        assert len(k) == 1
+        seen.add(k[0])
+    assert len(seen) >= 3
 
 
 def test_augment_deterministic_for_a_seed():

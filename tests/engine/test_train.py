@@ -12,7 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import tamperscope
 from tamperscope.cli import main
+from tamperscope.data.transforms import FLIPS_ONLY, AugmentConfig
 from tamperscope.engine.train import TrainOptions, Trainer, lr_at
 
 from .synthetic import make_dataset
@@ -147,6 +149,31 @@ def test_yaml_config_and_early_stopping_on_val(tmp_path):
     bad.write_text("modle: {}\n")
     assert main(["train", "segformer-b0", "--train", str(data), "--out", str(tmp_path / "r2"), "--config", str(bad),
                  *TINY]) == 2
+
+
+class _Wants:
+    """A stand-in model that only states its data requirements."""
+    native_resolution = False
+
+    def __init__(self, augment):
+        self.augment = augment
+
+    def data_requirements(self):
+        return {"edge": None, "augment": self.augment}
+
+
+def test_training_augmentation_follows_the_models_policy(tmp_path):
+    """IFA-Net trains without copy-move/inpainting (§2.4), DiffForensics with flips only (§5.4), others the list."""
+    data = make_dataset(tmp_path / "data", n_tampered=2, n_authentic=1)
+    trainer = Trainer(TrainOptions(model="segformer-b0", train=str(data), out=str(tmp_path / "run"), device="cpu",
+                                   progress=False))
+    cfg = {"image_size": 64, "seed": 0, "augment": True}
+    for policy, (config, forgery_ops) in {"full": (AugmentConfig(), True), "no_forgery": (AugmentConfig(), False),
+                                          "flips": (FLIPS_ONLY, False)}.items():
+        train_ds, _ = trainer._datasets(_Wants(policy), cfg)
+        assert (train_ds.augment_config, train_ds.forgery_ops) == (config, forgery_ops), policy
+    assert tamperscope.create_model("diffforensics", encoder_variant="b0").data_requirements()["augment"] == "flips"
+    assert tamperscope.create_model("segformer-b0").data_requirements()["augment"] == "full"
 
 
 def test_evaluate_weight_free_builtin_model_at_native_resolution(tmp_path, capsys):

@@ -80,7 +80,7 @@ def test_finetune_loads_pretrain_state_dict_without_missing_keys():
     # fine-tuning trains the encoder and the new heads, not the unused noise head
     trainable = {n.split(".")[0] for n, p in fine.named_parameters() if p.requires_grad}
     assert trainable == {"encoder", "decoder", "loc_head", "ecem", "det_head"}
-    assert fine.data_requirements() == {"edge": "band", "edge_width": 7}
+    assert fine.data_requirements() == {"edge": "band", "edge_width": 7, "augment": "flips"}
     assert fine.config["stage"] == "finetune"
     fine.set_stage("pretrain")
     assert fine.config["stage"] == "pretrain"

@@ -161,7 +161,8 @@ def test_realness_prior_stage_trains_only_the_mae_and_feeds_the_main_stage(tmp_p
         for p in prior.mae.parameters():
             p.add_(0.01)
     main = _tiny()
-    assert main.stage == "main" and main.selection_metric() == ("pixel_f1", "max")
+    assert main.stage == "main" and main.selection_metric() == ("pixel_iou", "max")
+    assert main.data_requirements()["augment"] == "no_forgery"
     dssn_before = {k: v.clone() for k, v in main.dssn.state_dict().items()}
     missing, unexpected = main.load_pretrained_stage(prior.state_dict())
     assert not missing and any(k.startswith("dssn.") for k in unexpected)

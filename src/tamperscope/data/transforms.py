@@ -17,7 +17,9 @@ In order (:func:`augment`):
    possible);
 8. Gaussian blur with an odd kernel from {3, 5, 7}, p = 0.2 (σ from the kernel size, OpenCV's rule).
 
-``forgery_ops=False`` drops steps 2–3 (IFA-Net trains on the list without them, SEED-SPECS §2.4). The final
+``forgery_ops=False`` drops steps 2–3. A model names its policy in ``data_requirements()["augment"]``
+(:func:`augment_policy`): ``full`` (the list), ``no_forgery`` (without steps 2–3: IFA-Net, SEED-SPECS §2.4) or
+``flips`` (step 4 only: DiffForensics, §5.4, where no augmentation is stated). The final
 resize to S (:func:`resize_pair`, bilinear as IMDLBenCo) is separate because the edge ground truth is computed before it.
 
 Native-resolution models (those that read JPEG traces, which any resampling erases) train on S×S windows of the
@@ -64,6 +66,23 @@ class AugmentConfig:
     rot90_p: float = 0.5
     blur_p: float = 0.2
     blur_kernels: tuple[int, ...] = (3, 5, 7)
+
+
+#: step 4 (the flips) alone
+FLIPS_ONLY = AugmentConfig(scale_range=(1.0, 1.0), copy_move_p=0.0, inpaint_p=0.0, brightness=0.0, contrast=0.0,
+                           jpeg_p=0.0, rot90_p=0.0, blur_p=0.0)
+AUGMENT_POLICIES = ("full", "no_forgery", "flips")
+
+
+def augment_policy(name: str) -> tuple[AugmentConfig, bool]:
+    """``(config, forgery_ops)`` of a training augmentation policy (module docstring)."""
+    if name == "full":
+        return AugmentConfig(), True
+    if name == "no_forgery":
+        return AugmentConfig(), False
+    if name == "flips":
+        return FLIPS_ONLY, False
+    raise UserError(f"unknown augmentation policy '{name}'; choose one of {', '.join(AUGMENT_POLICIES)}")
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -329,6 +329,7 @@ class Trainer:
 
     def _datasets(self, model, train_cfg):
         from ..data.datasets import ForensicsDataset, load_dataset_spec
+        from ..data.transforms import augment_policy
 
         req = model.data_requirements()
         common = dict(image_size=train_cfg["image_size"], edge=req.get("edge"), edge_width=req.get("edge_width", 7))
@@ -337,8 +338,10 @@ class Trainer:
         # native-resolution models train on grid-aligned crops of the photo and validate on whole photos
         native = getattr(model, "native_resolution", False)
         train_records = load_dataset_spec(self.opts.train, seed=train_cfg["seed"])
+        augment_config, forgery_ops = augment_policy(req.get("augment", "full"))
         train_ds = ForensicsDataset(train_records, augment=train_cfg["augment"], on_mismatch=self.opts.on_mismatch,
-                                    seed=train_cfg["seed"], resolution="crop" if native else "resize", **common)
+                                    seed=train_cfg["seed"], resolution="crop" if native else "resize",
+                                    augment_config=augment_config, forgery_ops=forgery_ops, **common)
         val_ds = None
         if self.opts.val:
             val_ds = ForensicsDataset(load_dataset_spec(self.opts.val), augment=False,

@@ -28,8 +28,9 @@ class TamperModel(nn.Module):
     calibration: dict | None = None
 
     def data_requirements(self) -> dict:
-        """Extra targets the data layer must build: ``{"edge": None | "band" | "canny", "edge_width": 7}``."""
-        return {"edge": None, "edge_width": 7}
+        """What the data layer must build: extra targets (``"edge"``: None | "band" | "canny", ``"edge_width"``) and
+        the training augmentation policy (``"augment"``: full | no_forgery | flips, :func:`augment_policy`)."""
+        return {"edge": None, "edge_width": 7, "augment": "full"}
 
     def loss(self, outputs: dict, batch: dict) -> dict:
         raise UserError(f"{self.model_name or type(self).__name__} is not trainable: it defines no training loss")

@@ -246,7 +246,8 @@ class DiffForensics(TamperModel):
         return self
 
     def data_requirements(self) -> dict:
-        return {"edge": "band" if self.stage == "finetune" else None, "edge_width": self.edge_width}
+        # §5.4 [R]: no augmentation beyond flips (none is stated), in both stages
+        return {"edge": "band" if self.stage == "finetune" else None, "edge_width": self.edge_width, "augment": "flips"}
 
     def selection_metric(self) -> tuple[str, str]:
         return ("val_loss", "min") if self.stage == "pretrain" else super().selection_metric()

@@ -249,7 +249,12 @@ class IFANet(TamperModel):
         return list(result.missing_keys), list(result.unexpected_keys)
 
     def selection_metric(self) -> tuple[str, str]:
-        return ("val_loss", "min") if self.stage == "realness-prior" else ("pixel_f1", "max")
+        """§2.4: the main stage is selected on val pixel IoU."""
+        return ("val_loss", "min") if self.stage == "realness-prior" else ("pixel_iou", "max")
+
+    def data_requirements(self) -> dict:
+        """§2.4 [R]: the shared augmentation list without the random copy-move and inpainting."""
+        return {**super().data_requirements(), "augment": "no_forgery"}
 
     # ------------------------------------------------------------------------------------------ realness prior
 
