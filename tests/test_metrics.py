@@ -354,6 +354,21 @@ def test_accumulator_means_tampered_only_and_pooled_over_all():
     assert out["image_f1"] == pytest.approx(f1_score(labels, scores > 0.5), abs=TOL)
 
 
+def test_pixel_threshold_leaves_image_decisions_at_one_half():
+    """--threshold moves pixel decisions only: ACC, F1, R@50 are defined at 0.5 (SEED-SPECS §8.1)."""
+    probs, gts, scores, labels, _ = _eight_images()
+    acc = MetricAccumulator(threshold=0.3)
+    acc.add(np.arange(8), probs, gts, scores, labels)
+    out = acc.compute()
+    assert out["threshold"] == 0.3
+    f1s = [f1_score(g.ravel(), p.ravel() > 0.3) for p, g in zip(probs[:5], gts[:5])]
+    assert out["pixel_f1"] == pytest.approx(np.mean(f1s), abs=TOL)
+    assert out["image_acc"] == pytest.approx(accuracy_score(labels, scores > 0.5), abs=TOL)
+    assert out["image_f1"] == pytest.approx(f1_score(labels, scores > 0.5), abs=TOL)
+    assert out["fake_recall"] == pytest.approx(recall_score(labels, scores > 0.5), abs=TOL)
+    assert (scores > 0.3).sum() != (scores > 0.5).sum()  # the data tells the two thresholds apart
+
+
 def test_accumulator_records_groups_and_duplicates():
     acc = _accumulate(7)
     probs, gts, _, _, _ = _eight_images()

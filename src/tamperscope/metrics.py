@@ -33,7 +33,8 @@ Resolved ambiguities (SEED-SPECS §8.1 [R] items and IMDL-BenCo pitfalls from AN
 - The oracle and AUC use one sort per image (O(n log n)); all other scores are O(n). Thresholds are the
   map's own values at its own precision (TruFor first casts the map to float32).
 - Image-level metrics use the score s (``image_logit`` through a sigmoid, or max p for models without a
-  detection head), fake = positive class, decisions at s > τ. EER: the point on the ROC where
+  detection head), fake = positive class, decisions at s > 0.5 whatever the pixel τ (the image threshold of
+  :class:`MetricAccumulator` is separate, as R@50 and ACC are defined at 0.5). EER: the point on the ROC where
   FPR = FNR, linearly interpolated between the two ROC points where FPR − FNR changes sign.
 - Nothing is dropped: :class:`MetricAccumulator` keeps one scalar record per image, de-duplicated by
   dataset index, and merges records across ``torch.distributed`` ranks before computing.
@@ -287,8 +288,9 @@ class MetricAccumulator:
     so every image is counted exactly once whatever the batch size or world size.
     """
 
-    def __init__(self, threshold: float = 0.5, erode: int = 15, dilate: int = 11):
-        self.threshold = float(threshold)
+    def __init__(self, threshold: float = 0.5, erode: int = 15, dilate: int = 11, image_threshold: float = 0.5):
+        self.threshold = float(threshold)  # pixel decisions
+        self.image_threshold = float(image_threshold)  # image decisions: 0.5 in every protocol (SEED-SPECS §8.1)
         self.erode = int(erode)
         self.dilate = int(dilate)
         self._records: dict[int, dict] = {}
@@ -373,12 +375,13 @@ class MetricAccumulator:
         """Flat metric dict; with ``group_by=KEY`` one such dict per value of ``groups[KEY]``."""
         records = self.records
         if group_by is None:
-            return _summarise(records, self.threshold)
+            return _summarise(records, self.threshold, self.image_threshold)
         missing = [r["index"] for r in records if group_by not in r["groups"]]
         if missing:
             raise UserError(f"{len(missing)} image(s) have no group '{group_by}' (e.g. index {missing[0]})")
         values = sorted({r["groups"][group_by] for r in records}, key=str)
-        return {value: _summarise([r for r in records if r["groups"][group_by] == value], self.threshold)
+        return {value: _summarise([r for r in records if r["groups"][group_by] == value], self.threshold,
+                                  self.image_threshold)
                 for value in values}
 
 
@@ -408,8 +411,9 @@ def _plain_group_dict(group: dict) -> dict:
     return {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in group.items()}
 
 
-def _summarise(records: list[dict], threshold: float) -> dict:
-    """The flat ``evaluate`` keys from per-image records (pixel means over tampered images only)."""
+def _summarise(records: list[dict], threshold: float, image_threshold: float = 0.5) -> dict:
+    """The flat ``evaluate`` keys from per-image records (pixel means over tampered images only; pixel decisions at
+    ``threshold``, image decisions at ``image_threshold``)."""
     tampered = [r for r in records if r["tampered"]]
     out: dict = {
         "threshold": threshold,
@@ -427,5 +431,5 @@ def _summarise(records: list[dict], threshold: float) -> dict:
     denominator = tp + fp + fn
     out["pixel_f1_pooled"] = _f1(tp, fp, fn) if denominator else None
     out["pixel_iou_pooled"] = tp / denominator if denominator else None
-    out.update(image_metrics([r["score"] for r in records], [r["label"] for r in records], threshold))
+    out.update(image_metrics([r["score"] for r in records], [r["label"] for r in records], image_threshold))
     return out

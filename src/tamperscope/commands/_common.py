@@ -3,7 +3,8 @@
 
 def add_inference_arguments(p) -> None:
     """Options of every command that runs models over a dataset (compare, robustness)."""
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="pixel threshold (image-level decisions stay at 0.5, SEED-SPECS §8.1)")
     p.add_argument("--image-size", type=int, help="model input size (default: the size it was trained at, else 512)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
