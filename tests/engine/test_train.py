@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 import tamperscope
 from tamperscope.cli import main
 from tamperscope.data.transforms import FLIPS_ONLY, AugmentConfig
-from tamperscope.engine.train import TrainOptions, Trainer, lr_at
+from tamperscope.engine.train import TrainOptions, Trainer, default_preset, lr_at
+from tamperscope.registry import get_entry
 
 from .synthetic import make_dataset
 
@@ -201,3 +202,16 @@ def test_evaluate_group_by_metadata_with_authentic_images(tmp_path):
     assert set(groups) == {"Stuff", "Background", "authentic"}
     assert groups["Stuff"]["n_tampered"] == 2 and groups["Background"]["n_tampered"] == 2
     assert groups["authentic"]["n_authentic"] == 2 and groups["authentic"]["real_recall"] is not None
+
+
+def test_default_preset_follows_the_stage():
+    def preset(model, stage=None, preset=None):
+        return default_preset(get_entry(model), TrainOptions(model=model, train="x", out="y", stage=stage,
+                                                             preset=preset))
+
+    assert preset("diffiml") == "code"
+    assert preset("diffiml", stage="lightvae") == "lightvae-code"  # not the denoiser's recipe
+    assert preset("diffiml", stage="lightvae", preset="paper") == "paper"
+    assert preset("diffforensics", stage="pretrain") == "pretrain"
+    assert preset("diffforensics", stage="finetune") == "paper"
+    assert preset("ifanet", stage="realness-prior") == "realness-prior"

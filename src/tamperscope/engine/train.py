@@ -99,11 +99,14 @@ def load_yaml_config(path: str | None) -> dict:
 
 
 def default_preset(entry, opts: TrainOptions) -> str | None:
-    """``--preset``, else a preset named like ``--stage``, else the model's first preset."""
+    """``--preset``, else a preset named like ``--stage`` (or ``<stage>-…``, e.g. DiffIML's ``lightvae-code``), else
+    the model's first preset."""
     if opts.preset:
         return opts.preset
-    if opts.stage and opts.stage in entry.train_presets:
-        return opts.stage
+    if opts.stage:
+        for name in entry.train_presets:
+            if name == opts.stage or name.startswith(f"{opts.stage}-"):
+                return name
     return next(iter(entry.train_presets), None)
 
 
