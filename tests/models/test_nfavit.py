@@ -239,10 +239,12 @@ def test_full_config_parameter_count_and_presets(full_model):
     assert all(not p.requires_grad for p in full_model.noise_extractor.parameters())
     assert full_model.image_encoder.depths == (3, 4, 6, 3) and full_model.noise_encoder.in_chans == 1
     entry = get_entry("nfavit")
-    assert list(entry.train_presets) == ["official", "paper"]
-    off, pap = entry.train_presets["official"], entry.train_presets["paper"]
-    assert (off["optimizer"], off["lr"], off["weight_decay"], off["epochs"], off["warmup_epochs"]) == \
-        ("adamw", 2e-4, 0.05, 30, 4)
+    assert list(entry.train_presets) == ["default", "official", "paper"]
+    dft, off, pap = (entry.train_presets[k] for k in ("default", "official", "paper"))
+    assert (dft["optimizer"], dft["lr"], dft["weight_decay"], dft["epochs"], dft["warmup_epochs"]) == \
+        ("adamw", 2e-4, 0.05, 30, 2)
+    assert "model" not in dft  # the default keeps the paper's cls_weight 1.0
+    assert (off["epochs"], off["warmup_epochs"], off["model"]) == (200, 4, {"cls_weight": 0.5})
     assert (pap["optimizer"], pap["lr"], pap["weight_decay"], pap["epochs"]) == ("adam", 5e-3, 1e-6, 30)
     assert entry.default_config["cls_weight"] == 1.0 and entry.default_config["topk_ratio"] == 0.25
 
