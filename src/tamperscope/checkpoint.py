@@ -30,6 +30,11 @@ CONFIG_FILE = "config.json"
 # reading any weight file
 
 
+def source_name(source: Any, name: str | None = None) -> str:
+    """How errors name a weights source: ``name``, the path, or "state dict" (never the tensors themselves)."""
+    return name or ("state dict" if isinstance(source, dict) else str(source))
+
+
 def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
     """A flat state dict from a dict, a ``.safetensors`` / pickle file, or an HF model folder.
 
@@ -61,7 +66,7 @@ def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
             sd = sd[wrapper]
             break
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise UserError(f"{source}: not a state dict of tensors")
+        raise UserError(f"{source_name(source)}: not a state dict of tensors")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
@@ -154,7 +159,8 @@ def to_nvlabs_segformer(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                     "(no patch_embed1.*, backbone.*, or segformer.encoder.* keys); convert mmseg ≥1.0 files offline")
 
 
-def load_mit_weights(encoder: torch.nn.Module, source: Any, prefix: str | None = None) -> dict:
+def load_mit_weights(encoder: torch.nn.Module, source: Any, prefix: str | None = None,
+                     name: str | None = None) -> dict:
     """Load MiT encoder weights (NVlabs, ADE ``backbone.``, or HF layout) into our ``MixVisionTransformer``.
 
     A 3-channel stem is averaged over input channels for a 1-channel encoder (SEED-SPECS §1.1). Classifier
@@ -162,6 +168,7 @@ def load_mit_weights(encoder: torch.nn.Module, source: Any, prefix: str | None =
     Returns ``{"loaded": n, "ignored": [...], "adapted": [...]}``.
     """
     sd = read_state_dict(source)
+    source = source_name(source, name)
     if prefix:
         sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
         if not sd:
@@ -193,12 +200,14 @@ def load_mit_weights(encoder: torch.nn.Module, source: Any, prefix: str | None =
     return {"loaded": len(enc_sd), "ignored": ignored, "adapted": adapted}
 
 
-def load_all_mlp_head_weights(head: torch.nn.Module, source: Any, keep_classifier: bool = False) -> dict:
+def load_all_mlp_head_weights(head: torch.nn.Module, source: Any, keep_classifier: bool = False,
+                              name: str | None = None) -> dict:
     """Load an ADE SegFormer decode head (NVlabs or HF layout) into :class:`~tamperscope.nn.heads.AllMLPHead`.
 
     ``linear_c*`` and ``linear_fuse`` are kept; the 150-class ``linear_pred`` is skipped unless
     ``keep_classifier`` and the shapes fit."""
     sd = to_nvlabs_segformer(read_state_dict(source))
+    source = source_name(source, name)
     head_sd = {k[len("decode_head."):]: v for k, v in sd.items() if k.startswith("decode_head.")}
     head_sd.pop("conv_seg.weight", None), head_sd.pop("conv_seg.bias", None)
     own = head.state_dict()

@@ -232,3 +232,13 @@ def test_weights_config_keys_load_mae_and_ade_mit(tmp_path):
     assert model.dssn.head.linear_pred.weight.shape == (1, 32, 1, 1)
     with pytest.raises(UserError, match="missing"):
         _tiny(mae_weights=str(tmp_path / "ade.pth"))
+
+
+def test_bad_mit_weights_error_names_the_file_and_stays_short(tmp_path):
+    src = _tiny()
+    ade = {f"backbone.{k}": v for k, v in src.dssn.content.state_dict().items() if "block4" not in k}  # incomplete
+    torch.save({"state_dict": ade}, tmp_path / "cut.pth")
+    with pytest.raises(UserError) as err:
+        _tiny(mit_weights=str(tmp_path / "cut.pth"))
+    message = str(err.value)
+    assert "cut.pth" in message and "block4" in message and len(message) < 2000

@@ -155,9 +155,9 @@ class DualStreamSegmentationNetwork(nn.Module):
         if mit_weights:
             sd = read_state_dict(mit_weights)
             for enc in ([self.content, self.artifact] if dual_stream else [self.content]):
-                load_mit_weights(enc, sd)
+                load_mit_weights(enc, sd, name=str(mit_weights))
             if any(k.startswith("decode_head.") for k in sd):
-                load_all_mlp_head_weights(self.head, sd)
+                load_all_mlp_head_weights(self.head, sd, name=str(mit_weights))
         if not dual_stream:
             self._widen_stem_for_residual()
 
