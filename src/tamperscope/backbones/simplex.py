@@ -12,13 +12,15 @@ sparse ``points × 3·vertices`` operator and applied to the gradients of all fi
 
 Fractal sum (AnoDDPM ``rand_3d_fixed_T_octaves``): ``S = Σ_k γ^k · simplex3(x/f_k, y/f_k, z/f_k)`` with
 ``f_k = f / 2^k`` (``f = 1/ν = 64``), x the column index, y the row index and z a per-sample slice
-coordinate (AnoDDPM uses the diffusion timestep; default here z = 0, see below). Resolved ambiguities (§1.6, §5.7 item 5):
+coordinate (AnoDDPM uses the diffusion timestep; default here one random slice per batch, see below).
+Resolved ambiguities (§1.6, §5.7 item 5):
 
 * AnoDDPM broadcasts one field over batch and channels and, through a default-argument quirk, never changes
   its seed. Here every (sample, channel) gets its own random permutation table drawn from a
-  ``torch.Generator``; all octaves of one field share its table, as in AnoDDPM. The random tables already make
-  the fields independent, so the slice defaults to z = 0 for every field (one geometry pass per batch);
-  ``z`` per sample reproduces AnoDDPM's z = t slicing.
+  ``torch.Generator``; all octaves of one field share its table, as in AnoDDPM. The fields of one batch share
+  one slice z ~ U[0, 1000) drawn at each call (one geometry pass per batch; a fixed slice would leave the same
+  per-pixel variance map in every field, the tables do not remove it); ``z`` per sample reproduces AnoDDPM's
+  z = t slicing at ≈6× the CPU cost.
 * The AnoDDPM amplitude is kept by default (std ≈ 0.3–0.5); ``normalize=True`` rescales each
   (sample, channel) field to zero mean and unit std.
 """
@@ -270,6 +272,10 @@ def opensimplex3(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, perm: torch.
     return out
 
 
+#: slices drawn when no z is given lie in [0, RANDOM_SLICE_RANGE) (AnoDDPM slices at the timestep, 1..1000)
+RANDOM_SLICE_RANGE = 1000.0
+
+
 def simplex_noise(shape: tuple[int, int, int, int], *, frequency: float = 64.0, octaves: int = 6,
                   persistence: float = 0.8, z: torch.Tensor | None = None, normalize: bool = False,
                   generator: torch.Generator | None = None, perm: torch.Tensor | None = None,
@@ -278,10 +284,12 @@ def simplex_noise(shape: tuple[int, int, int, int], *, frequency: float = 64.0, 
 
     ``frequency`` is the coordinate divisor of the first octave (1/ν = 64); each octave halves it and
     multiplies the amplitude by ``persistence`` (γ). ``z`` (``B``, optional) is the slice coordinate per
-    sample before division (AnoDDPM passes the timestep); without it every field is the z = 0 slice, which
-    lets all B·C fields share one geometry pass. ``perm`` (``B×C×256``) fixes the permutation tables;
-    otherwise they are drawn from ``generator``. float32 suits training; float64 reproduces the reference
-    to ~1e-15.
+    sample before division (AnoDDPM passes the timestep). Without it all B·C fields share one slice, drawn
+    uniformly in [0, 1000) from ``generator`` at each call: one geometry pass for the batch (per-sample slices
+    cost ≈6× more on the CPU), and no fixed lattice pattern across batches (a constant z = 0 slice would give
+    every field the same per-pixel variance map, e.g. exactly 0 at lattice points). ``perm`` (``B×C×256``)
+    fixes the permutation tables; otherwise they are drawn from ``generator``. float32 suits training;
+    float64 reproduces the reference to ~1e-15.
     """
     B, C, H, W = shape
     if octaves < 1 or frequency <= 0:
@@ -295,8 +303,8 @@ def simplex_noise(shape: tuple[int, int, int, int], *, frequency: float = 64.0, 
     perm = perm.to(device)
     rows = torch.arange(H, device=device, dtype=dtype)[:, None].expand(H, W).reshape(1, -1)
     cols = torch.arange(W, device=device, dtype=dtype)[None, :].expand(H, W).reshape(1, -1)
-    if z is None:  # one geometry group holding all B·C fields
-        zc = torch.zeros(1, 1, device=device, dtype=dtype)
+    if z is None:  # one geometry group holding all B·C fields, on a random slice
+        zc = torch.rand(1, 1, generator=generator, device=device, dtype=dtype) * RANDOM_SLICE_RANGE
         perm = perm.reshape(1, B * C, 256)
     else:  # one group per sample, its C channel fields share the slice
         zc = z.to(device=device, dtype=dtype).reshape(B, 1)

@@ -15,8 +15,8 @@ the spec's resolution **[R]**, each switchable by config where noted:
 3. Stage 1 input: the encoder sees x_t (the paper's "E(x₀)" must mean x_t). Images run in [−1, 1]; the encoder
    gets x_t mapped back to [0, 1] and ImageNet-normalised (``encoder_input="imagenet"``; ``"raw"`` feeds x_t).
 4. Stage 1 noise: ε ~ Simplex(ν = 2⁻⁶, N = 6, γ = 0.8), an independent field per (sample, channel) with a
-   fresh random permutation, AnoDDPM amplitude (``normalize_noise`` for unit std), the z = 0 slice (the
-   random tables already decorrelate fields; AnoDDPM's z = t only varied its fixed-seed field).
+   fresh random permutation, AnoDDPM amplitude (``normalize_noise`` for unit std), one random slice per batch
+   (AnoDDPM's z = t only varied its fixed-seed field; a fixed slice would imprint one variance map).
    ``noise_type="gaussian"`` is the paper's ablation. Linear β 1e-4…0.02, T = 1000, t ~ U{1..T},
    ᾱ_t = Π_{s≤t}(1 − β_s); loss ‖ε − ε̂‖² averaged over pixels. Only D_θ (decoder + ``noise_head``) trains.
 5. Stage 2 input: the clean image with the time embedding fixed at t_f = 5 (``finetune_timestep``);
