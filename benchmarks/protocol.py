@@ -194,7 +194,7 @@ def build_commands(args, budget: Budget, models: list[str], out: Path) -> list[d
             epochs = max(1, -(-st.steps // epoch_steps))
             data = train_spec if st.train == "casia" else f"mix:{args.photos}@{per_source * len(sources)}"
             argv = ["train", model, "--train", data, "--val", val, "--out", str(run), "--image-size", str(image_size),
-                    "--batch-size", str(bs), "--max-steps", str(st.steps), "--epochs", str(epochs),
+                    "--batch-size", str(bs), "--accum", "1", "--max-steps", str(st.steps), "--epochs", str(epochs),
                     "--config", str(yaml_file), "--device", device, "--workers", str(budget.workers),
                     "--no-progress"]
             if st.stage:

@@ -58,6 +58,7 @@ def test_plans_of_multi_stage_models(protocol, capsys, tmp_path):
     assert protocol.main(["--budget", "cpu", "--models", "diffiml,ela,ifanet", "--dry-run", "--generated", "/gen"]) == 0
     out = capsys.readouterr().out
     assert "--stage lightvae --preset lightvae-code" in out
+    assert "--batch-size 4 --accum 1 " in out  # one budget for every method, whatever its recipe's global batch
     assert "--pretrained runs/protocol-cpu/runs/diffiml-lightvae" in out
     assert "mix:../shared/data/casia1/train.json,/gen@200" in out  # two sources share the epoch
     # the pre-text stage on photos has the same epoch length (so the same number of validations) as the rest

@@ -16,6 +16,7 @@ import tamperscope
 from tamperscope.cli import main
 from tamperscope.data.transforms import FLIPS_ONLY, AugmentConfig
 from tamperscope.engine.train import TrainOptions, Trainer, default_preset, lr_at
+from tamperscope.errors import UserError
 from tamperscope.registry import get_entry
 
 from .synthetic import make_dataset
@@ -215,3 +216,20 @@ def test_default_preset_follows_the_stage():
     assert preset("diffforensics", stage="pretrain") == "pretrain"
     assert preset("diffforensics", stage="finetune") == "paper"
     assert preset("ifanet", stage="realness-prior") == "realness-prior"
+
+
+def test_preset_global_batch_sets_the_accumulation():
+    """FRD-Net's official recipe is 16 per GPU on 2 GPUs: one process accumulates 2 batches unless told otherwise."""
+    from tamperscope.engine.train import resolve_train_config
+
+    def accum(world=1, **kw):
+        return resolve_train_config(TrainOptions(model="frdnet", train="x", out="y", **kw), get_entry("frdnet"), {},
+                                    world)["accum"]
+
+    assert accum() == 2 and accum(world=2) == 1
+    assert accum(accum=3) == 3 and accum(batch_size=4) == 1  # an explicit choice wins over the recipe
+    assert accum(preset="paper") == 1  # no global batch stated
+    with pytest.raises(UserError, match="global batch 32"):
+        accum(world=3)
+    code = resolve_train_config(TrainOptions(model="diffiml", train="x", out="y"), get_entry("diffiml"), {})
+    assert (code["batch_size"], code["accum"]) == (16, 8)  # 16/GPU × 8 GPUs in the official script

@@ -21,7 +21,8 @@ def add_arguments(p):
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--workers", type=int, default=2, help="data-loader processes")
-    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--accum", type=int, default=None,
+                   help="gradient accumulation steps (default: what the preset's global batch needs, else 1)")
     p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps")

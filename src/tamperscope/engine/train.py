@@ -60,7 +60,7 @@ class TrainOptions:
     image_size: int = 512
     device: str = "auto"
     workers: int = 2
-    accum: int = 1
+    accum: int | None = None  # None: what the preset's global batch needs (global_accumulation), else 1
     clip_grad: float | None = None
     seed: int = 42
     max_steps: int | None = None
@@ -110,8 +110,22 @@ def default_preset(entry, opts: TrainOptions) -> str | None:
     return next(iter(entry.train_presets), None)
 
 
-def resolve_train_config(opts: TrainOptions, entry, yaml_cfg: dict) -> dict:
-    """Preset (paper/official recipe) ← YAML ``train:`` ← explicit CLI flags."""
+def global_accumulation(cfg: dict, world: int) -> int:
+    """Accumulation steps that give a preset's ``global_batch`` (the recipe's batch over all its GPUs, e.g.
+    FRD-Net's 16/GPU × 2) with ``batch_size`` per process on ``world`` processes; 1 without a global batch."""
+    total = cfg.get("global_batch")
+    if not total:
+        return 1
+    per_step = cfg["batch_size"] * world
+    if total % per_step:
+        raise UserError(f"preset '{cfg.get('preset')}': its global batch {total} is not a multiple of "
+                        f"{cfg['batch_size']} × {world} process(es); pass --accum (or --batch-size)")
+    return max(1, total // per_step)
+
+
+def resolve_train_config(opts: TrainOptions, entry, yaml_cfg: dict, world: int = 1) -> dict:
+    """Preset (paper/official recipe) ← YAML ``train:`` ← explicit CLI flags. ``accum``: ``--accum``, else the
+    steps that reach the preset's ``global_batch`` while the batch size is the preset's, else 1."""
     presets = entry.train_presets
     name = default_preset(entry, opts)
     if opts.preset and opts.preset not in presets:
@@ -124,6 +138,9 @@ def resolve_train_config(opts: TrainOptions, entry, yaml_cfg: dict) -> dict:
         if getattr(opts, key) is not None:
             cfg[key] = getattr(opts, key)
     cfg["preset"] = name
+    preset_batch = (presets.get(name, {}) if name else {}).get("batch_size")
+    cfg["accum"] = opts.accum if opts.accum is not None else (
+        global_accumulation(cfg, world) if cfg["batch_size"] == preset_batch else 1)
     if cfg["optimizer"] not in ("adamw", "adam"):
         raise UserError(f"unknown optimizer '{cfg['optimizer']}' (adamw, adam)")
     if cfg["schedule"] not in ("cosine", "constant"):
@@ -312,8 +329,8 @@ class Trainer:
                     raise UserError(f"{opts.model}: unknown stage '{opts.stage}' "
                                     f"(stages: {', '.join(entry.stages) or 'none'})")
                 model_cfg["stage"] = opts.stage
-            train_cfg = resolve_train_config(opts, entry, yaml_cfg)
-            train_cfg.update({"image_size": opts.image_size, "accum": opts.accum, "clip_grad": opts.clip_grad,
+            train_cfg = resolve_train_config(opts, entry, yaml_cfg, self.world)
+            train_cfg.update({"image_size": opts.image_size, "clip_grad": opts.clip_grad,
                               "seed": opts.seed, "max_steps": opts.max_steps, "augment": opts.augment,
                               "train": opts.train, "val": opts.val, "pretrained": opts.pretrained,
                               "world_size": self.world})

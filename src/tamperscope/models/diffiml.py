@@ -100,15 +100,15 @@ DEFAULT_CONFIG = {
 TRAIN_PRESETS = {
     # official script (runs/demo_train_diffiml.sh): 60 epochs, 2 warm-up, 16/GPU × 8 GPUs; edge_gt="band"
     "code": {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.05, "epochs": 60, "warmup_epochs": 2,
-             "schedule": "cosine", "min_lr": 0.0, "batch_size": 16},
+             "schedule": "cosine", "min_lr": 0.0, "batch_size": 16, "global_batch": 128},
     # paper §4.1: 200 epochs, cosine 1e-4 → 0, total batch 128 (16 × 8); the paper's edges are
     # dilate(Canny(y)) (Eq. 7): use it with the config keys edge_gt="canny", edge_width=5
     "paper": {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.05, "epochs": 200, "warmup_epochs": 0,
-              "schedule": "cosine", "min_lr": 0.0, "batch_size": 16,
+              "schedule": "cosine", "min_lr": 0.0, "batch_size": 16, "global_batch": 128,
               "model": {"edge_gt": "canny", "edge_width": 5}},  # paper: e = dilate(Canny(y)), 5×5 [R]
     # stage "lightvae" (runs/demo_train_light_vae.sh): Adam 1e-4, constant, 40 epochs, 8/GPU × 8 GPUs
     "lightvae-code": {"optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "epochs": 40, "warmup_epochs": 0,
-                      "schedule": "constant", "min_lr": 1e-4, "batch_size": 8},
+                      "schedule": "constant", "min_lr": 1e-4, "batch_size": 8, "global_batch": 64},
 }
 
 

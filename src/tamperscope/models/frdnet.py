@@ -34,7 +34,8 @@ Resolved ambiguities (SEED-SPECS §6.7), all set through the config:
 6. Loss: ``loss_dice`` "squared" (code, default) or "linear" (paper Eq. 9, with s = 1 added); the edge term
    uses the prediction masked to the GT band (no edge head); weight ``edge_loss_weight`` λ = 1.
 7. Optimiser: preset "official" (AdamW 5e-5, cosine to 5e-7, 2 warm-up epochs, wd 0.05, 100 epochs, 16 per GPU
-   on 2 GPUs in the code) and "paper" (Adam 5e-4, batch 16; the paper gives no schedule, so the code's cosine
+   on 2 GPUs in the code: ``global_batch`` 32, so one device accumulates 2 batches unless ``--accum`` or
+   ``--batch-size`` says otherwise) and "paper" (Adam 5e-4, batch 16; the paper gives no schedule, so the code's cosine
    with warm-up is kept and weight decay is 0).
 8. Initialisation (§6.2): new Linear layers trunc-normal(0.02), new Conv2d N(0, √(2/fan_out)), zero biases;
    the PDC depth-wise kernels keep Kaiming-uniform(a=√5) and the transposed convs keep PyTorch's default,
@@ -95,8 +96,9 @@ DEFAULT_CONFIG = {
 }
 
 TRAIN_PRESETS = {
+    # 16 per GPU on 2 GPUs: one device accumulates 2 batches of 16 (global_batch)
     "official": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.05, "epochs": 100, "warmup_epochs": 2,
-                 "schedule": "cosine", "min_lr": 5e-7, "batch_size": 16},
+                 "schedule": "cosine", "min_lr": 5e-7, "batch_size": 16, "global_batch": 32},
     "paper": {"optimizer": "adam", "lr": 5e-4, "weight_decay": 0.0, "epochs": 100, "warmup_epochs": 2,
               "schedule": "cosine", "min_lr": 5e-7, "batch_size": 16},
 }
