@@ -358,6 +358,19 @@ class ImageHeader:
         return (w, h) if self.orientation in _ROTATING_ORIENTATIONS else (h, w)
 
 
+_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                   4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+                   7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+def orient_mask(mask: np.ndarray, orientation: int) -> np.ndarray:
+    """A bool mask drawn on an image's stored pixel grid, turned like the image's EXIF ``orientation`` turns it
+    for display (PIL's ``exif_transpose`` mapping)."""
+    if orientation not in _EXIF_TRANSPOSE:
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8)).transpose(_EXIF_TRANSPOSE[orientation])).astype(bool)
+
+
 def probe_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageHeader:
     """Header-only look at an image file (cheap size checks over whole datasets)."""
     name = os.fspath(path)

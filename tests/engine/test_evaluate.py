@@ -72,3 +72,71 @@ def test_robustness_clean_row_equals_evaluate_for_a_native_model(bright_data, tm
     metrics, _ = evaluate_source(checkpoint="ela", data=str(bright_data), perturb="resize:0.5", device="cpu",
                                  workers=0, progress=False)
     assert rows["resize"][1]["pixel_f1"] == pytest.approx(metrics["pixel_f1"], abs=1e-9)
+
+
+def _write_maps(folder, data_json, transform=lambda m: m):
+    """Saved prediction maps (PNG 0–255) equal to each image's mask (a perfect tool), plus scores.json."""
+    folder.mkdir()
+    scores = {}
+    for image, mask in json.loads(data_json.read_text()):
+        stem = image.rsplit(".", 1)[0]
+        gt = np.zeros((100, 130), np.uint8) if mask == "Negative" else cv2.imread(str(data_json.parent / mask), 0)
+        cv2.imwrite(str(folder / f"{stem}.png"), transform(gt))
+        scores[stem] = 0.9 if mask != "Negative" else 0.2
+    (folder / "scores.json").write_text(json.dumps(scores))
+
+
+def test_saved_predictions_are_scored_with_the_same_metrics(bright_data, tmp_path):
+    maps = tmp_path / "maps"
+    _write_maps(maps, bright_data)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--predictions", str(maps), "--data", str(bright_data), "--out", str(out),
+                 "--no-progress"]) == 0
+    m = json.loads(out.read_text())
+    assert (m["n_tampered"], m["n_authentic"]) == (3, 1)
+    assert m["pixel_f1"] == pytest.approx(1.0) and m["image_auc"] == 1.0 and m["image_acc"] == 1.0
+    (maps / "t1.png").unlink()
+    assert main(["evaluate", "--predictions", str(maps), "--data", str(bright_data)]) == 2  # names the missing map
+
+
+def test_saved_predictions_follow_on_mismatch(bright_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    items = json.loads(bright_data.read_text())
+    for image, mask in items:
+        (data / image).write_bytes((bright_data.parent / image).read_bytes())
+        if mask != "Negative":
+            gt = cv2.imread(str(bright_data.parent / mask), 0)
+            small = gt if mask != "t0_gt.png" else cv2.resize(gt, (65, 50), interpolation=cv2.INTER_NEAREST)
+            cv2.imwrite(str(data / mask), small)
+    (data / "list.json").write_text(json.dumps(items))
+    maps = tmp_path / "maps"
+    _write_maps(maps, bright_data)
+    args = ["evaluate", "--predictions", str(maps), "--data", str(data / "list.json"), "--no-progress"]
+    assert main(args) == 2
+    assert "t0_gt.png" in capsys.readouterr().err
+    out = tmp_path / "m.json"
+    with pytest.warns(UserWarning, match="skipped 1 image"):
+        assert main(args + ["--on-mismatch", "skip", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["n_tampered"] == 2
+    assert main(args + ["--on-mismatch", "resize", "--out", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["n_tampered"] == 3 and m["pixel_f1"] > 0.97
+
+
+def test_mask_on_the_stored_grid_of_a_rotated_photo(tmp_path):
+    """EXIF orientation 6 (displayed turned 90° clockwise): the mask drawn on the stored pixels is turned too."""
+    from PIL import Image
+
+    from tamperscope.data.datasets import Record
+    from tamperscope.engine.evaluate import scoring_mask
+
+    stored = np.zeros((40, 60), bool)
+    stored[5:15, 40:58] = True  # top-right of the stored grid
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(tmp_path / "p.jpg", exif=exif)
+    cv2.imwrite(str(tmp_path / "p_gt.png"), stored.astype(np.uint8) * 255)
+    gt = scoring_mask(Record(tmp_path / "p.jpg", tmp_path / "p_gt.png"))
+    displayed = np.asarray(Image.fromarray(stored.astype(np.uint8)).transpose(Image.Transpose.ROTATE_270)) > 0
+    assert gt.shape == (60, 40) and np.array_equal(gt, displayed) and np.array_equal(gt, np.rot90(stored, -1))

@@ -170,11 +170,36 @@ def load_prediction_map(path: Path, size: tuple[int, int]) -> np.ndarray:
     return upsample_to(prob, size)
 
 
-def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5,
-                         progress: bool = True) -> MetricAccumulator:
+def scoring_mask(rec, on_mismatch: str = "error") -> np.ndarray | None:
+    """The ground truth of ``rec`` at its image's displayed size (authentic: all False). A mask drawn on the
+    stored grid of an EXIF-rotated photo is turned like the photo; another size is resized (``resize``), skipped
+    (``skip``: None) or an error naming both files."""
+    from ..data.transforms import resize_mask
+    from ..errors import ImageReadError
+    from ..io import orient_mask, probe_image, read_mask
+
+    header = probe_image(rec.image)
+    size = header.oriented_hw
+    if rec.mask is None:
+        return np.zeros(size, dtype=bool)
+    mask = read_mask(rec.mask)
+    if mask.shape == size:
+        return mask
+    if mask.shape == header.stored_hw:
+        return orient_mask(mask, header.orientation)
+    if on_mismatch == "resize":
+        return resize_mask(mask, *size)
+    if on_mismatch == "skip":
+        return None
+    raise ImageReadError(f"{rec.image} is {size[0]}×{size[1]} but its mask {rec.mask} is {mask.shape[0]}×"
+                         f"{mask.shape[1]} (H×W); use --on-mismatch skip or resize")
+
+
+def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5, progress: bool = True,
+                         on_mismatch: str = "error") -> MetricAccumulator:
     """Score saved maps ``<image stem>.png`` (+ optional ``scores.json`` ``{stem: probability}``) against the
-    ground truth of ``records``; a missing map is an error naming it."""
-    from ..io import probe_image, read_mask
+    ground truth of ``records`` (:func:`scoring_mask`); a missing map is an error naming it."""
+    import warnings
 
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -189,12 +214,18 @@ def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5,
     if missing:
         raise UserError(f"{pred_dir}: {len(missing)} prediction map(s) missing, e.g. {Path(missing[0]).stem}.png")
     acc = MetricAccumulator(threshold)
+    skipped = []
     for index, rec in enumerate(tqdm(records, desc="score", unit="img", disable=not progress, leave=False)):
-        size = probe_image(rec.image).oriented_hw
-        gt = read_mask(rec.mask, expected_size=size) if rec.mask else np.zeros(size, dtype=bool)
+        gt = scoring_mask(rec, on_mismatch)
+        if gt is None:
+            skipped.append(str(rec.mask))
+            continue
         stem = Path(rec.image).stem
         prob = load_prediction_map(pred_dir / f"{stem}.png", gt.shape)
         acc.add(index, prob, gt, score=scores.get(stem), label=int(gt.any()), groups=_groups(rec.meta, int(gt.any())))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} image(s) whose mask size differs from the image, e.g. {skipped[0]}",
+                      UserWarning, stacklevel=2)
     return acc
 
 

@@ -50,7 +50,7 @@ def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, p
     if predictions:
         if perturb:
             raise UserError("--perturb applies to a model, not to saved predictions")
-        acc = evaluate_predictions(predictions, records, threshold, progress=progress)
+        acc = evaluate_predictions(predictions, records, threshold, progress=progress, on_mismatch=on_mismatch)
     else:
         rank, world, dev = init_distributed(device)
         if model is None:
