@@ -2,8 +2,9 @@
 
 Not one of the five papers. It exists because the analyst's default has to be trained by the project on a
 2-core CPU from random initialisation, and there the transformers of the papers learn too slowly (a random-init
-SegFormer-b0 stayed below the all-one baseline after 240 steps; this network's map reaches ELA's pixel AUC within a
-few hundred steps, and after 3,000 steps with an operating point calibrated on val it passes ELA's pixel F1).
+SegFormer-b0 reaches about ELA's CASIA test F1 after 604 steps only with a threshold chosen on val, 0.241 vs 0.234;
+this network's map reaches ELA's pixel AUC within a few hundred steps, and after 3,000 steps with an operating
+point calibrated on val it passes ELA's pixel F1 clearly, 0.279).
 It combines two classics: error-level analysis (Krawetz, Black Hat 2007; the ``ela`` baseline's cue) as input
 and a U-Net (Ronneberger et al., MICCAI 2015) as the localiser.
 
