@@ -206,7 +206,7 @@ def test_lightvae_stage_with_sd_vae_teacher(tmp_path):
         tiny(stage="lightvae", teacher_vae=str(tmp_path / "missing")).training_step(batch)
 
 
-def test_lightvae_weights_and_pretrained_stage(tmp_path):
+def test_lightvae_weights_and_pretrained_stage(tmp_path, capsys):
     stage_a = tiny(stage="lightvae")
     with torch.no_grad():
         for p in stage_a.lightvae.parameters():
@@ -225,14 +225,22 @@ def test_lightvae_weights_and_pretrained_stage(tmp_path):
 
     c = tiny()
     encoder_before = {k: v.clone() for k, v in c.condition_encoder.state_dict().items()}
-    missing, unexpected = c.load_pretrained_stage(stage_a.state_dict())
-    assert missing == []
-    assert unexpected and all(not k.startswith("lightvae.") for k in unexpected)
+    missing, unexpected, left_out = c.load_pretrained_stage(stage_a.state_dict())
+    assert missing == [] and unexpected == []
+    assert left_out and all(not k.startswith("lightvae.") for k in left_out)
     assert torch.equal(c.lightvae.decoder[0].weight, stage_a.lightvae.decoder[0].weight)
     for k, v in c.condition_encoder.state_dict().items():
         assert torch.equal(v, encoder_before[k]), k  # the untrained encoder of stage A is not taken
     with pytest.raises(UserError, match="no LightVAE weights"):
         c.load_pretrained_stage({"denoiser.x": torch.zeros(1)})
+    # what `train --stage denoiser --pretrained RUN` prints: the left-out tensors are not called unexpected
+    from tamperscope.engine.train import load_pretrained_stage
+
+    capsys.readouterr()
+    load_pretrained_stage(tiny(), str(tmp_path / "run"))
+    printed = capsys.readouterr().out
+    assert "all keys matched" in printed and f"left out {len(left_out)} of modules" in printed
+    assert "unexpected" not in printed
     with pytest.raises(UserError, match="do not fit"):
         tiny(lightvae_base_channels=16, lightvae_weights=str(tmp_path / "vae.safetensors"))
 

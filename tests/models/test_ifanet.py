@@ -164,8 +164,9 @@ def test_realness_prior_stage_trains_only_the_mae_and_feeds_the_main_stage(tmp_p
     assert main.stage == "main" and main.selection_metric() == ("pixel_iou", "max")
     assert main.data_requirements()["augment"] == "no_forgery"
     dssn_before = {k: v.clone() for k, v in main.dssn.state_dict().items()}
-    missing, unexpected = main.load_pretrained_stage(prior.state_dict())
-    assert not missing and any(k.startswith("dssn.") for k in unexpected)
+    missing, unexpected, left_out = main.load_pretrained_stage(prior.state_dict())
+    assert not missing and not unexpected and any(k.startswith("dssn.") for k in left_out)
+    assert not any(k.startswith("mae.") for k in left_out)
     for k, v in prior.mae.state_dict().items():
         assert torch.equal(main.mae.state_dict()[k], v)
     for k, v in prior.mae.decoder.state_dict().items():
@@ -173,8 +174,8 @@ def test_realness_prior_stage_trains_only_the_mae_and_feeds_the_main_stage(tmp_p
     assert all(torch.equal(main.dssn.state_dict()[k], v) for k, v in dssn_before.items())
     # a main-stage run loads completely (fine-tuning from a pre-trained IFA-Net)
     other = _tiny()
-    missing, unexpected = other.load_pretrained_stage(main.state_dict())
-    assert not missing and not unexpected
+    missing, unexpected, left_out = other.load_pretrained_stage(main.state_dict())
+    assert not missing and not unexpected and not left_out
     assert torch.equal(other.dssn.head.linear_pred.weight, main.dssn.head.linear_pred.weight)
 
 

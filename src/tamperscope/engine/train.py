@@ -281,18 +281,25 @@ def _scalar_terms(losses: dict) -> dict:
 
 
 def load_pretrained_stage(model, source: str) -> None:
-    """Load an earlier stage's run (or any of our checkpoints) with ``strict=False``, printing the report."""
+    """Load an earlier stage's run (or any of our checkpoints) with ``strict=False``, printing the report. A model's
+    ``load_pretrained_stage(state_dict) -> (missing, unexpected, left_out)`` takes over (e.g. only the MAE of an
+    IFA-Net realness-prior run)."""
     from ..checkpoint import checkpoint_weights_path
 
     path = Path(source)
     sd = read_state_dict(checkpoint_weights_path(path) if path.is_dir() else path)
+    left_out: list[str] = []
     if hasattr(model, "load_pretrained_stage"):
-        missing, unexpected = model.load_pretrained_stage(sd)
+        missing, unexpected, left_out = model.load_pretrained_stage(sd)
     else:
         result = model.load_state_dict(sd, strict=False)
         missing, unexpected = result.missing_keys, result.unexpected_keys
     if is_main():
         print(format_key_report(f"--pretrained {source}", list(missing), list(unexpected)))
+        if left_out:
+            modules = sorted({k.split(".")[0] for k in left_out})
+            print(f"--pretrained {source}: took {len(sd) - len(left_out)} tensors; left out {len(left_out)} of "
+                  f"modules that stage does not train ({', '.join(modules[:6])}{', …' if len(modules) > 6 else ''})")
 
 
 class Trainer:

@@ -281,18 +281,18 @@ class DiffIML(TamperModel):
             raise UserError(format_key_report(f"{source}: LightVAE weights do not fit",
                                               result.missing_keys, result.unexpected_keys))
 
-    def load_pretrained_stage(self, state_dict: dict) -> tuple[list[str], list[str]]:
+    def load_pretrained_stage(self, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
         """Start a stage from an earlier run. Denoiser stage: only the LightVAE weights are taken; the other
-        keys of the earlier run are returned as unexpected (ignored)."""
+        keys of the earlier run are returned as left out. Returns (missing, unexpected, left out)."""
         if self.stage != "denoiser":
             result = self.load_state_dict(state_dict, strict=False)
-            return list(result.missing_keys), list(result.unexpected_keys)
+            return list(result.missing_keys), list(result.unexpected_keys), []
         prefix, sub = self._lightvae_keys(state_dict, "--pretrained")
         result = self._load_lightvae_state(sub, "--pretrained")
         taken = {prefix + k for k in sub}
         ignored = sorted(k for k in state_dict if k not in taken)
-        return (["lightvae." + k for k in result.missing_keys],
-                ignored + [prefix + k for k in result.unexpected_keys])
+        return (["lightvae." + k for k in result.missing_keys], [prefix + k for k in result.unexpected_keys],
+                ignored)
 
     def data_requirements(self) -> dict:
         return {"edge": self.edge_gt, "edge_width": self.edge_width}

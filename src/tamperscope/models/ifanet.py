@@ -233,9 +233,10 @@ class IFANet(TamperModel):
         self.mae.requires_grad_(prior)
         self.trained_stage.fill_(STAGES.index(stage))
 
-    def load_pretrained_stage(self, state_dict: dict) -> tuple[list[str], list[str]]:
+    def load_pretrained_stage(self, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
         """Main stage from a realness-prior run: take its ``mae.*`` weights only (the rest of that run was never
-        trained) and copy the trained decoder into the Adaptive Decoder; otherwise load everything."""
+        trained: returned as left out) and copy the trained decoder into the Adaptive Decoder; otherwise load
+        everything. Returns (missing, unexpected, left out)."""
         marker = state_dict.get("trained_stage")
         if self.stage == "main" and marker is not None and int(marker) == STAGES.index("realness-prior"):
             sub = {k[len("mae."):]: v for k, v in state_dict.items() if k.startswith("mae.")}
@@ -243,10 +244,10 @@ class IFANet(TamperModel):
             if self.adaptive_decoder is not None:
                 self.adaptive_decoder.load_state_dict(self.mae.decoder.state_dict())
             ignored = sorted(k for k in state_dict if not k.startswith("mae."))
-            return ["mae." + k for k in result.missing_keys], ignored + ["mae." + k for k in result.unexpected_keys]
+            return ["mae." + k for k in result.missing_keys], ["mae." + k for k in result.unexpected_keys], ignored
         result = self.load_state_dict(state_dict, strict=False)
         self.trained_stage.fill_(STAGES.index(self.stage))
-        return list(result.missing_keys), list(result.unexpected_keys)
+        return list(result.missing_keys), list(result.unexpected_keys), []
 
     def selection_metric(self) -> tuple[str, str]:
         """§2.4: the main stage is selected on val pixel IoU."""
