@@ -168,6 +168,24 @@ def test_resume_refuses_changed_options(photos, dataset):
         generate(GenerateOptions(photos=photos, out=dataset, n=N, seed=4, max_side=160, progress=False))
 
 
+def test_resume_refuses_another_pipeline_version(photos, dataset, tmp_path):
+    import shutil
+
+    copy = tmp_path / "old"
+    shutil.copytree(dataset, copy)
+    run_file = copy / brgen_pipeline.STATE_DIR / brgen_pipeline.RUN_FILE
+    state = json.loads(run_file.read_text())
+    run_file.write_text(json.dumps({**state, "format_version": brgen_pipeline.FORMAT_VERSION - 1}))
+    with pytest.raises(UserError, match="another version"):
+        generate(GenerateOptions(photos=photos, out=copy, n=N, seed=3, max_side=160, progress=False))
+
+
+def test_model_dir_keys_are_given_once(photos, tmp_path, capsys):
+    assert main(["generate", "--photos", str(photos), "--out", str(tmp_path / "o"), "--backend", "models",
+                 "--model-dir", "clip=/a", "--model-dir", "clip=/b"]) == 2
+    assert "given twice" in capsys.readouterr().err
+
+
 def test_bad_output_folders_are_refused(photos, tmp_path):
     with pytest.raises(UserError, match="inside"):
         generate(GenerateOptions(photos=photos, out=photos / "out", n=1, progress=False))

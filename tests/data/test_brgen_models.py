@@ -208,7 +208,10 @@ def test_generate_with_inpainting_and_clip_backends(model_dirs, tmp_path):
     for line in (out / "metadata.jsonl").read_text().splitlines():
         r = json.loads(line)
         assert r["method"] in ("SDInpaint", "taesdLDM") and r["backend"]["creation"] == "models"
-        assert r["prompt"].startswith("a photo of ") and r["quality"]["clip_score"] is not None
+        if r["method"] == "SDInpaint":  # prompted: aligned with CLIP (§7.1 (c), diffusion methods only)
+            assert r["prompt"].startswith("a photo of ") and r["quality"]["clip_score"] is not None
+        else:  # mask-only: no caption drawn, no alignment score
+            assert r["prompt"] is None and r["quality"]["clip_score"] is None
         mask = read_mask(out / "Gt" / r["mask"])
         np.testing.assert_array_equal(read_image(out / "Tp" / r["image"])[~mask],
                                       read_image(out / "Au" / r["authentic"])[~mask])

@@ -31,6 +31,9 @@ def _model_dirs(entries: list[str] | None) -> dict:
         key, sep, path = entry.partition("=")
         if not sep or not key or not path:
             raise UserError(f"--model-dir {entry!r}: expected KEY=DIR (detector, sam, inpaint, taesd or clip)")
+        if key.strip() in dirs:
+            raise UserError(f"--model-dir {key.strip()}= given twice ({dirs[key.strip()]}, {path.strip()}); "
+                            f"one folder per key")
         dirs[key.strip()] = path.strip()
     return dirs
 

@@ -17,8 +17,10 @@
 - ``taesd=DIR``: Creation, SEED-SPECS §7.2 (iii) with a real latent autoencoder: ``taesdLDM`` pastes the
   pseudoLDM source content into the mask, encodes and decodes only the mask's bounding box (8-px margin,
   reflect-padded to a multiple of 8) with a diffusers ``AutoencoderTiny`` (TAESD) and composites it back.
-- ``clip=DIR``: Evaluation (c). CLIP cosine similarity between the prompt and the crop of the mask's bounding
-  box; a forgery below ``min_score`` (default 0.2, the paper says only "very low") is rejected.
+- ``clip=DIR``: Evaluation (c), for methods that take a prompt (the diffusion inpainter; §7.1 "diffusion
+  methods only"). CLIP cosine similarity between the prompt and the crop of the mask's bounding box; a forgery
+  below ``min_score`` (default 0.2, the paper says only "very low") is rejected. Mask-only methods record
+  ``clip_score: null``.
 """
 from __future__ import annotations
 
