@@ -39,6 +39,8 @@ def test_demo_end_to_end_then_ela_fallback(tmp_path, run_dir, monkeypatch, capsy
         assert text in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 2 * 4 + 3
     assert len(list((out / "predictions").glob("forged-*.overlay.png"))) == 2
+    options = json.loads((out / "forgeries" / "summary.json").read_text())["options"]
+    assert options["methods"] == ["cvTelea", "cvNS", "exemplar", "splice", "copymove", "pseudoLDM"]  # every kind
     # the sample photos get a camera-like JPEG history at the requested size
     from PIL import Image
 

@@ -87,6 +87,7 @@ def test_layout_names_and_metadata(dataset):
     totals = {key: sum(counts[key].values()) for key in ("method", "region", "area_bin", "method_region")}
     assert set(totals.values()) == {len(recs)}
     assert set(counts["region"]) <= {"Stuff", "Background"}
+    assert set(counts["method"]) == {"cvTelea", "cvNS", "exemplar", "pseudoLDM"}  # inpainting only by default (§7.2)
     assert summary["photos"]["usable"] == 5 and [b["photo"] for b in summary["photos"]["bad"]] == ["broken.jpg"]
     assert (dataset / "summary.md").read_text().startswith("# tamperscope generate")
     sheet = read_image(dataset / "contact_sheet.png")

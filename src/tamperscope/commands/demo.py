@@ -94,7 +94,7 @@ def run(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from ..data.brgen import GenerateOptions, generate
+    from ..data.brgen import BUILTIN_METHODS, GenerateOptions, generate
     from ..data.datasets import load_records
     from ..engine.predict import write_prediction_images
     from ..errors import UserError
@@ -112,8 +112,9 @@ def run(args) -> int:
     n_photos = _write_photos(out / "photos", args.max_side)
     print(f"[1/4] {n_photos} sample photos from scikit-image, saved as JPEG (quality {CAMERA_JPEG_QUALITY}) "
           f"in {out / 'photos'}")
+    # every built-in kind: inpainting, splicing and copy-move (the generator's default is inpainting only)
     summary = generate(GenerateOptions(photos=out / "photos", out=out / "forgeries", n=args.n, seed=args.seed,
-                                       max_side=args.max_side, progress=not args.quiet))
+                                       max_side=args.max_side, methods=BUILTIN_METHODS, progress=not args.quiet))
     print(f"[2/4] {summary['produced']} forgeries built with the BR-Gen pipeline in {out / 'forgeries'}")
 
     records = load_records(out / "forgeries")

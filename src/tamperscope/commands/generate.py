@@ -39,14 +39,15 @@ def _model_dirs(entries: list[str] | None) -> dict:
 
 
 def add_arguments(p):
-    from ..data.brgen import AREA_BINS, BUILTIN_METHODS, REGION_TYPES
+    from ..data.brgen import AREA_BINS, BUILTIN_METHODS, DEFAULT_METHODS, REGION_TYPES
 
     p.add_argument("--photos", required=True, metavar="DIR", help="folder of real photos (searched recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (not inside --photos)")
     p.add_argument("--n", type=int, default=100, help="number of forgeries (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same bytes (default 0)")
     p.add_argument("--methods", type=_csv, default=None,
-                   help=f"comma list; built-in: {','.join(BUILTIN_METHODS)} (default: all of the back end)")
+                   help=f"comma list; built-in: {','.join(BUILTIN_METHODS)} (default: the inpainters "
+                        f"{','.join(DEFAULT_METHODS)}, or the model back end's creators)")
     p.add_argument("--regions", type=_csv, default=("stuff", "background"),
                    help=f"comma list of {','.join(REGION_TYPES)} (default stuff,background as in BR-Gen)")
     p.add_argument("--area-bins", type=_area_bins, default=AREA_BINS,

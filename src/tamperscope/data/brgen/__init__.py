@@ -6,9 +6,10 @@ forgers), :mod:`.quality` (weight-free filters), :mod:`.prompts` (captions), :mo
 local-model back ends), :mod:`.pipeline` (planning, retries, resumable writing), :mod:`.report` (summary and
 contact sheet).
 """
-from .creation import BUILTIN_METHODS
+from .creation import BUILTIN_METHODS, DEFAULT_METHODS
 from .pipeline import GenerateOptions, generate
 from .quality import QualityThresholds
 from .regions import AREA_BINS, REGION_TYPES
 
-__all__ = ["generate", "GenerateOptions", "QualityThresholds", "BUILTIN_METHODS", "AREA_BINS", "REGION_TYPES"]
+__all__ = ["generate", "GenerateOptions", "QualityThresholds", "BUILTIN_METHODS", "DEFAULT_METHODS", "AREA_BINS",
+           "REGION_TYPES"]

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from ...errors import UserError
-from .creation import BUILTIN_METHODS, Creator, builtin_creators, composite, resynthesis_source
+from .creation import DEFAULT_METHODS, Creator, builtin_creators, composite, resynthesis_source
 from .prompts import STUFF_CATEGORIES, THING_CATEGORIES
 from .regions import BuiltinRegions, Region, finish_mask
 
@@ -284,7 +284,7 @@ def build_backends(backend: str, model_dirs: dict, device: str = "cpu", inpaint_
     if backend == "builtin":
         if model_dirs:
             raise UserError("--model-dir is only used with --backend models")
-        return Backends(BuiltinRegions(), creators, BUILTIN_METHODS, None,
+        return Backends(BuiltinRegions(), creators, DEFAULT_METHODS, None,
                         {"regions": "builtin", "creation": "builtin", "alignment": "skipped (no CLIP weights)"})
     if backend != "models":
         raise UserError(f"--backend must be builtin or models, got {backend!r}")
@@ -309,7 +309,7 @@ def build_backends(backend: str, model_dirs: dict, device: str = "cpu", inpaint_
         model_creators.append(TAESDResynthesis(model_dirs["taesd"], device))
         described.append("TAESD latent round trip (taesdLDM)")
     creators.update({c.tag: c for c in model_creators})
-    defaults = tuple(c.tag for c in model_creators) or BUILTIN_METHODS
+    defaults = tuple(c.tag for c in model_creators) or DEFAULT_METHODS
     creation_info = ", ".join(described) or "builtin (no inpainting model given)"
     aligner = ClipAlignment(model_dirs["clip"], device, clip_min_score) if "clip" in model_dirs else None
     alignment_info = "clip" if aligner else "skipped (no CLIP weights)"

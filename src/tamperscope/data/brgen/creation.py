@@ -265,6 +265,9 @@ class PseudoLDM(Creator):
 
 
 BUILTIN_METHODS = ("cvTelea", "cvNS", "exemplar", "splice", "copymove", "pseudoLDM")
+#: the default of the built-in back end: BR-Gen is an inpainting dataset, and §7.2 names these four stand-ins;
+#: ``splice`` and ``copymove`` (classical tampering, e.g. to train for CASIA-style forgeries) are opt-in
+DEFAULT_METHODS = ("cvTelea", "cvNS", "exemplar", "pseudoLDM")
 
 
 def builtin_creators() -> dict[str, Creator]:
