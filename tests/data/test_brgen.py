@@ -82,6 +82,8 @@ def test_layout_names_and_metadata(dataset):
         assert (dataset / "Au" / r["authentic"]).is_file()
         for key in ("source_photo", "region", "method", "mask_area", "area_bin", "quality", "backend", "seed"):
             assert key in r
+        # §7.2 area limits (the default --area-policy spec): stuff 20–80 %, background 80–98 %
+        assert (0.2 <= r["mask_area"] < 0.8) if r["region"] == "Stuff" else (0.8 <= r["mask_area"] <= 0.98)
         assert r["backend"]["regions"] == "builtin" and r["quality"]["clip_score"] is None
     counts = summary["counts"]
     totals = {key: sum(counts[key].values()) for key in ("method", "region", "area_bin", "method_region")}

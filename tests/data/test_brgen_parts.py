@@ -9,7 +9,7 @@ from tamperscope.data.brgen.pipeline import rng_for, source_name, split_sources
 from tamperscope.data.brgen.prompts import make_prompt
 from tamperscope.data.brgen.quality import (PSNR_CAP, NaturalnessRange, QualityThresholds, colour_chi2,
                                             evaluate_forgery, ggd_shape, psnr_outside, seam_ratio)
-from tamperscope.data.brgen.regions import (AREA_BINS, COMPATIBLE_BINS, BuiltinRegions, area_bin_of, bin_range,
+from tamperscope.data.brgen.regions import (AREA_BINS, AREA_POLICIES, BuiltinRegions, area_bin_of, bin_range,
                                             draw_target_area, threshold_field)
 
 
@@ -40,12 +40,20 @@ def test_threshold_field_hits_target_exactly():
     assert abs(mask.mean() - 0.37) < 0.002
 
 
+def test_spec_area_policy_is_section_7_2():
+    """thing 2–20 %, stuff 20–80 %, background = the inverse of a thing (80–98 %)."""
+    spec = AREA_POLICIES["spec"]
+    assert (spec["thing"], spec["stuff"], spec["background"]) == (("<20",), ("<40", "<60", "<80"), ("<100",))
+    for kind in ("thing", "stuff", "background"):  # table7 reaches further, never less
+        assert set(spec[kind]) < set(AREA_POLICIES["table7"][kind])
+
+
 @pytest.mark.parametrize("kind", ["thing", "stuff", "background"])
 def test_regions_land_in_their_bins(kind):
     image = scene(3)
     regions = BuiltinRegions()
     shapes = set()
-    for k, b in enumerate(COMPATIBLE_BINS[kind] * 2):
+    for k, b in enumerate(AREA_POLICIES["table7"][kind] * 2):
         rng = np.random.default_rng([kind == "stuff", k])
         region = regions.propose(image, kind, draw_target_area(b, rng), rng)
         assert region.mask.shape == image.shape[:2] and region.mask.dtype == bool

@@ -53,6 +53,9 @@ def add_arguments(p):
     p.add_argument("--area-bins", type=_area_bins, default=AREA_BINS,
                    help="comma list of mask-area bins in %% of the image: 20,40,60,80,100 (= <20 ... <100; "
                         "default all)")
+    p.add_argument("--area-policy", choices=("spec", "table7"), default="spec",
+                   help="spec: §7.2's area limits (thing 2-20%%, stuff 20-80%%, background 80-98%%); table7: "
+                        "every region type reaches more area bins, to cover the paper's Table 7 bins evenly")
     p.add_argument("--max-side", type=int, default=1024, help="downscale larger photos first (default 1024)")
     p.add_argument("--jpeg-quality", type=int, default=None,
                    help="write Tp/Au as JPEG of this quality (default: lossless PNG)")
@@ -73,7 +76,8 @@ def run(args) -> int:
 
     opts = GenerateOptions(
         photos=Path(args.photos), out=Path(args.out), n=args.n, seed=args.seed, methods=args.methods,
-        regions=args.regions, area_bins=args.area_bins, max_side=args.max_side, jpeg_quality=args.jpeg_quality,
+        regions=args.regions, area_bins=args.area_bins, area_policy=args.area_policy, max_side=args.max_side,
+        jpeg_quality=args.jpeg_quality,
         retries=args.retries, backend=args.backend, model_dirs=_model_dirs(args.model_dir), device=args.device,
         inpaint_steps=args.inpaint_steps, clip_min_score=args.clip_min_score, progress=not args.no_progress)
     summary = generate(opts)

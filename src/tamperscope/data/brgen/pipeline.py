@@ -54,18 +54,19 @@ from ...io import atomic_write_bytes, atomic_write_text, read_image, write_png
 from .creation import Creator, Donor
 from .prompts import make_prompt
 from .quality import NaturalnessRange, QualityThresholds, evaluate_forgery, naturalness_alpha
-from .regions import AREA_BINS, COMPATIBLE_BINS, REGION_LABELS, REGION_TYPES, area_bin_of, draw_target_area
+from .regions import (AREA_BINS, AREA_POLICIES, REGION_LABELS, REGION_TYPES, area_bin_of, compatible_bins,
+                      draw_target_area)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm"}
 STATE_DIR = ".brgen"
 RUN_FILE = "run.json"
 FORMAT = "tamperscope-brgen"
-FORMAT_VERSION = 2  # 2: prompts and CLIP alignment only for methods that take a prompt
+FORMAT_VERSION = 2  # 2: CLIP alignment only for prompted methods; §7.2 area limits (area_policy)
 CALIBRATION_PHOTOS = 200
 _CACHE_SIZE = 32
 # option keys that define the plan: a resumed run must match them
-_PLAN_KEYS = ("photos", "n", "seed", "methods", "regions", "area_bins", "max_side", "jpeg_quality", "retries",
-              "backend", "model_dirs", "inpaint_steps", "clip_min_score", "thresholds")
+_PLAN_KEYS = ("photos", "n", "seed", "methods", "regions", "area_bins", "area_policy", "max_side", "jpeg_quality",
+              "retries", "backend", "model_dirs", "inpaint_steps", "clip_min_score", "thresholds")
 
 
 @dataclass
@@ -79,6 +80,7 @@ class GenerateOptions:
     methods: tuple[str, ...] | None = None
     regions: tuple[str, ...] = ("stuff", "background")
     area_bins: tuple[str, ...] = AREA_BINS
+    area_policy: str = "spec"  # which bins a region type may reach (regions.AREA_POLICIES)
     max_side: int = 1024
     jpeg_quality: int | None = None
     retries: int = 5
@@ -212,10 +214,13 @@ def validate_options(opts: GenerateOptions) -> GenerateOptions:
     bad_bins = [b for b in opts.area_bins if b not in AREA_BINS]
     if bad_bins or not opts.area_bins:
         raise UserError(f"--area-bins: choose from {', '.join(AREA_BINS)}, got {', '.join(opts.area_bins) or 'none'}")
+    if opts.area_policy not in AREA_POLICIES:
+        raise UserError(f"--area-policy: choose from {', '.join(AREA_POLICIES)}, got {opts.area_policy!r}")
     for region in opts.regions:
-        if not set(COMPATIBLE_BINS[region]) & set(opts.area_bins):
-            raise UserError(f"--regions {region} cannot produce masks in --area-bins {','.join(opts.area_bins)}; "
-                            f"it covers {','.join(COMPATIBLE_BINS[region])}")
+        allowed = compatible_bins(region, opts.area_policy)
+        if not set(allowed) & set(opts.area_bins):
+            raise UserError(f"--regions {region} cannot produce masks in --area-bins {','.join(opts.area_bins)} "
+                            f"under --area-policy {opts.area_policy}; it covers {','.join(allowed)}")
     return GenerateOptions(**{**opts.__dict__, "photos": photos, "out": out,
                               "model_dirs": {k: str(Path(v).resolve()) for k, v in opts.model_dirs.items()},
                               "regions": tuple(dict.fromkeys(opts.regions)),
@@ -234,7 +239,8 @@ def resolve_methods(opts: GenerateOptions, available: tuple[str, ...], defaults:
 
 def _plan_record(opts: GenerateOptions) -> dict:
     return {"photos": str(opts.photos), "n": opts.n, "seed": opts.seed, "methods": list(opts.methods),
-            "regions": list(opts.regions), "area_bins": list(opts.area_bins), "max_side": opts.max_side,
+            "regions": list(opts.regions), "area_bins": list(opts.area_bins), "area_policy": opts.area_policy,
+            "max_side": opts.max_side,
             "jpeg_quality": opts.jpeg_quality, "retries": opts.retries, "backend": opts.backend,
             "model_dirs": {k: str(v) for k, v in sorted(opts.model_dirs.items())},
             "inpaint_steps": opts.inpaint_steps, "clip_min_score": opts.clip_min_score,
@@ -347,7 +353,7 @@ class _Run:
         opts = self.opts
         source, method, region_kind = _plan_sample(i, opts, self.order, self.names, self.combos, self.cycle_perms)
         rng = rng_for(opts.seed, 1, i)
-        bins = [b for b in opts.area_bins if b in COMPATIBLE_BINS[region_kind]]
+        bins = [b for b in opts.area_bins if b in compatible_bins(region_kind, opts.area_policy)]
         area_bin = bins[int(rng.integers(len(bins)))]
         image = self.photos.get(source)
         creator = self.creators[method]

@@ -19,8 +19,10 @@ re-binarised at 0.5 (§7.2). Area bins follow the paper's Table 7 (<20/<40/<60/<
 Resolved ambiguities:
 - The fractal field is an fBm of bicubically upsampled random lattices (3 octaves, base cell 128 px,
   persistence 0.5) instead of simplex noise: the same low-frequency character, no extra dependency.
-- Which area bins a region type can produce: thing <20/<40, stuff <20..<80, background <60..<100 (a thing
-  covers at most 60 %, so its inverse covers at least 40 %).
+- Which area bins a region type can produce (``area_policy``): ``spec`` (default) keeps §7.2's limits — thing
+  2–20 % (bin <20), stuff 20–80 % (<40..<80), background the inverse of such a thing (<100); ``table7`` lets every
+  type reach more of the paper's Table 7 bins (thing <20/<40, stuff <20..<80, background <60..<100), for
+  datasets that should cover all five area bins evenly (a deviation from §7.2's limits, opt-in).
 """
 from __future__ import annotations
 
@@ -35,10 +37,9 @@ FEATHER_PX = 5
 AREA_BINS = ("<20", "<40", "<60", "<80", "<100")
 REGION_TYPES = ("stuff", "background", "thing")
 REGION_LABELS = {"stuff": "Stuff", "background": "Background", "thing": "Thing"}
-COMPATIBLE_BINS = {
-    "thing": ("<20", "<40"),
-    "stuff": ("<20", "<40", "<60", "<80"),
-    "background": ("<60", "<80", "<100"),
+AREA_POLICIES = {
+    "spec": {"thing": ("<20",), "stuff": ("<40", "<60", "<80"), "background": ("<100",)},
+    "table7": {"thing": ("<20", "<40"), "stuff": ("<20", "<40", "<60", "<80"), "background": ("<60", "<80", "<100")},
 }
 THING_SHAPES = ("segments", "star")
 STUFF_SHAPES = ("band-top", "band-bottom", "smooth", "fractal")
@@ -46,6 +47,13 @@ STUFF_SHAPES = ("band-top", "band-bottom", "smooth", "fractal")
 _BIN_MARGIN = 0.025
 _MIN_AREA = 0.03
 _MAX_AREA = 0.97
+
+
+def compatible_bins(kind: str, policy: str = "spec") -> tuple[str, ...]:
+    """The area bins a region type may produce under an area policy (module docstring)."""
+    if policy not in AREA_POLICIES:
+        raise ValueError(f"unknown area policy {policy!r}; choose from {', '.join(AREA_POLICIES)}")
+    return AREA_POLICIES[policy][kind]
 
 
 def bin_range(name: str) -> tuple[float, float]:
