@@ -18,7 +18,8 @@ re-binarised at 0.5 (§7.2). Area bins follow the paper's Table 7 (<20/<40/<60/<
 
 Resolved ambiguities:
 - The fractal field is an fBm of bicubically upsampled random lattices (3 octaves, base cell 128 px,
-  persistence 0.5) instead of simplex noise: the same low-frequency character, no extra dependency.
+  persistence 0.5) instead of simplex noise (``backbones.simplex``): the same low-frequency character at a
+  fraction of the cost, and any thresholded smooth field serves as a stuff-like shape.
 - Which area bins a region type can produce (``area_policy``): ``spec`` (default) keeps §7.2's limits — thing
   2–20 % (bin <20), stuff 20–80 % (<40..<80), background the inverse of such a thing (<100); ``table7`` lets every
   type reach more of the paper's Table 7 bins (thing <20/<40, stuff <20..<80, background <60..<100), for
