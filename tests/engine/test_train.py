@@ -233,3 +233,24 @@ def test_preset_global_batch_sets_the_accumulation():
         accum(world=3)
     code = resolve_train_config(TrainOptions(model="diffiml", train="x", out="y"), get_entry("diffiml"), {})
     assert (code["batch_size"], code["accum"]) == (16, 8)  # 16/GPU × 8 GPUs in the official script
+
+
+def _merge_worker(rank, world, port, dump):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    from tamperscope.engine.distributed import merge_validation_sums
+
+    # rank 0's shard held the only tampered image (a stage metric), rank 1's none: different key sets
+    sums, counts = ({"val_loss": 3.0, "recon_f1": 0.8}, {"val_loss": 3, "recon_f1": 1}) if rank == 0 else \
+        ({"val_loss": 1.0}, {"val_loss": 1})
+    merged = merge_validation_sums(sums, counts, rank == 1)
+    torch.distributed.barrier()  # the ranks are still in step afterwards
+    Path(dump, f"merged{rank}.json").write_text(json.dumps(merged))
+    torch.distributed.destroy_process_group()
+
+
+def test_validation_sums_merge_across_ranks_with_different_keys(tmp_path):
+    torch.multiprocessing.spawn(_merge_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        sums, counts, flag = json.loads((tmp_path / f"merged{rank}.json").read_text())
+        assert sums == {"val_loss": 4.0, "recon_f1": 0.8} and counts == {"val_loss": 4, "recon_f1": 1} and flag

@@ -37,12 +37,20 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(value: float, device: torch.device) -> float:
+def merge_validation_sums(sums: dict, counts: dict, flag: bool) -> tuple[dict, dict, bool]:
+    """Per-key sums and image counts of every rank added up, and ``flag`` OR-ed (one object gather, so ranks
+    whose shards reported different keys make the same collective calls)."""
     if not dist.is_initialized():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.item() / dist.get_world_size()
+        return sums, counts, flag
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (sums, counts, flag))
+    total_sums: dict = {}
+    total_counts: dict = {}
+    for s, c, _ in gathered:
+        for k in s:
+            total_sums[k] = total_sums.get(k, 0.0) + s[k]
+            total_counts[k] = total_counts.get(k, 0) + c[k]
+    return total_sums, total_counts, any(f for _, _, f in gathered)
 
 
 class ResumableSampler(Sampler[int]):

@@ -36,7 +36,7 @@ from ..checkpoint import checkpoint_config, format_key_report, read_state_dict, 
 from ..errors import UserError
 from ..io import atomic_write_text
 from ..registry import create_model, get_entry, merge_config
-from .distributed import ResumableSampler, all_reduce_mean, barrier, init_distributed, is_main
+from .distributed import ResumableSampler, barrier, init_distributed, is_main, merge_validation_sums
 from .evaluate import autocast_for, evaluate_model
 
 TRAIN_DEFAULTS = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.05, "epochs": 10, "warmup_epochs": 0,
@@ -387,33 +387,36 @@ class Trainer:
         bs = self.opts.val_batch_size or self.train_cfg["batch_size"]
         if val_ds.resolution == "native":  # photos of different sizes
             bs = 1
-        sampler = ResumableSampler(len(val_ds), seed=0, shuffle=False, rank=self.rank, world_size=self.world)
-        loader = DataLoader(val_ds, batch_size=bs, sampler=sampler, num_workers=self.opts.workers,
+        # this rank's share without padding (a padded shard would count its repeated images twice)
+        shard = list(range(self.rank, len(val_ds), self.world))
+        loader = DataLoader(val_ds, batch_size=bs, sampler=shard, num_workers=self.opts.workers,
                             collate_fn=collate, generator=torch.Generator().manual_seed(0))
-        rng = torch.get_rng_state()  # validation must not shift the training RNG stream
-        torch.manual_seed(12345)
-        sums: dict[str, float] = {}
-        n, has_custom = 0, False
-        for batch in loader:
-            batch = _to_device(batch, self.device)
-            b = batch["image"].shape[0]
-            with autocast_for(self.device):
-                terms = _scalar_terms(model.training_step(batch))
-                custom = model.stage_validation_step(batch)
-            vals = {"val_loss": terms.get("total", float("nan"))}
-            if custom is not None:
-                has_custom = True
-                vals.update({k: float(v) for k, v in custom.items()})
-            for k, v in vals.items():
-                sums[k] = sums.get(k, 0.0) + v * b
-            n += b
-        metrics = {k: all_reduce_mean(v / max(n, 1), self.device) for k, v in sums.items()}
-        if not has_custom:  # a mask predictor: score it with the protocol metrics
-            acc, _ = evaluate_model(model, val_ds, batch_size=bs, device=self.device, threshold=self.opts.threshold,
-                                    workers=self.opts.workers, rank=self.rank, world_size=self.world,
-                                    progress=False)
-            metrics.update(acc.compute())
-        torch.set_rng_state(rng)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # validation must not shift the training RNG streams
+            torch.manual_seed(12345)
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            has_custom = False
+            for batch in loader:
+                batch = _to_device(batch, self.device)
+                b = batch["image"].shape[0]
+                with autocast_for(self.device):
+                    terms = _scalar_terms(model.training_step(batch))
+                    custom = model.stage_validation_step(batch)
+                vals = {"val_loss": terms.get("total", float("nan"))}
+                if custom is not None:
+                    has_custom = True
+                    vals.update({k: float(v) for k, v in custom.items()})
+                for k, v in vals.items():  # a key is averaged over the images of the batches that report it
+                    sums[k] = sums.get(k, 0.0) + v * b
+                    counts[k] = counts.get(k, 0) + b
+            sums, counts, has_custom = merge_validation_sums(sums, counts, has_custom)
+            metrics = {k: sums[k] / counts[k] for k in sorted(sums) if counts[k]}
+            if not has_custom:  # a mask predictor: score it with the protocol metrics
+                acc, _ = evaluate_model(model, val_ds, batch_size=bs, device=self.device,
+                                        threshold=self.opts.threshold, workers=self.opts.workers, rank=self.rank,
+                                        world_size=self.world, progress=False)
+                metrics.update(acc.compute())
         model.train()
         return metrics
 
