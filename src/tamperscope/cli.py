@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import re
 import sys
 
 from . import commands
@@ -30,6 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """The user's message of an error re-raised by a DataLoader worker (PyTorch prepends the worker's whole
+    traceback; its last line is ``module.ErrorType: message``); other messages unchanged."""
+    if "\nOriginal Traceback" not in message:
+        return message
+    last = [line for line in message.splitlines() if line.strip()][-1]
+    return re.sub(r"^[\w.]+: ", "", last, count=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -40,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except (UserError, FileNotFoundError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"tamperscope {args.command}: error: {msg}", file=sys.stderr)
+        print(f"tamperscope {args.command}: error: {one_line(str(msg))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tamperscope {args.command}: interrupted", file=sys.stderr)

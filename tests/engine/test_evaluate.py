@@ -140,3 +140,17 @@ def test_mask_on_the_stored_grid_of_a_rotated_photo(tmp_path):
     gt = scoring_mask(Record(tmp_path / "p.jpg", tmp_path / "p_gt.png"))
     displayed = np.asarray(Image.fromarray(stored.astype(np.uint8)).transpose(Image.Transpose.ROTATE_270)) > 0
     assert gt.shape == (60, 40) and np.array_equal(gt, displayed) and np.array_equal(gt, np.rot90(stored, -1))
+
+
+def test_bad_image_in_a_data_loader_worker_is_one_line(bright_data, tmp_path, capsys):
+    """PyTorch re-raises a worker's error with the worker's traceback; the CLI still prints one line."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in bright_data.parent.iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    png = (data / "t1.png").read_bytes()
+    (data / "t1.png").write_bytes(png[:len(png) // 2])  # truncated: its header still reads
+    assert main(["evaluate", "--checkpoint", "ela", "--data", str(data / "list.json"), "--device", "cpu",
+                 "--workers", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "t1.png" in err and "Traceback" not in err
