@@ -254,3 +254,24 @@ def test_validation_sums_merge_across_ranks_with_different_keys(tmp_path):
     for rank in range(2):
         sums, counts, flag = json.loads((tmp_path / f"merged{rank}.json").read_text())
         assert sums == {"val_loss": 4.0, "recon_f1": 0.8} and counts == {"val_loss": 4, "recon_f1": 1} and flag
+
+
+def test_resume_refuses_other_data_and_survives_a_kill_inside_the_epoch_save(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", n_tampered=3, n_authentic=1)
+    run = tmp_path / "run"
+    common = ["train", "segformer-b0", "--train", str(data), "--val", str(data), "--out", str(run),
+              "--max-steps", "2", "--epochs", "1", *TINY]
+    assert main(common) == 0
+    other = make_dataset(tmp_path / "other", n_tampered=2, n_authentic=1)
+    for flag, value in (("--val", str(other)), ("--train", str(other))):
+        args = [value if a == str(data) and common[i - 1] == flag else a for i, a in enumerate(common)]
+        capsys.readouterr()
+        assert main([*args, "--resume"]) == 2
+        assert f"trained with {flag} {data}" in capsys.readouterr().err
+    no_val = [a for i, a in enumerate(common) if a != "--val" and common[i - 1] != "--val"]
+    assert main([*no_val, "--resume"]) == 2  # would overwrite the val-selected model with the last weights
+    # killed after the epoch's model save rewrote config.json and before the state save restored "train"
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "train"}
+                                                | {"extra": {"train": cfg["train"]}}))
+    assert main([*common, "--resume"]) == 0

@@ -77,7 +77,7 @@ def run(args) -> int:
         last = last_state_weights(src)
         model.load_state_dict(load_file(str(last)))
         print(f"weights: the run's last state ({last.parent.name})")
-    extra = {"train": cfg.get("train") or {}, "source_run": src.name, "weights": args.weights,
+    extra = {"train": cfg.get("train") or (cfg.get("extra") or {}).get("train") or {}, "source_run": src.name, "weights": args.weights,
              "val": best_val_metrics(src) if args.weights == "selected" else None}
     if args.calibrate:
         model.calibration = calibrate(model, args.calibrate, args, (extra["train"] or {}).get("image_size", 512))

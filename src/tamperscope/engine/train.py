@@ -280,6 +280,22 @@ def _scalar_terms(losses: dict) -> dict:
     return {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
 
 
+def check_resume_options(run: Path, train_cfg: dict, opts: TrainOptions, world: int) -> None:
+    """A resumed run continues exactly only on the same data and number of processes: refuse anything else
+    (a resume without ``--val`` would, for one, overwrite the model selected on val with the last weights)."""
+    def same(saved, now) -> bool:
+        if saved == now:
+            return True
+        plain = isinstance(saved, str) and isinstance(now, str) and not saved.startswith("mix:")
+        return plain and Path(saved).resolve() == Path(now).resolve()
+
+    for key, flag, now in (("train", "--train", opts.train), ("val", "--val", opts.val),
+                           ("on_mismatch", "--on-mismatch", opts.on_mismatch), ("world_size", "processes", world)):
+        if key in train_cfg and not same(train_cfg[key], now):
+            raise UserError(f"{run}: the run was trained with {flag} {train_cfg[key]}, not {now}; resume with the "
+                            f"same data and number of processes (training options come from the run)")
+
+
 def load_pretrained_stage(model, source: str) -> None:
     """Load an earlier stage's run (or any of our checkpoints) with ``strict=False``, printing the report. A model's
     ``load_pretrained_stage(state_dict) -> (missing, unexpected, left_out)`` takes over (e.g. only the MAE of an
@@ -322,7 +338,12 @@ class Trainer:
             saved = json.loads((self.run.path / "config.json").read_text())
             if saved["model"] != opts.model:
                 raise UserError(f"{self.run.path}: run is for model '{saved['model']}', not '{opts.model}'")
-            model_cfg, train_cfg = saved["config"], saved["train"]
+            # a kill between the epoch's model save and the state save leaves the train section under "extra"
+            train_cfg = saved.get("train") or (saved.get("extra") or {}).get("train")
+            if not train_cfg or "config" not in saved:
+                raise UserError(f"{self.run.path / 'config.json'}: no training configuration to resume from")
+            model_cfg = saved["config"]
+            check_resume_options(self.run.path, train_cfg, opts, self.world)
         else:
             if self.run.exists() and is_main():
                 raise UserError(f"{self.run.path}: already holds a run; use --resume or another --out")
@@ -340,7 +361,7 @@ class Trainer:
             train_cfg.update({"image_size": opts.image_size, "clip_grad": opts.clip_grad,
                               "seed": opts.seed, "max_steps": opts.max_steps, "augment": opts.augment,
                               "train": opts.train, "val": opts.val, "pretrained": opts.pretrained,
-                              "world_size": self.world})
+                              "on_mismatch": opts.on_mismatch, "world_size": self.world})
         torch.manual_seed(train_cfg["seed"])
         np.random.seed(train_cfg["seed"] % 2**32)
         random.seed(train_cfg["seed"])
