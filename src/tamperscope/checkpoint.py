@@ -306,6 +306,34 @@ def checkpoint_weights_path(path: str | Path) -> Path:
     return path / MODEL_FILE if path.is_dir() else path
 
 
+def read_weights_file(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors weights file, or one readable error naming it (truncated copy, not safetensors, ...)."""
+    try:
+        return load_file(str(path), device=str(device))
+    except FileNotFoundError:
+        raise UserError(f"{path}: weight file not found") from None
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise UserError(f"{path}: cannot read weights ({type(exc).__name__}: {first})") from None
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, where: str, strict: bool = True) -> tuple[list, list]:
+    """``model.load_state_dict`` with readable errors: shape mismatches listed (e.g. another variant's weights),
+    and with ``strict`` missing/unexpected keys too. Returns (missing, unexpected)."""
+    own = model.state_dict()
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state_dict.items()
+           if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        more = f", … (+{len(bad) - 4} more)" if len(bad) > 4 else ""
+        raise UserError(f"{where}: weights do not fit the model: shape mismatch (file vs model) for "
+                        f"{', '.join(bad[:4])}{more} (another variant or config?)")
+    result = model.load_state_dict(state_dict, strict=False)
+    if strict and (result.missing_keys or result.unexpected_keys):
+        raise UserError(format_key_report(f"{where}: weights do not fit the model", result.missing_keys,
+                                          result.unexpected_keys))
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", strict: bool = True, **overrides):
     """Rebuild the model a checkpoint describes and load its weights (no pickle involved).
 
@@ -318,11 +346,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     for key in [k for k, v in config.items() if k.endswith("_weights") and isinstance(v, str)]:
         config[key] = None  # the checkpoint already holds those weights; do not re-read external files
     model = create_model(cfg["model"], **config)
-    sd = load_file(str(checkpoint_weights_path(path)), device=str(map_location))
-    result = model.load_state_dict(sd, strict=False)
-    if strict and (result.missing_keys or result.unexpected_keys):
-        raise UserError(format_key_report(f"{path}: checkpoint does not fit model '{cfg['model']}'",
-                                          result.missing_keys, result.unexpected_keys))
+    weights = checkpoint_weights_path(path)
+    load_weights(model, read_weights_file(weights, map_location), f"{weights} (model '{cfg['model']}')", strict)
     model.config = cfg["config"] | {k: v for k, v in overrides.items()}
     if cfg.get("calibration"):  # chosen on validation data by `tamperscope export --calibrate`
         model.calibration = cfg["calibration"]

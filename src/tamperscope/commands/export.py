@@ -59,9 +59,7 @@ def best_val_metrics(run: Path) -> dict | None:
 
 
 def run(args) -> int:
-    from safetensors.torch import load_file
-
-    from ..checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+    from ..checkpoint import load_checkpoint, load_weights, read_checkpoint_config, read_weights_file, save_checkpoint
     from ..errors import UserError
 
     src, out = Path(args.run), Path(args.out)
@@ -71,13 +69,17 @@ def run(args) -> int:
         raise UserError(f"{out}: the output must end in .safetensors")
     if out.resolve() == (src / "model.safetensors").resolve():
         raise UserError(f"{out}: would overwrite the run's own weights; choose another path")
+    inside_run = src.resolve() in out.resolve().parents
+    if out.exists() and (inside_run or out.name == "model.safetensors" or (out.parent / "trainer_state.json").exists()):
+        raise UserError(f"{out}: would overwrite a run's weights or saved state; choose another path")
     cfg = read_checkpoint_config(src)
     model = load_checkpoint(src, map_location="cpu")
     if args.weights == "last":
         last = last_state_weights(src)
-        model.load_state_dict(load_file(str(last)))
+        load_weights(model, read_weights_file(last), str(last))
         print(f"weights: the run's last state ({last.parent.name})")
-    extra = {"train": cfg.get("train") or (cfg.get("extra") or {}).get("train") or {}, "source_run": src.name, "weights": args.weights,
+    extra = {"train": cfg.get("train") or (cfg.get("extra") or {}).get("train") or {}, "source_run": src.name,
+             "weights": args.weights,
              "val": best_val_metrics(src) if args.weights == "selected" else None}
     if args.calibrate:
         model.calibration = calibrate(model, args.calibrate, args, (extra["train"] or {}).get("image_size", 512))

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import checkpoint_config, format_key_report, read_state_dict, save_state_dict
+from ..checkpoint import (checkpoint_config, format_key_report, load_weights, read_state_dict, read_weights_file,
+                          save_state_dict)
 from ..errors import UserError
 from ..io import atomic_write_text
 from ..registry import create_model, get_entry, merge_config
@@ -189,11 +189,12 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> 
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def _rng_state() -> tuple[dict, dict]:
+def _rng_state(device: torch.device) -> tuple[dict, dict]:
+    """CPU, Python and NumPy RNG states, and the CUDA state of the training device. Every rank is seeded alike and
+    runs the same random calls, so rank 0's device stream is each rank's (restored onto each rank's own device)."""
     tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     py = random.getstate()
     return tensors, {"python": [py[0], list(py[1]), py[2]], "numpy": _np_state_to_json(np.random.get_state())}
 
@@ -202,11 +203,13 @@ def _np_state_to_json(state) -> list:
     return [state[0], state[1].tolist(), state[2], state[3], state[4]]
 
 
-def _restore_rng(tensors: dict, js: dict) -> None:
+def _restore_rng(tensors: dict, js: dict, device: torch.device) -> None:
     torch.set_rng_state(tensors["rng.torch"])
-    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    if device.type == "cuda":
+        # older runs stored every visible device of rank 0: its training device is the one to take
+        cuda = tensors.get("rng.cuda", tensors.get(f"rng.cuda.{device.index or 0}"))
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
     py = js["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = js["numpy"]
@@ -232,13 +235,13 @@ class RunFolder:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"{self.state_file}: cannot read trainer state ({exc})")
 
-    def save_state(self, model, opt, state: dict, config: dict) -> None:
+    def save_state(self, model, opt, state: dict, config: dict, device: torch.device) -> None:
         """Write ``state/step-N/`` then point ``trainer_state.json`` at it; older states are removed."""
         step_dir = self.path / "state" / f"step-{state['global_step']:09d}"
         step_dir.mkdir(parents=True, exist_ok=True)
         save_state_dict(model, step_dir / "model.safetensors")
         opt_tensors, groups = _optimizer_tensors(opt)
-        rng_tensors, rng_json = _rng_state()
+        rng_tensors, rng_json = _rng_state(device)
         save_state_dict({**opt_tensors, **rng_tensors}, step_dir / "optimizer.safetensors")
         state = dict(state, checkpoint=str(step_dir.relative_to(self.path)), optimizer_groups=groups, rng=rng_json)
         atomic_write_text(self.path / "config.json", json.dumps(config, indent=2, sort_keys=True))
@@ -306,10 +309,13 @@ def load_pretrained_stage(model, source: str) -> None:
     sd = read_state_dict(checkpoint_weights_path(path) if path.is_dir() else path)
     left_out: list[str] = []
     if hasattr(model, "load_pretrained_stage"):
-        missing, unexpected, left_out = model.load_pretrained_stage(sd)
+        try:
+            missing, unexpected, left_out = model.load_pretrained_stage(sd)
+        except RuntimeError as exc:  # torch's size-mismatch report
+            raise UserError(f"--pretrained {source}: weights do not fit the model "
+                            f"({str(exc).splitlines()[-1].strip()[:200]})") from None
     else:
-        result = model.load_state_dict(sd, strict=False)
-        missing, unexpected = result.missing_keys, result.unexpected_keys
+        missing, unexpected = load_weights(model, sd, f"--pretrained {source}", strict=False)
     if is_main():
         print(format_key_report(f"--pretrained {source}", list(missing), list(unexpected)))
         if left_out:
@@ -470,11 +476,12 @@ class Trainer:
                  "epochs_since_best": 0}
         if resume_state:
             ckpt = self.run.path / resume_state["checkpoint"]
-            model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(self.device)))
-            tensors = load_file(str(ckpt / "optimizer.safetensors"))
+            load_weights(model, read_weights_file(ckpt / "model.safetensors", self.device), str(ckpt))
+            tensors = read_weights_file(ckpt / "optimizer.safetensors")
             _load_optimizer(opt, {k: v.to(self.device) for k, v in tensors.items() if k.startswith("state.")},
                             resume_state["optimizer_groups"])
-            _restore_rng({k: v for k, v in tensors.items() if k.startswith("rng.")}, resume_state["rng"])
+            _restore_rng({k: v for k, v in tensors.items() if k.startswith("rng.")}, resume_state["rng"],
+                         self.device)
             state = {k: resume_state[k] for k in state}
             if state["finished"]:
                 if is_main():
@@ -624,7 +631,7 @@ class Trainer:
             for buf in model.buffers():
                 dist.broadcast(buf, 0)
         if is_main():
-            self.run.save_state(model, opt, state, config)
+            self.run.save_state(model, opt, state, config, self.device)
         barrier()
 
     def _check_finite(self, loss, losses, state) -> None:

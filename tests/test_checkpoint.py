@@ -1,0 +1,62 @@
+"""Checkpoints: safetensors + JSON round trip, and readable errors for damaged or mismatched weights."""
+import json
+
+import pytest
+import torch
+
+import tamperscope
+from tamperscope.checkpoint import load_checkpoint, load_weights, read_checkpoint_config, save_checkpoint
+from tamperscope.cli import main
+from tamperscope.errors import UserError
+
+
+@pytest.fixture()
+def run(tmp_path):
+    torch.manual_seed(0)
+    return save_checkpoint(tamperscope.create_model("segformer-b0"), tmp_path / "run",
+                           extra={"train": {"image_size": 64}})
+
+
+def test_round_trip_is_exact_and_self_describing(run):
+    model = load_checkpoint(run)
+    again = load_checkpoint(run)
+    assert read_checkpoint_config(run)["model"] == "segformer-b0"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    assert not list(run.glob("*.pt")) and not list(run.glob("*.pth"))  # never pickle
+
+
+def test_truncated_weights_are_one_error_naming_the_file(run, capsys):
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a partial copy
+    with pytest.raises(UserError, match="model.safetensors: cannot read weights"):
+        load_checkpoint(run)
+    assert main(["predict", "--checkpoint", str(run), str(weights), "--out", str(run.parent / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.safetensors" in err
+
+
+def test_weights_of_another_variant_name_the_mismatch(run):
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["config"]["variant"] = "b1"  # the file says b1, the weights are b0
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match=r"model.safetensors .*shape mismatch .*\(64, 32\) vs \(128, 64\)"):
+        load_checkpoint(run)
+
+
+def test_load_weights_reports_missing_and_unexpected_keys():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(UserError, match="1 missing key.*bias.*1 unexpected key.*extra"):
+        load_weights(model, {"weight": torch.zeros(2, 2), "extra": torch.zeros(1)}, "test")
+    assert load_weights(model, {"weight": torch.ones(2, 2)}, "test", strict=False) == (["bias"], [])
+    assert torch.equal(model.weight, torch.ones(2, 2))
+
+
+def test_export_never_overwrites_a_runs_weights_or_state(run, tmp_path, capsys):
+    other = save_checkpoint(tamperscope.create_model("segformer-b0"), tmp_path / "other")
+    before = (other / "model.safetensors").read_bytes()
+    assert main(["export", str(run), str(other / "model.safetensors")]) == 2
+    assert (other / "model.safetensors").read_bytes() == before
+    assert "would overwrite" in capsys.readouterr().err
+    assert main(["export", str(run), str(tmp_path / "shared.safetensors")]) == 0
+    assert main(["export", str(run), str(tmp_path / "shared.safetensors")]) == 0  # an export may be redone
