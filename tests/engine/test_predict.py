@@ -136,10 +136,30 @@ def test_outputs_never_overwrite_inputs(tmp_path, run_dir, capsys):
     assert (folder / "x.heatmap.png").read_bytes() == before
     assert "refusing to overwrite an input file" in capsys.readouterr().err
     # writing beside the inputs is fine, and a second run does not take the outputs for inputs
+    for f in folder.iterdir():
+        if f.name != "x.png":
+            f.unlink()
     for _ in range(2):
         assert main(["predict", "--checkpoint", str(run_dir), str(folder), "--out", str(folder), "--quiet"]) == 0
         rows = list(csv.DictReader((folder / "results.csv").open()))
         assert [Path(r["input"]).name for r in rows] == ["x.png"]
+
+
+def test_files_of_the_user_in_the_output_folder_are_kept(tmp_path, run_dir, capsys):
+    """A ground truth named like our mask output, and the user's own results.csv, are never overwritten."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _photo(folder / "photo.png", 40, 40)
+    _photo(folder / "photo.mask.png", 40, 40, seed=3)  # collect_inputs skips it as an output name
+    (folder / "results.csv").write_text("the user's own table\n")
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    args = ["predict", "--checkpoint", str(run_dir), str(folder), "--out", str(folder), "--quiet"]
+    assert main(args) == 2
+    assert "results.csv that tamperscope predict did not write" in capsys.readouterr().err
+    (folder / "results.csv").unlink()
+    assert main(args) == 1  # photo.png fails: its mask output would replace the user's photo.mask.png
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (folder / "photo.mask.png").read_bytes() == before["photo.mask.png"]
 
 
 def test_same_stems_get_distinct_outputs(tmp_path):

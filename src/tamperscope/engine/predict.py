@@ -419,13 +419,32 @@ class BatchResult:
     results_csv: Path
 
 
+def files_not_written_by_predict(out_dir: Path) -> set[Path]:
+    """Files already in ``out_dir`` that no earlier ``predict`` into it wrote (by its ``results.json``): they
+    must never be overwritten, even when their names look like our outputs."""
+    if not out_dir.is_dir():
+        return set()
+    existing = {p.resolve() for p in out_dir.iterdir() if p.is_file()}
+    ours: set[Path] = set()
+    try:
+        rows = json.loads((out_dir / "results.json").read_text())
+        if isinstance(rows, list) and all(isinstance(r, dict) and "status" in r for r in rows):
+            ours = {(out_dir / name).resolve() for name in ("results.json", "results.csv")}
+            ours |= {(out_dir / Path(r[kind]).name).resolve() for r in rows for kind in OUTPUT_KINDS
+                     if isinstance(r.get(kind), str)}
+    except (OSError, ValueError):
+        pass
+    return existing - ours
+
+
 def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: PathLike, *,
                   threshold: float = DEFAULT_THRESHOLD, tiles: bool = False, tile_size: int | None = None,
                   tile_overlap: float = DEFAULT_TILE_OVERLAP, progress: bool = True,
                   report: Callable[[str], None] | None = None) -> BatchResult:
     """Predict every image of ``items`` into ``out_dir``; a bad file is reported (one line) and skipped.
 
-    Nothing is ever written over an input file (all inputs are passed to the writers' ``protect`` list)."""
+    Nothing is ever written over an input file, nor over a file in ``out_dir`` that an earlier ``predict`` did not
+    write (:func:`files_not_written_by_predict`; all go to the writers' ``protect`` list)."""
     from tqdm import tqdm
 
     report = report or (lambda line: tqdm.write(line, file=sys.stderr))
@@ -433,7 +452,12 @@ def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: Path
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: exists and is not a folder")
     files, problems = collect_inputs(items)
-    protect = list(files)
+    foreign = files_not_written_by_predict(out_dir)
+    for name in ("results.json", "results.csv"):
+        if (out_dir / name).resolve() in foreign:
+            raise UserError(f"--out {out_dir}: holds a {name} that tamperscope predict did not write; "
+                            f"choose another --out")
+    protect = list(files) + sorted(foreign)  # e.g. a ground truth photo.mask.png beside photo.png
     rows: list[dict] = []
     for item, problem in problems:
         report(f"failed: {item}: {problem}")
