@@ -154,3 +154,30 @@ def test_bad_image_in_a_data_loader_worker_is_one_line(bright_data, tmp_path, ca
                  "--workers", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "t1.png" in err and "Traceback" not in err
+
+
+def test_evaluate_out_never_replaces_an_input(bright_data, tmp_path, capsys):
+    before = bright_data.read_bytes()
+    assert main(["evaluate", "--checkpoint", "ela", "--data", str(bright_data), "--out", str(bright_data),
+                 "--device", "cpu", "--workers", "0", "--no-progress"]) == 2
+    assert bright_data.read_bytes() == before and "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_saved_predictions_refuse_ambiguous_stems_and_bad_scores(bright_data, tmp_path, capsys):
+    maps = tmp_path / "maps"
+    _write_maps(maps, bright_data)
+    data = tmp_path / "data"
+    (data / "Au").mkdir(parents=True)
+    for f in bright_data.parent.iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    (data / "Au" / "t0.png").write_bytes((bright_data.parent / "a.png").read_bytes())  # same stem as t0.png
+    items = json.loads(bright_data.read_text()) + [["Au/t0.png", "Negative"]]
+    (data / "list.json").write_text(json.dumps(items))
+    args = ["evaluate", "--predictions", str(maps), "--no-progress"]
+    assert main([*args, "--data", str(data / "list.json")]) == 2
+    assert "'t0'" in capsys.readouterr().err
+    for bad in ([0.5], {"t0": 2.0}, {"t0": "high"}):
+        (maps / "scores.json").write_text(json.dumps(bad))
+        assert main([*args, "--data", str(bright_data)]) == 2
+        err = capsys.readouterr().err
+        assert "scores.json: expected" in err and len(err.strip().splitlines()) == 1

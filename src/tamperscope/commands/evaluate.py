@@ -22,10 +22,26 @@ def add_arguments(p):
     p.add_argument("--out", help="write the metrics as flat JSON (atomically)")
 
 
+def input_files(args) -> list[Path]:
+    """The files ``--out`` must never replace: the data list(s), the checkpoint's files, the saved maps."""
+    sources = [args.checkpoint, args.predictions]
+    data = args.data[len("mix:"):] if args.data.startswith("mix:") else args.data
+    sources += [part.rsplit("@", 1)[0] for part in data.split(",")] if args.data.startswith("mix:") else [data]
+    files = []
+    for source in filter(None, sources):
+        path = Path(source)
+        files += [f for f in path.iterdir() if f.is_file()] if path.is_dir() else [path] if path.is_file() else []
+    return files
+
+
 def run(args) -> int:
     from ..engine.evaluate import format_table
     from ..engine.runs import evaluate_source
+    from ..errors import UserError
 
+    inputs = input_files(args) if args.out else []
+    if args.out and Path(args.out).resolve() in {f.resolve() for f in inputs}:  # checked before the work
+        raise UserError(f"--out {args.out}: refusing to overwrite an input file")
     group_by = "area_bin" if args.group_by == "area" else args.group_by
     metrics, groups = evaluate_source(checkpoint=args.checkpoint, predictions=args.predictions, data=args.data,
                                       threshold=args.threshold, perturb=args.perturb, image_size=args.image_size,
@@ -42,6 +58,6 @@ def run(args) -> int:
         payload = dict(metrics)
         if groups:
             payload["groups"] = {str(k): v for k, v in groups.items()}
-        atomic_write_text(Path(args.out), json.dumps(payload, indent=2))
+        atomic_write_text(Path(args.out), json.dumps(payload, indent=2), protect=inputs)
         print(f"metrics written to {args.out}")
     return 0

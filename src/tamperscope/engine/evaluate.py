@@ -210,6 +210,19 @@ def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5, 
             scores = json.loads((pred_dir / "scores.json").read_text())
         except json.JSONDecodeError as exc:
             raise UserError(f"{pred_dir / 'scores.json'}: invalid JSON ({exc})")
+        bad = [k for k, v in scores.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+               or not 0.0 <= v <= 1.0] if isinstance(scores, dict) else None
+        if bad is None or bad:
+            raise UserError(f"{pred_dir / 'scores.json'}: expected {{image stem: probability in [0, 1]}}"
+                            + (f"; bad value for '{bad[0]}'" if bad else ""))
+    by_stem: dict[str, list] = {}
+    for rec in records:
+        by_stem.setdefault(Path(rec.image).stem, []).append(str(rec.image))
+    shared = {stem: paths for stem, paths in by_stem.items() if len(paths) > 1}
+    if shared:
+        stem, paths = next(iter(shared.items()))
+        raise UserError(f"{len(shared)} stem(s) name more than one image, e.g. '{stem}': {', '.join(paths[:3])}; "
+                        f"saved maps are found by stem, so these images cannot be told apart")
     missing = [r.image for r in records if not (pred_dir / f"{Path(r.image).stem}.png").is_file()]
     if missing:
         raise UserError(f"{pred_dir}: {len(missing)} prediction map(s) missing, e.g. {Path(missing[0]).stem}.png")
