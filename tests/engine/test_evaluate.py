@@ -181,3 +181,9 @@ def test_saved_predictions_refuse_ambiguous_stems_and_bad_scores(bright_data, tm
         assert main([*args, "--data", str(bright_data)]) == 2
         err = capsys.readouterr().err
         assert "scores.json: expected" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_mixture_is_scored_whole_not_sampled(bright_data):
+    metrics, _ = evaluate_source(checkpoint="ela", data=f"mix:{bright_data},{bright_data}@1", device="cpu",
+                                 workers=0, progress=False)
+    assert metrics["n_images"] == 8 and metrics["n_tampered"] == 6  # both sources, every image (not 1 + 1)

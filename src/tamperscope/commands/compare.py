@@ -65,7 +65,7 @@ def _examples_for(model, size, records, device, threshold, on_mismatch) -> list[
 def run(args) -> int:
     from tqdm import tqdm
 
-    from ..data.datasets import load_dataset_spec
+    from ..data.datasets import load_evaluation_records
     from ..engine.distributed import init_distributed
     from ..engine.evaluate import METRIC_KEYS
     from ..engine.robustness import load_benchmark_model, unique_labels
@@ -82,7 +82,7 @@ def run(args) -> int:
     if unknown:
         raise UserError(f"--metrics: unknown metric '{unknown[0]}' (known: {', '.join(METRIC_KEYS)})")
     datasets = parse_named_data(args.data)
-    records = {name: load_dataset_spec(path) for name, path in datasets.items()}
+    records = {name: load_evaluation_records(path) for name, path in datasets.items()}
     chosen = {name: pick_examples(recs, args.examples) for name, recs in records.items()}
     labels = unique_labels(args.runs)
     _, _, device = init_distributed(args.device)

@@ -99,13 +99,13 @@ RELATIVE_PERCENTILES = (99.0, 99.5)
 
 def calibrate(model, data: str, args, image_size: int) -> dict:
     """The ``calibration`` entry of the module docstring, measured on ``data``."""
-    from ..data.datasets import load_dataset_spec
+    from ..data.datasets import load_evaluation_records
     from ..engine.evaluate import evaluation_dataset, threshold_sweep
     from ..engine.predict import resolve_device
 
     device = resolve_device(args.device)
     model.to(device)
-    ds = evaluation_dataset(model, load_dataset_spec(data), image_size, on_mismatch=args.on_mismatch)
+    ds = evaluation_dataset(model, load_evaluation_records(data), image_size, on_mismatch=args.on_mismatch)
     sweeps = threshold_sweep(model, ds, CALIBRATION_THRESHOLDS, device=device, progress=not args.no_progress,
                              percentiles=() if args.absolute_only else RELATIVE_PERCENTILES)
     model.to("cpu")

@@ -288,6 +288,15 @@ def _benco_balanced_settings(path: Path) -> list[str] | None:
     return None
 
 
+def load_evaluation_records(spec: PathLike) -> list[Record]:
+    """Every record of a dataset argument exactly once: a mixture (``mix:…`` or an IMDL-BenCo balanced JSON)
+    is the union of its sources, not a sample of them (scoring counts each image once)."""
+    records = load_dataset_spec(spec)
+    if isinstance(records, BalancedMixture):
+        return [rec for source in records.sources for rec in source]
+    return records
+
+
 def load_dataset_spec(spec: PathLike, seed: int = 0) -> list[Record] | BalancedMixture:
     """A dataset argument: a JSON list, a folder, or ``mix:SRC1,SRC2[@N]`` (module docstring)."""
     text = os.fspath(spec)

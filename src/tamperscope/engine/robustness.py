@@ -126,13 +126,13 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
     """Evaluate every model at every (kind, level) of ``plan``; returns the JSON-ready result (see
     :func:`write_robustness`): ``{"data", "threshold", "models": {label: {"checkpoint", "image_size"}},
     "results": {label: {kind: [{"level", "identity", metric: value, ...}, ...]}}}``."""
-    from ..data.datasets import load_dataset_spec
+    from ..data.datasets import load_evaluation_records
 
     if not checkpoints:
         raise UserError("robustness needs at least one --checkpoint")
     if not plan:
         raise UserError("robustness: no (kind, level) to run")
-    records = load_dataset_spec(data)
+    records = load_evaluation_records(data)
     if len(records) == 0:
         raise UserError(f"{data}: no images")
     rank, world, dev = init_distributed(device)

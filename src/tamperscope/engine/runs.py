@@ -43,10 +43,10 @@ def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, p
                     batch_size=8, device="auto", workers=2, on_mismatch="error", group_by=None, set_items=(),
                     model=None, progress=True):
     """Metrics (and per-group metrics) of a checkpoint/model or a predictions folder on ``data``."""
-    from ..data.datasets import load_dataset_spec
+    from ..data.datasets import load_evaluation_records
     from ..data.transforms import parse_perturb
 
-    records = load_dataset_spec(data)
+    records = load_evaluation_records(data)
     if predictions:
         if perturb:
             raise UserError("--perturb applies to a model, not to saved predictions")

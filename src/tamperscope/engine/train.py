@@ -382,7 +382,7 @@ class Trainer:
         return model, train_cfg, resume_state
 
     def _datasets(self, model, train_cfg):
-        from ..data.datasets import ForensicsDataset, load_dataset_spec
+        from ..data.datasets import ForensicsDataset, load_dataset_spec, load_evaluation_records
         from ..data.transforms import augment_policy
 
         req = model.data_requirements()
@@ -398,7 +398,7 @@ class Trainer:
                                     augment_config=augment_config, forgery_ops=forgery_ops, **common)
         val_ds = None
         if self.opts.val:
-            val_ds = ForensicsDataset(load_dataset_spec(self.opts.val), augment=False,
+            val_ds = ForensicsDataset(load_evaluation_records(self.opts.val), augment=False,
                                       on_mismatch=self.opts.on_mismatch, resolution="native" if native else "resize",
                                       **common)
         if len(train_ds) == 0:
