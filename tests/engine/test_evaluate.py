@@ -187,3 +187,10 @@ def test_a_mixture_is_scored_whole_not_sampled(bright_data):
     metrics, _ = evaluate_source(checkpoint="ela", data=f"mix:{bright_data},{bright_data}@1", device="cpu",
                                  workers=0, progress=False)
     assert metrics["n_images"] == 8 and metrics["n_tampered"] == 6  # both sources, every image (not 1 + 1)
+
+
+def test_a_map_turned_90_degrees_is_an_error_not_a_stretch(bright_data, tmp_path, capsys):
+    maps = tmp_path / "maps"
+    _write_maps(maps, bright_data, transform=lambda m: np.ascontiguousarray(m.T))  # 130×100 instead of 100×130
+    assert main(["evaluate", "--predictions", str(maps), "--data", str(bright_data), "--no-progress"]) == 2
+    assert "turned 90°" in capsys.readouterr().err

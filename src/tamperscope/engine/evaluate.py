@@ -167,6 +167,9 @@ def load_prediction_map(path: Path, size: tuple[int, int]) -> np.ndarray:
     from ..io import read_probability_map
 
     prob = torch.from_numpy(read_probability_map(path))[None]
+    if size[0] != size[1] and tuple(prob.shape[-2:]) == (size[1], size[0]):
+        raise UserError(f"{path}: the map is {prob.shape[-2]}×{prob.shape[-1]} (H×W), the image {size[0]}×{size[1]}: "
+                        f"turned 90° (EXIF orientation?); save maps in the photo's displayed orientation")
     return upsample_to(prob, size)
 
 
