@@ -275,3 +275,23 @@ def test_resume_refuses_other_data_and_survives_a_kill_inside_the_epoch_save(tmp
     (run / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "train"}
                                                 | {"extra": {"train": cfg["train"]}}))
     assert main([*common, "--resume"]) == 0
+
+
+def _stop_worker(rank, world, port, dump):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    trainer = Trainer.__new__(Trainer)  # only the stop agreement is under test
+    trainer.world, trainer.device = world, torch.device("cpu")
+    trainer.stop_signal = signal.SIGTERM if rank == 1 else None  # the signal reached one rank only
+    first = trainer._stop_requested()
+    trainer.stop_signal = None if rank == 1 else trainer.stop_signal
+    Path(dump, f"stop{rank}.json").write_text(json.dumps([first, trainer.stop_signal]))
+    torch.distributed.destroy_process_group()
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    torch.multiprocessing.spawn(_stop_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        first, kept = json.loads((tmp_path / f"stop{rank}.json").read_text())
+        assert first is True
+    assert json.loads((tmp_path / "stop0.json").read_text())[1] == int(signal.SIGTERM)

@@ -571,7 +571,7 @@ class Trainer:
                 done = state["global_step"] >= total_steps
                 if self.opts.save_every and state["global_step"] % self.opts.save_every == 0 and not done:
                     self._save(model, opt, state, config)
-                if self.stop_signal is not None:
+                if self._stop_requested():
                     self._save(model, opt, state, config)
                     bar.close()
                     raise KeyboardInterrupt(f"stopped by signal {self.stop_signal} at step {state['global_step']}; "
@@ -646,6 +646,17 @@ class Trainer:
 
     def _on_signal(self, signum, frame):
         self.stop_signal = signum
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank got SIGTERM/SIGINT: all ranks agree (one tiny all-reduce per step), so they save and
+        stop at the same step instead of one rank leaving the collectives."""
+        if self.world == 1:
+            return self.stop_signal is not None
+        flag = torch.tensor([0.0 if self.stop_signal is None else float(self.stop_signal)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and self.stop_signal is None:
+            self.stop_signal = int(flag.item())
+        return bool(flag.item())
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines written after the resumed state, so the log equals an uninterrupted run's."""
