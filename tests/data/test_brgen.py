@@ -129,6 +129,15 @@ def test_splits_disjoint_by_source(dataset):
                   for i, m in json.loads((dataset / f"{s}.json").read_text()) if m == "Negative"}
     assert au_sources == {r["source"] for r in recs.values()}
     assert total == len(recs) + len(au_sources)
+    for split in ("train", "val", "test"):  # the same split as two lists, for balanced real/fake sampling
+        whole = json.loads((dataset / f"{split}.json").read_text())
+        fakes = json.loads((dataset / f"{split}_tp.json").read_text())
+        reals = json.loads((dataset / f"{split}_au.json").read_text())
+        assert fakes + reals == whole and all(m != "Negative" for _, m in fakes)
+        assert all(m == "Negative" for _, m in reals)
+    families = {r["method"]: r["generator_family"] for r in recs.values()}  # Split A (§7.1)
+    assert all(families[m] == "GAN-like" for m in ("cvTelea", "cvNS", "exemplar") if m in families)
+    assert families.get("pseudoLDM", "Diffusion-like") == "Diffusion-like"
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(photos, dataset, tmp_path):

@@ -17,7 +17,7 @@ def add_arguments(p):
     p.add_argument("--data", required=True, help="JSON list, Tp/Gt(/Au) folder")
     p.add_argument("--perturb", help="KIND:LEVEL, e.g. jpeg:70, blur:7, noise:11, gamma:1.3, resize:0.5")
     add_inference_arguments(p)
-    p.add_argument("--group-by", choices=["region", "method", "area_bin", "area", "source"],
+    p.add_argument("--group-by", choices=["region", "method", "area_bin", "area", "source", "generator_family"],
                    help="also report metrics per subgroup (needs metadata.jsonl beside the data)")
     p.add_argument("--out", help="write the metrics as flat JSON (atomically)")
 

@@ -73,7 +73,7 @@ def upsample_to(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return prob[0].clamp_(0, 1).cpu().numpy()
 
 
-GROUP_KEYS = ("region", "method", "area_bin", "source")
+GROUP_KEYS = ("region", "method", "area_bin", "source", "generator_family")
 
 
 def _groups(meta: dict | None, label: int) -> dict:

@@ -31,8 +31,13 @@ with every character outside ``[A-Za-z0-9-]`` replaced by ``-`` (so names split 
 (Stuff/Background/Thing), ``method``, ``area_bin`` (<20 ... <100), ``mask_area``, ``source_photo``, ``quality``
 scores, ``backend`` per stage and the seeds: the keys ``evaluate --group-by region|method|area`` reads.
 Bit-exact reproducibility holds on CPU; model back ends on a GPU are only as deterministic as their kernels.
-With ``--jpeg-quality`` the Tp and Au images are compressed separately, so pixels outside the mask stay equal only
-in JPEG blocks that do not touch the mask; the quality filters always see the lossless arrays.
+With ``--jpeg-quality`` the Tp and Au images are compressed separately (4:2:0), so pixels outside the mask may
+differ within the 16×16 units that touch it and a few pixels beyond (chroma upsampling); the quality filters
+always see the lossless arrays. Besides ``{split}.json`` (forgeries then their authentic photos), each split
+has ``{split}_tp.json`` and ``{split}_au.json`` for balanced real/fake sampling at load time
+(``mix:train_tp.json,train_au.json@N``, §7.2). ``generator_family`` sorts methods for Split A: ``GAN-like``
+(classical and exemplar inpainting, §7.2's stand-ins for LaMa/MAT), ``Diffusion-like`` (latent re-synthesis and
+diffusion inpainting) and ``other`` (splice, copy-move).
 """
 from __future__ import annotations
 
@@ -452,13 +457,21 @@ class _Run:
 
 # --------------------------------------------------------------------------------------------- outputs
 
+_GENERATOR_FAMILIES = {"classical-inpainting": "GAN-like", "exemplar": "GAN-like",
+                       "latent-resynthesis": "Diffusion-like", "diffusion-inpainting": "Diffusion-like"}
+
+
+def generator_family(family: str) -> str:
+    """Split A's side of a creation family (GAN-like / Diffusion-like; ``other`` for splice and copy-move)."""
+    return _GENERATOR_FAMILIES.get(family, "other")
+
 
 def _metadata_line(rec: dict) -> dict:
     keys = ("image", "mask", "authentic", "split", "source", "source_photo", "width", "height", "region",
             "region_shape", "method", "family", "mask_area", "area_bin", "quality", "attempts", "prompt",
             "backend", "seed", "sample_seed", "id", "method_params", "region_params", "prompt_info",
             "jpeg_quality")
-    return {k: rec[k] for k in keys}
+    return {k: rec[k] for k in keys} | {"generator_family": generator_family(rec["family"])}
 
 
 def _write_outputs(opts: GenerateOptions, state: dict, run: _Run, records: list[dict]) -> dict:
@@ -470,8 +483,10 @@ def _write_outputs(opts: GenerateOptions, state: dict, run: _Run, records: list[
     for split in ("train", "val", "test"):
         items = [[r["tp_path"], r["gt_path"]] for r in done if r["split"] == split]
         authentic = sorted({r["au_path"] for r in done if r["split"] == split})
-        items += [[a, "Negative"] for a in authentic]
-        atomic_write_text(opts.out / f"{split}.json", "[\n" + ",\n".join(json.dumps(it) for it in items) + "\n]\n")
+        fakes, reals = items, [[a, "Negative"] for a in authentic]
+        for name, part in ((split, fakes + reals), (f"{split}_tp", fakes), (f"{split}_au", reals)):
+            # {split}_tp / {split}_au: balanced real/fake epochs with mix:{split}_tp.json,{split}_au.json@N (§7.2)
+            atomic_write_text(opts.out / f"{name}.json", "[\n" + ",\n".join(json.dumps(it) for it in part) + "\n]\n")
     summary = build_summary(opts, state, run, records)
     atomic_write_text(opts.out / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(opts.out / "summary.md", summary_markdown(summary))
