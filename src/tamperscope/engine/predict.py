@@ -425,15 +425,15 @@ def files_not_written_by_predict(out_dir: Path) -> set[Path]:
     if not out_dir.is_dir():
         return set()
     existing = {p.resolve() for p in out_dir.iterdir() if p.is_file()}
-    ours: set[Path] = set()
     try:
         rows = json.loads((out_dir / "results.json").read_text())
-        if isinstance(rows, list) and all(isinstance(r, dict) and "status" in r for r in rows):
-            ours = {(out_dir / name).resolve() for name in ("results.json", "results.csv")}
-            ours |= {(out_dir / Path(r[kind]).name).resolve() for r in rows for kind in OUTPUT_KINDS
-                     if isinstance(r.get(kind), str)}
-    except (OSError, ValueError):
-        pass
+    except (OSError, ValueError):  # no earlier results: every file there is the user's
+        return existing
+    if not (isinstance(rows, list) and all(isinstance(r, dict) and "status" in r for r in rows)):
+        return existing
+    ours = {(out_dir / name).resolve() for name in ("results.json", "results.csv")}
+    ours |= {(out_dir / Path(r[kind]).name).resolve() for r in rows for kind in OUTPUT_KINDS
+             if isinstance(r.get(kind), str)}
     return existing - ours
 
 
