@@ -54,13 +54,14 @@ def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
                 raise UserError(f"{source}: folder holds no model.safetensors or pytorch_model.bin")
         if not path.is_file():
             raise UserError(f"{source}: weight file not found")
-        try:
-            if path.suffix == ".safetensors":
-                sd = load_file(str(path))
-            else:
+        if path.suffix == ".safetensors":
+            sd = read_weights_file(path)
+        else:
+            try:
                 sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # corrupt file, or a pickle with code objects
-            raise UserError(f"{source}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+            except Exception as exc:  # corrupt file, or a pickle with code objects
+                raise UserError(f"{path}: cannot read weights ({type(exc).__name__}: "
+                                f"{(str(exc).splitlines() or [''])[0][:200]})") from None
     for wrapper in ("state_dict", "model", "network"):
         if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
             sd = sd[wrapper]
