@@ -196,9 +196,12 @@ def test_serve_command_binds_localhost_and_stops(tmp_path):
     import signal
     import sys
 
+    # a test suite started in the background of a non-interactive shell ignores SIGINT, and a child inherits
+    # that (Python then installs no KeyboardInterrupt handler): give the server the default disposition
     proc = subprocess.Popen([sys.executable, "-m", "tamperscope.cli", "serve", "--port", "0", "--quiet",
                              "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         url = None
         for line in proc.stdout:
