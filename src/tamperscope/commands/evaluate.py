@@ -24,9 +24,10 @@ def add_arguments(p):
 
 def input_files(args) -> list[Path]:
     """The files ``--out`` must never replace: the data list(s), the checkpoint's files, the saved maps."""
+    from ..data.datasets import parse_mix_spec
+
     sources = [args.checkpoint, args.predictions]
-    data = args.data[len("mix:"):] if args.data.startswith("mix:") else args.data
-    sources += [part.rsplit("@", 1)[0] for part in data.split(",")] if args.data.startswith("mix:") else [data]
+    sources += [p for p, _ in parse_mix_spec(args.data[4:])] if args.data.startswith("mix:") else [args.data]
     files = []
     for source in filter(None, sources):
         path = Path(source)

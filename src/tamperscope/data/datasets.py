@@ -297,26 +297,32 @@ def load_evaluation_records(spec: PathLike) -> list[Record]:
     return records
 
 
+def parse_mix_spec(text: str) -> list[tuple[str, int | None]]:
+    """``mix:SRC1,SRC2@N,...`` as ``[(source, count or None), ...]`` (the ``mix:`` prefix already removed)."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        path, at, count = part.rpartition("@") if "@" in part else (part, "", "")
+        try:
+            out.append((path.strip(), int(count) if at else None))
+        except ValueError:
+            raise UserError(f"mix:{text}: the count after '@' must be an integer, got '{count}'") from None
+    if not out:
+        raise UserError(f"mix:{text}: a mix needs at least one source, e.g. mix:a.json,b_folder@1840")
+    return out
+
+
 def load_dataset_spec(spec: PathLike, seed: int = 0) -> list[Record] | BalancedMixture:
     """A dataset argument: a JSON list, a folder, or ``mix:SRC1,SRC2[@N]`` (module docstring)."""
     text = os.fspath(spec)
     if text.startswith("mix:"):
-        parts, counts = [], []
-        for part in (p.strip() for p in text[4:].split(",")):
-            if not part:
-                continue
-            path, at, count = part.rpartition("@") if "@" in part else (part, "", "")
-            try:
-                counts.append(int(count) if at else None)
-            except ValueError:
-                raise UserError(f"{text}: the count after '@' must be an integer, got '{count}'") from None
-            parts.append(path.strip())
-        if not parts:
-            raise UserError(f"{text}: a mix needs at least one source, e.g. mix:a.json,b_folder@1840")
+        sources = parse_mix_spec(text[4:])
+        counts = [c for _, c in sources]
         if counts[-1] is not None and all(c is None for c in counts[:-1]):
-            counts = [counts[-1]] * len(parts)  # "mix:a,b@N": one count for every source
+            counts = [counts[-1]] * len(sources)  # "mix:a,b@N": one count for every source
         per_source = [DEFAULT_PER_SOURCE if c is None else c for c in counts]
-        return BalancedMixture([load_records(p) for p in parts], per_source, seed)
+        return BalancedMixture([load_records(p) for p, _ in sources], per_source, seed)
     path = Path(text)
     if path.suffix.lower() == ".json" and path.is_file():
         settings = _benco_balanced_settings(path)

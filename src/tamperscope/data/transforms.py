@@ -71,18 +71,16 @@ class AugmentConfig:
 #: step 4 (the flips) alone
 FLIPS_ONLY = AugmentConfig(scale_range=(1.0, 1.0), copy_move_p=0.0, inpaint_p=0.0, brightness=0.0, contrast=0.0,
                            jpeg_p=0.0, rot90_p=0.0, blur_p=0.0)
-AUGMENT_POLICIES = ("full", "no_forgery", "flips")
+#: training augmentation policies: name -> (config, forgery_ops)
+AUGMENT_POLICIES = {"full": (AugmentConfig(), True), "no_forgery": (AugmentConfig(), False),
+                    "flips": (FLIPS_ONLY, False)}
 
 
 def augment_policy(name: str) -> tuple[AugmentConfig, bool]:
     """``(config, forgery_ops)`` of a training augmentation policy (module docstring)."""
-    if name == "full":
-        return AugmentConfig(), True
-    if name == "no_forgery":
-        return AugmentConfig(), False
-    if name == "flips":
-        return FLIPS_ONLY, False
-    raise UserError(f"unknown augmentation policy '{name}'; choose one of {', '.join(AUGMENT_POLICIES)}")
+    if name not in AUGMENT_POLICIES:
+        raise UserError(f"unknown augmentation policy '{name}'; choose one of {', '.join(AUGMENT_POLICIES)}")
+    return AUGMENT_POLICIES[name]
 
 
 # --------------------------------------------------------------------------------------------- helpers
