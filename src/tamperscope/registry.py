@@ -93,5 +93,7 @@ def create_model(name: str, **overrides):
     config = merge_config(entry.default_config, overrides, where=name)
     model = entry.cls(**config)
     model.model_name = name
-    model.config = config
+    # a value the constructor resolved (e.g. NFA-ViT's train_noise_branch from whether weights were given) is
+    # recorded, so the checkpoint rebuilds the same model without the weight files
+    model.config = config | getattr(model, "resolved_config", {})
     return model

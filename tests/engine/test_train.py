@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 import tamperscope
 from tamperscope.cli import main
 from tamperscope.data.transforms import FLIPS_ONLY, AugmentConfig
-from tamperscope.engine.train import TrainOptions, Trainer, default_preset, lr_at
+from tamperscope.engine.train import (TrainOptions, Trainer, default_preset, lr_at, resolve_train_config, run_schedule,
+                                      schedule_steps)
 from tamperscope.errors import UserError
 from tamperscope.registry import get_entry
 
@@ -37,6 +38,47 @@ def test_lr_schedule():
     assert lr_at(55, 100, 10, 1.0, 0.0, "cosine") == pytest.approx(0.5)
     assert lr_at(100, 100, 10, 1.0, 0.1, "cosine") == pytest.approx(0.1)
     assert lr_at(50, 100, 0, 1.0, 0.0, "constant") == 1.0
+
+
+def test_max_steps_lays_the_schedule_over_the_step_budget():
+    """A 20-step run of segformer-b0's preset (100 epochs, 2 warm-up) reaches the peak LR, not 2 % of warm-up."""
+    cfg = resolve_train_config(TrainOptions(model="segformer-b0", train="x", out="y"), get_entry("segformer-b0"), {})
+    assert (cfg["epochs"], cfg["warmup_epochs"], cfg["lr"]) == (100, 2, 1e-4)
+    total, warmup = schedule_steps(cfg | {"max_steps": 20}, steps_per_epoch=50)
+    assert (total, warmup) == (20, 0)  # the warm-up keeps its 2 % share: 0.4 steps
+    peak = max(lr_at(s, total, warmup, cfg["lr"], cfg["min_lr"], cfg["schedule"]) for s in range(total))
+    assert peak == pytest.approx(1e-4)
+    assert lr_at(total - 1, total, warmup, 1e-4, 0.0, "cosine") < 1e-6  # the decay ends with the run
+    assert schedule_steps(cfg | {"max_steps": 1000}, 50) == (1000, 20)  # 2 of 100 epochs → 2 % of 1000 steps
+    assert schedule_steps(cfg | {"max_steps": 10_000}, 50) == (5000, 100)  # not binding: the recipe as is
+    assert schedule_steps(cfg | {"max_steps": None}, 50) == (5000, 100)
+    # a new run stores its schedule; a resumed one reuses it, and one saved before it was stored keeps the
+    # unscaled warm-up it was trained with
+    new = cfg | {"max_steps": 1000}
+    assert run_schedule(new, 50, resumed=False) == (1000, 20)
+    assert (new["total_steps"], new["warmup_steps"]) == (1000, 20)
+    assert run_schedule(new | {"max_steps": 10}, 60, resumed=True) == (1000, 20)
+    assert run_schedule(cfg | {"max_steps": 1000}, 50, resumed=True) == (1000, 100)
+
+
+def test_max_steps_schedule_in_a_run_and_warm_up_warning(tmp_path, capsys):
+    data = make_dataset(tmp_path / "data", n_tampered=6, n_authentic=2)  # 8 images, batch 2: 4 steps per epoch
+    run = tmp_path / "run"
+    # 3 epochs = 12 steps with 2 warm-up epochs (8 steps); --max-steps 6 → warm-up 8·6/12 = 4 steps
+    assert main(["train", "segformer-b0", "--train", str(data), "--out", str(run), "--epochs", "3", "--max-steps",
+                 "6", "--log-every", "1", *TINY]) == 0
+    out = capsys.readouterr()
+    assert "laid over 6 steps (warm-up 4 steps)" in out.out and "warning" not in out.err
+    lrs = [json.loads(x)["lr"] for x in (run / "metrics.jsonl").read_text().splitlines()
+           if json.loads(x)["type"] == "train"]
+    # then cosine to the preset's min_lr 1e-6 over the last 2 steps
+    assert lrs == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-6 + (1e-3 - 1e-6) / 2])
+    train_cfg = json.loads((run / "config.json").read_text())["train"]
+    assert (train_cfg["total_steps"], train_cfg["warmup_steps"]) == (6, 4)  # what --resume continues with
+    # a warm-up as long as the run: said so
+    assert main(["train", "segformer-b0", "--train", str(data), "--out", str(tmp_path / "r2"), "--epochs", "2",
+                 "--max-steps", "3", *TINY]) == 0
+    assert "warning: the warm-up (3 steps) is as long as the run (3 steps)" in capsys.readouterr().err
 
 
 def test_train_and_evaluate_cli(tmp_path, capsys):
@@ -235,6 +277,32 @@ def test_preset_global_batch_sets_the_accumulation():
     assert (code["batch_size"], code["accum"]) == (16, 8)  # 16/GPU × 8 GPUs in the official script
 
 
+@pytest.mark.parametrize("model,preset,stage,world,total", [
+    ("ifanet", "paper", None, 8, 32),                  # IFA-Net §4: 8 GPUs, effective batch 32
+    ("nfavit", "default", None, 4, 64),                # BR-Gen §5: batch 64 on 4 GPUs
+    ("nfavit", "paper", None, 4, 64),
+    ("nfavit", "official", None, 4, 64),               # train.sh: 16 per GPU × 4 GPUs
+    ("diffforensics", "paper", "finetune", 4, 32),     # DiffForensics §4.1: 4 GPUs, batch 32 (fine-tuning)
+    ("diffforensics", "pretrain", "pretrain", 4, 16),  # batch 16 (diffusion pre-training)
+    ("frdnet", "official", None, 2, 32),
+    ("diffiml", "code", None, 8, 128),
+])
+def test_presets_give_the_papers_global_batch_on_any_world_size(model, preset, stage, world, total):
+    """The paper's total batch is ``global_batch``: per-process batch × accumulation × processes equals it on one
+    process, on the paper's GPU count and on the sizes between, instead of torchrun multiplying it."""
+    entry = get_entry(model)
+    assert entry.train_presets[preset]["global_batch"] == total
+    for w in sorted({1, 2, world}):
+        if world % w:
+            continue
+        cfg = resolve_train_config(TrainOptions(model=model, train="x", out="y", preset=preset, stage=stage),
+                                   entry, {}, w)
+        assert cfg["batch_size"] * cfg["accum"] * w == total, (w, cfg["batch_size"], cfg["accum"])
+    cfg = resolve_train_config(TrainOptions(model=model, train="x", out="y", preset=preset, stage=stage), entry, {},
+                               world)
+    assert cfg["accum"] == 1  # on the paper's GPU count each GPU holds the paper's per-GPU batch
+
+
 def _merge_worker(rank, world, port, dump):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
@@ -295,3 +363,25 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
         first, kept = json.loads((tmp_path / f"stop{rank}.json").read_text())
         assert first is True
     assert json.loads((tmp_path / "stop0.json").read_text())[1] == int(signal.SIGTERM)
+
+
+def test_sigterm_to_the_whole_process_group_saves_the_state(tmp_path):
+    """A job scheduler (or `kill -- -PGID`) signals every process of the run, DataLoader workers included: the
+    trainer must still save a resumable state and stop with its one-line message, not a worker traceback."""
+    data = make_dataset(tmp_path / "data", n_tampered=8, n_authentic=2)
+    run = tmp_path / "run"
+    args = ["train", "segformer-b0", "--train", str(data), "--out", str(run), "--epochs", "200", "--log-every", "1",
+            *TINY[:6], "--workers", "2", *TINY[8:]]
+    proc = subprocess.Popen(CLI + args, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # signal once training is under way
+        log = run / "metrics.jsonl"
+        if log.is_file() and sum('"train"' in line for line in log.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "stopped by signal 15" in out, err
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert state["global_step"] >= 3 and not state["finished"]

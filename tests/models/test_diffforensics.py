@@ -185,8 +185,10 @@ def test_registry_entry_and_bad_config():
     assert entry.stages == ("pretrain", "finetune")
     assert entry.default_config["stage"] == "finetune" and entry.default_config["encoder_variant"] == "b2"
     assert list(entry.train_presets)[0] == "paper"
-    assert entry.train_presets["paper"]["batch_size"] == 32 and entry.train_presets["paper"]["epochs"] == 50
-    assert entry.train_presets["pretrain"]["batch_size"] == 16 and entry.train_presets["pretrain"]["epochs"] == 100
+    # §4.1: batch 32 (fine-tuning) and 16 (pre-training) in total over 4 GPUs
+    assert entry.train_presets["paper"]["global_batch"] == 32 and entry.train_presets["paper"]["epochs"] == 50
+    assert entry.train_presets["pretrain"]["global_batch"] == 16 and entry.train_presets["pretrain"]["epochs"] == 100
+    assert entry.train_presets["paper"]["batch_size"] == 8 and entry.train_presets["pretrain"]["batch_size"] == 4
     assert entry.train_presets["pretrain"]["model"] == {"stage": "pretrain"}
     for bad in ({"noise_type": "uniform"}, {"encoder_input": "zero-one"}, {"encoder_variant": "b9"}):
         with pytest.raises(UserError):

@@ -145,6 +145,56 @@ def test_mask_mode_none_and_the_224_mae_path():
         _tiny(mask_mode="random")
 
 
+@pytest.mark.parametrize("prior", ["blur", "jpeg"])
+def test_low_pass_realness_prior_needs_no_mae(prior, tmp_path):
+    """§3.1–3.2's residual |x − x̂₁| with a fixed low-pass x̂₁ (blur / JPEG round trip) instead of the MAE's."""
+    from tamperscope.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    cheap = _tiny(realness_prior=prior).eval()
+    assert cheap.mae is None and cheap.adaptive_decoder is None and not hasattr(cheap, "film")
+    assert not cheap.two_stage and all(p.requires_grad for p in cheap.parameters())
+    assert not any(k.startswith("mae.") for k in cheap.state_dict())
+    batch = _batch(size=64, batch=2)
+    with torch.no_grad():
+        out = cheap(batch["image"])
+        mae_out = _tiny().eval()(batch["image"])
+    assert out["mask_logits"].shape == out["coarse_logits"].shape == (2, 1, 64, 64)
+    assert out["residual1"].shape == out["reconstruction1"].shape == (2, 3, 64, 64)
+    assert torch.equal(out["mask_logits"], out["coarse_logits"]) and "residual2" not in out
+    assert 0 <= out["residual1"].min() and out["residual1"].max() <= 1 and out["residual1"].mean() > 1e-3
+    assert not torch.allclose(out["residual1"], mae_out["residual1"], atol=1e-2)  # not the MAE's residual
+    x01 = (batch["image"] * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+           + torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)).clamp(0, 1)
+    torch.testing.assert_close(out["residual1"], (x01 - cheap.lowpass_reconstruction(x01)).abs())
+    torch.testing.assert_close(cheap.reconstruction_residual(batch["image"]), out["residual1"].mean(1, keepdim=True))
+    flat = torch.full((1, 3, 64, 64), 0.5)  # a flat image is reconstructed exactly: nothing is "unreal"
+    assert (cheap.lowpass_reconstruction(flat) - flat).abs().max() < 2 / 255
+    losses = cheap.train().training_step(batch)
+    assert set(losses) == {"total", "coarse_bce", "coarse_dice"}
+    losses["total"].backward()
+    assert cheap.dssn.artifact.patch_embed1.proj.weight.grad is not None
+    save_checkpoint(cheap.eval(), tmp_path / "run")  # the checkpoint rebuilds without any weight file
+    back = load_checkpoint(tmp_path / "run").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(batch["image"])["mask_logits"], cheap(batch["image"])["mask_logits"])
+    with torch.device("meta"):
+        full = create_model("ifanet", realness_prior=prior)
+    assert sum(p.numel() for p in full.parameters()) < 60e6  # DSSN only (≈54 M), no ViT-L MAE
+
+
+def test_low_pass_prior_refuses_what_needs_an_mae(tmp_path):
+    with pytest.raises(UserError, match="no MAE is built"):
+        _tiny(realness_prior="blur", mae_weights=str(tmp_path / "mae.pth"))
+    with pytest.raises(UserError, match="no realness-prior stage"):
+        _tiny(realness_prior="blur", stage="realness-prior")
+    with pytest.raises(UserError, match="realness_prior must be one of"):
+        _tiny(realness_prior="gauss")
+    with pytest.raises(UserError, match="low-pass prior"):
+        _tiny(realness_prior="jpeg").load_pretrained_stage(_tiny(stage="realness-prior").state_dict())
+    assert get_entry("ifanet").default_config["realness_prior"] == "mae"
+
+
 def test_realness_prior_stage_trains_only_the_mae_and_feeds_the_main_stage(tmp_path):
     prior = _tiny(stage="realness-prior").train()
     assert prior.selection_metric() == ("val_loss", "min")
@@ -185,6 +235,7 @@ def test_registry_entry_and_presets():
     assert entry.default_config["mae_input_size"] == 512 and entry.default_config["coarse_weight"] == 0.5
     assert entry.default_config["mask_mode"] == "complementary-4"
     assert list(entry.train_presets)[0] == "paper" and entry.train_presets["paper"]["lr"] == 2e-5
+    assert entry.train_presets["paper"]["global_batch"] == 32  # §4: effective batch 32 over 8 GPUs
 
 
 def test_full_config_parameter_counts():

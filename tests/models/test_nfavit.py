@@ -13,6 +13,8 @@ from tamperscope.nn.sparse_attention import fix_sparse_mask, noise_guided_mask, 
 from tamperscope.registry import get_entry
 
 TINY = dict(noise_extractor="residual", image_variant="b0", decoder_dim=32, drop_path_rate=0.0)
+# models without noise_mit_weights announce their trained noise branch; its own test checks that warning
+pytestmark = pytest.mark.filterwarnings("ignore:nfavit. no noise_mit_weights")
 
 
 
@@ -169,16 +171,76 @@ def test_weighted_decoder_gamma_init_and_head():
     assert m.decoder(feats).shape == (1, 1, 16, 16)
 
 
-def test_loss_weights_and_no_gradient_into_noise_branch():
-    m = _tiny(cls_weight=0.5).train()
-    batch = {"image": torch.randn(2, 3, 64, 64), "mask": (torch.rand(2, 1, 64, 64) > 0.7).float(),
-             "label": torch.tensor([1.0, 0.0])}
-    losses = m.training_step(batch)
+def _train_batch(size=64):
+    return {"image": torch.randn(2, 3, size, size), "mask": (torch.rand(2, 1, size, size) > 0.7).float(),
+            "label": torch.tensor([1.0, 0.0])}
+
+
+def test_loss_weights_and_no_gradient_into_a_frozen_noise_branch():
+    m = _tiny(cls_weight=0.5, train_noise_branch=False).train()
+    losses = m.training_step(_train_batch())
     torch.testing.assert_close(losses["total"], losses["seg_bce"] + 0.5 * losses["cls_bce"])
     losses["total"].backward()
     assert all(p.grad is None for p in m.noise_encoder.parameters())
+    assert all(p.grad is None for p in m.noise_extractor.parameters())
     assert m.image_encoder.patch_embed1.proj.weight.grad is not None
     assert all(g.grad is not None for g in m.decoder.gamma) and m.classifier.weight.grad is not None
+
+
+def _b0_file(tmp_path):
+    torch.save(MixVisionTransformer("b0", in_chans=3).state_dict(), tmp_path / "mit_b0.pth")
+    return str(tmp_path / "mit_b0.pth")
+
+
+def test_noise_branch_is_frozen_with_weights_and_trained_without(tmp_path):
+    """A random noise branch frozen for the whole run would give arbitrary top-k masks: without noise_mit_weights it
+    trains (and the model says so); with them it stays frozen, as in the paper and the official code."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ImageNet weights given: no warning
+        frozen = _tiny(noise_mit_weights=_b0_file(tmp_path)).train()
+    assert not frozen.train_noise_branch and frozen.config["train_noise_branch"] is False
+    assert not any(p.requires_grad for p in frozen.noise_encoder.parameters())
+    with pytest.warns(UserWarning, match="noise branch .* starts random and is trained"):
+        trained = create_model("nfavit", **TINY).train()
+    assert trained.train_noise_branch and trained.config["train_noise_branch"] is True
+    assert all(p.requires_grad for p in trained.noise_encoder.parameters())
+    assert not any(p.requires_grad for p in trained.noise_extractor.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit choice: no warning
+        assert not _tiny(train_noise_branch=False).train_noise_branch
+        assert _tiny(noise_mit_weights=_b0_file(tmp_path), train_noise_branch=True).train_noise_branch
+    # the straight-through masks reach the noise branch; the forward pass is the hard top-k one
+    torch.manual_seed(0)
+    batch = _train_batch(size=128)  # ≥ 8 keys per stage: with k = 1 kept key the softmax has no gradient
+    trained.training_step(batch)["total"].backward()
+    grads = [p.grad for n, p in trained.noise_encoder.named_parameters() if "block1.1.attn.q." in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert trained.noise_encoder.patch_embed1.proj.weight.grad.abs().sum() > 0
+    torch.manual_seed(1)
+    with torch.no_grad():
+        hard = trained(batch["image"])["mask_logits"]
+    torch.manual_seed(1)
+    torch.testing.assert_close(trained(batch["image"])["mask_logits"], hard, atol=1e-5, rtol=1e-4)
+    # a checkpoint keeps the resolved choice without the weight file
+    from tamperscope.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(frozen, tmp_path / "run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = load_checkpoint(tmp_path / "run")
+    assert not back.train_noise_branch and not any(p.requires_grad for p in back.noise_encoder.parameters())
+
+
+def test_straight_through_mask_equals_the_bool_mask_forward():
+    logits = torch.randn(2, 3, 10, 16, requires_grad=True)
+    mask = noise_guided_mask(torch.softmax(logits, -1), 0.25)
+    bias = type(_tiny(train_noise_branch=False)).straight_through_mask(mask, logits)
+    assert torch.equal(bias == 0, mask) and torch.isinf(bias[~mask]).all()
+    q, k, v = torch.randn(2, 3, 10, 8), torch.randn(2, 3, 16, 8), torch.randn(2, 3, 16, 8)
+    torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v, attn_mask=bias),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-6, rtol=1e-5)
+    F.scaled_dot_product_attention(q, k, v, attn_mask=bias).sum().backward()
+    assert (logits.grad[~mask] == 0).all() and logits.grad[mask].abs().sum() > 0
 
 
 def test_a_few_steps_reduce_the_loss():
@@ -245,6 +307,7 @@ def test_full_config_parameter_count_and_presets(full_model):
         ("adamw", 2e-4, 0.05, 30, 2)
     assert "model" not in dft  # the default keeps the paper's cls_weight 1.0
     assert (off["epochs"], off["warmup_epochs"], off["model"]) == (200, 4, {"cls_weight": 0.5})
+    assert all((p["batch_size"], p["global_batch"]) == (16, 64) for p in (dft, off, pap))  # 16/GPU × 4 GPUs
     assert (pap["optimizer"], pap["lr"], pap["weight_decay"], pap["epochs"]) == ("adam", 5e-3, 1e-6, 30)
     assert entry.default_config["cls_weight"] == 1.0 and entry.default_config["topk_ratio"] == 0.25
 

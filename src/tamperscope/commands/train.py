@@ -25,7 +25,9 @@ def add_arguments(p):
                    help="gradient accumulation steps (default: what the preset's global batch needs, else 1)")
     p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--max-steps", type=int, help="stop after this many optimisation steps")
+    p.add_argument("--max-steps", type=int,
+                   help="train this many optimisation steps; when fewer than the epochs' steps, the warm-up (its "
+                        "share of the run) and the LR decay are laid over them")
     p.add_argument("--save-every", type=int, default=0, help="also save a resumable state every N steps")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--no-augment", action="store_true", help="disable the training augmentation")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import resource
 import time
+import warnings
 from contextlib import nullcontext
 
 import torch
@@ -67,13 +68,16 @@ def count_gmacs(model: torch.nn.Module, image_size: int, device: str | torch.dev
 
 
 def meta_complexity(name: str, image_size: int = 512, with_gmacs: bool = True, **overrides) -> dict:
-    """Parameters and GMACs computed on the meta device (no weights materialised, no arithmetic)."""
-    try:
-        with torch.device("meta"):
+    """Parameters and GMACs computed on the meta device (no weights materialised, no arithmetic). Construction
+    warnings (e.g. about weights not given) are not shown: nothing here trains or predicts."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with torch.device("meta"):
+                model = create_model(name, **overrides).eval()
+        except Exception:  # a constructor that reads tensor values: build on the CPU, count params only
             model = create_model(name, **overrides).eval()
-    except Exception:  # a constructor that reads tensor values: build on the CPU, count params only
-        model = create_model(name, **overrides).eval()
-        with_gmacs = False
+            with_gmacs = False
     total, trainable = count_parameters(model)
     out = {"params_m": total / 1e6, "trainable_params_m": trainable / 1e6, "gmacs": None}
     try:

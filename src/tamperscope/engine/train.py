@@ -8,8 +8,10 @@
   val), ``trainer_state.json`` pointing at the latest resumable state ``state/step-N/`` (model,
   optimizer and RNG states as safetensors), ``metrics.jsonl`` and ``curves.png``. Every file is written
   atomically and the pointer is updated last, so a kill at any moment leaves a consistent run.
-* ``--resume`` continues exactly: same next batch (seeded per-epoch order, started mid-epoch), same LR,
-  same RNG streams; the final weights equal those of an uninterrupted run.
+* ``--resume`` continues exactly: same next batch (seeded per-epoch order, started mid-epoch), same LR (the run's
+  step count and warm-up are stored in its config), same RNG streams; the final weights equal those of an
+  uninterrupted run.
+* ``--max-steps`` below the epochs' steps lays the whole schedule (warm-up share and decay) over those steps.
 * A non-finite loss stops with a message naming the step and the loss terms; SIGTERM/SIGINT save a
   resumable state first.
 """
@@ -19,6 +21,7 @@ import json
 import math
 import random
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -148,8 +151,35 @@ def resolve_train_config(opts: TrainOptions, entry, yaml_cfg: dict, world: int =
     return cfg
 
 
+def schedule_steps(cfg: dict, steps_per_epoch: int) -> tuple[int, int]:
+    """(optimisation steps of the run, warm-up steps) for a training config. The run is ``epochs`` epochs, or
+    ``max_steps`` when that is fewer: then the whole schedule is laid over ``max_steps`` — the cosine decay ends at
+    the last step and the warm-up keeps its share of the run (``warmup_epochs`` scaled by ``max_steps`` / the
+    epochs' steps), so a short run does not spend itself in a warm-up sized for the full recipe."""
+    full = max(1, int(cfg["epochs"] * steps_per_epoch))
+    total = min(full, cfg["max_steps"]) if cfg.get("max_steps") else full
+    warmup = cfg.get("warmup_epochs", 0) * steps_per_epoch
+    return total, int(warmup * total / full if total < full else warmup)
+
+
+def run_schedule(train_cfg: dict, steps_per_epoch: int, resumed: bool) -> tuple[int, int]:
+    """(total, warm-up) steps of a run. A new run computes them (:func:`schedule_steps`) and stores them in
+    ``train_cfg`` (saved in the run's config); a resumed run takes the stored ones, so it continues with the LR
+    schedule it started with — a run saved before they were stored did not scale its warm-up to ``max_steps``."""
+    if resumed and "total_steps" in train_cfg:
+        return train_cfg["total_steps"], train_cfg["warmup_steps"]
+    if resumed:
+        total = train_cfg["epochs"] * steps_per_epoch
+        if train_cfg.get("max_steps"):
+            total = min(total, train_cfg["max_steps"])
+        return total, int(train_cfg.get("warmup_epochs", 0) * steps_per_epoch)
+    total, warmup = schedule_steps(train_cfg, steps_per_epoch)
+    train_cfg.update(total_steps=total, warmup_steps=warmup)
+    return total, warmup
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float, schedule: str) -> float:
-    """Linear warm-up to ``base_lr`` then cosine decay to ``min_lr`` (or constant)."""
+    """Linear warm-up to ``base_lr`` then cosine decay to ``min_lr`` (or constant); see :func:`schedule_steps`."""
     if warmup_steps and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     if schedule == "constant":
@@ -324,6 +354,14 @@ def load_pretrained_stage(model, source: str) -> None:
                   f"modules that stage does not train ({', '.join(modules[:6])}{', …' if len(modules) > 6 else ''})")
 
 
+def leave_stop_signals_to_the_trainer(_worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM and SIGINT: a scheduler or a shell that signals the whole process group
+    must reach the trainer's handler, which saves the state and stops, instead of killing a worker mid-batch
+    (the trainer then died with a worker traceback and lost the steps since the last save)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Trainer:
     def __init__(self, opts: TrainOptions):
         self.opts = opts
@@ -348,7 +386,8 @@ class Trainer:
             train_cfg = saved.get("train") or (saved.get("extra") or {}).get("train")
             if not train_cfg or "config" not in saved:
                 raise UserError(f"{self.run.path / 'config.json'}: no training configuration to resume from")
-            model_cfg = saved["config"]
+            # keys added to a model after the run was saved take the value the run was trained with
+            model_cfg = getattr(entry.cls, "legacy_config", {}) | saved["config"]
             check_resume_options(self.run.path, train_cfg, opts, self.world)
         else:
             if self.run.exists() and is_main():
@@ -374,7 +413,8 @@ class Trainer:
         # on resume the run's state already holds every weight: external weight files are not re-read
         model = create_model(opts.model, **({k: (None if k.endswith("_weights") and resume_state else v)
                                                for k, v in model_cfg.items()}))
-        model.config = merge_config(entry.default_config, model_cfg, where=opts.model)
+        model.config = merge_config(entry.default_config, model_cfg, where=opts.model) | getattr(
+            model, "resolved_config", {})
         if model.stages:
             model.set_stage(model.config.get("stage"))
         if opts.pretrained and not resume_state:
@@ -417,7 +457,8 @@ class Trainer:
         # this rank's share without padding (a padded shard would count its repeated images twice)
         shard = list(range(self.rank, len(val_ds), self.world))
         loader = DataLoader(val_ds, batch_size=bs, sampler=shard, num_workers=self.opts.workers,
-                            collate_fn=collate, generator=torch.Generator().manual_seed(0))
+                            collate_fn=collate, generator=torch.Generator().manual_seed(0),
+                            worker_init_fn=leave_stop_signals_to_the_trainer)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # validation must not shift the training RNG streams
             torch.manual_seed(12345)
@@ -463,10 +504,8 @@ class Trainer:
         batches_per_epoch = math.ceil(sampler.per_rank / bs)
         self.batches_per_epoch = batches_per_epoch
         steps_per_epoch = math.ceil(batches_per_epoch / accum)
-        total_steps = train_cfg["epochs"] * steps_per_epoch
-        if train_cfg.get("max_steps"):
-            total_steps = min(total_steps, train_cfg["max_steps"])
-        warmup_steps = int(train_cfg.get("warmup_epochs", 0) * steps_per_epoch)
+        total_steps, warmup_steps = run_schedule(train_cfg, steps_per_epoch, resumed=bool(resume_state))
+        scaled = total_steps < train_cfg["epochs"] * steps_per_epoch and "total_steps" in train_cfg
         opt = build_optimizer(model, train_cfg)
         sel_key, sel_mode = model.selection_metric()
         if train_cfg.get("selection_metric"):  # a recipe may select on another key, e.g. ["pixel_iou", "max"]
@@ -503,6 +542,13 @@ class Trainer:
                   f"{len(train_ds)} train images, {len(val_ds) if val_ds else 0} val, {total_steps} steps "
                   f"({steps_per_epoch}/epoch), batch {bs}×{accum}×{self.world}, device {self.device}, "
                   f"preset {train_cfg.get('preset')}")
+            if scaled:
+                print(f"--max-steps {total_steps} is less than {train_cfg['epochs']} epochs: warm-up and "
+                      f"{train_cfg['schedule']} schedule laid over {total_steps} steps (warm-up {warmup_steps} steps)")
+            if warmup_steps >= total_steps > 0:
+                print(f"tamperscope train: warning: the warm-up ({warmup_steps} steps) is as long as the run "
+                      f"({total_steps} steps) or longer: the learning rate rises for the whole run and reaches "
+                      f"{train_cfg['lr']:g} at the last step at best; lower train.warmup_epochs", file=sys.stderr)
         model.train()
         try:
             self._loop(model, step_module, opt, sampler, train_ds, val_ds, state, config, log, total_steps,
@@ -531,6 +577,7 @@ class Trainer:
             # run resumed mid-epoch (one more iterator) would shift the model's dropout/noise stream
             loader = DataLoader(train_ds, batch_size=bs, sampler=sampler, num_workers=self.opts.workers,
                                 collate_fn=collate, drop_last=False, pin_memory=self.device.type == "cuda",
+                                worker_init_fn=leave_stop_signals_to_the_trainer,
                                 generator=torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch))
             micro = 0
             t_last, seen = time.perf_counter(), 0

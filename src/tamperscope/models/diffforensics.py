@@ -89,13 +89,17 @@ DEFAULT_CONFIG = {
     "beta": 0.1,
 }
 
-#: Paper recipes (§4.1 / SEED-SPECS §5.4): AdamW 1e-4, constant LR, weight decay 0.01 (AdamW default) [R].
+#: Paper recipes (§4.1 "Implementation details"): AdamW 1e-4, constant LR, weight decay 0.01 (AdamW default) [R].
 #: "paper" is stage 2 (the default stage); "pretrain" is stage 1 and is picked by ``train --stage pretrain``.
+#: The paper's batch sizes (32 fine-tuning, 16 pre-training) are totals over its 4 A100s: ``global_batch``, with
+#: 8 and 4 per process [R], so one process accumulates 4 batches and torchrun on 4 GPUs accumulates none.
 PRESETS = {
     "paper": {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.01, "epochs": 50, "warmup_epochs": 0,
-              "schedule": "constant", "min_lr": 1e-4, "batch_size": 32, "model": {"stage": "finetune"}},
+              "schedule": "constant", "min_lr": 1e-4, "batch_size": 8, "global_batch": 32,
+              "model": {"stage": "finetune"}},
     "pretrain": {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.01, "epochs": 100, "warmup_epochs": 0,
-                 "schedule": "constant", "min_lr": 1e-4, "batch_size": 16, "model": {"stage": "pretrain"}},
+                 "schedule": "constant", "min_lr": 1e-4, "batch_size": 4, "global_batch": 16,
+                 "model": {"stage": "pretrain"}},
 }
 
 

@@ -184,6 +184,9 @@ class DiffIML(TamperModel):
     """DiffIML with stages ``lightvae`` (distil/train the mask autoencoder) and ``denoiser`` (default)."""
 
     stages = ("lightvae", "denoiser")
+    #: labelled GMAC counts that ``tamperscope models`` shows: the default config (N = 5 members, flip TTA, as the
+    #: official test code and the paper's main tables) and without flip TTA (as Table 4's efficiency numbers)
+    complexity_variants = {"flip TTA, default": {}, "no TTA": {"flip_tta": False}}
 
     def __init__(self, stage: str = "denoiser", encoder_variant: str = "b3", encoder_weights: str | None = None,
                  drop_path_rate: float = 0.1, condition_channels: int = 128, unet_channels: int = 128,

@@ -29,6 +29,16 @@ Pipeline (paper §3, Fig. 2):
 * **Loss** (§3.5): ``L = L₂ + λ·L₁``, each BCE + dice_linear (s = 1, per batch), λ = ``coarse_weight`` = 0.5 [R].
   No detection head: ``image_logit`` is the maximum of the refined mask logits.
 
+**Low-pass realness prior** [R] (``realness_prior="blur"`` or ``"jpeg"``; default ``"mae"``): §3.1–3.2 read
+realness as "what a prior reconstructs faithfully" and feed the DSSN the residual ``r₁ = |x − x̂₁|``. Without
+MAE weights a random MAE makes that residual meaningless, and training one (``realness-prior``) takes time; this
+option replaces x̂₁ by a fixed low-pass reconstruction of the [0,1] image at its own size — a Gaussian blur
+(``lowpass_sigma``, reflect padding) or a JPEG re-compression (``lowpass_quality``, OpenCV/libjpeg 4:2:0) — so
+r₁ is the image's high-frequency content (resp. its JPEG error levels). No MAE is built and no weights are
+needed: a cheap prior for tests and CPU runs, far weaker than the paper's. TAPI and the Adaptive Decoder act on
+MAE tokens, so this model is single-stage (Table 2's "+DSSN" row: ``mask_logits`` = M₁, loss L₁), whatever
+``use_tapi``/``adaptive_decoder`` say; there is no ``realness-prior`` stage to train.
+
 Ablations of Table 2 (config keys): ``dual_stream=False`` — baseline single stream: one MiT on the
 6-channel concatenation (image ‖ residual), the stem's residual channels start at zero so pretrained
 features are unchanged at init [R]; ``use_tapi=False`` — no FiLM/prompts; ``adaptive_decoder=False`` —
@@ -46,7 +56,9 @@ Outputs: ``mask_logits`` (M₂), ``image_logit``, ``coarse_logits`` (M₁), ``re
 from __future__ import annotations
 
 import copy
+import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,9 +78,13 @@ PAPER = ("IFA-Net: Iterative Forgery Amplifier Network — a frozen MAE realness
          "injection for image manipulation localization (paper 000)")
 STAGES = ("realness-prior", "main")
 MASK_MODES = ("complementary-4", "none")
+REALNESS_PRIORS = ("mae", "blur", "jpeg")
 
 DEFAULT_CONFIG = {
     "stage": "main",
+    "realness_prior": "mae",          # "mae" (paper §3.1); "blur" / "jpeg": fixed low-pass reconstruction [R]
+    "lowpass_sigma": 2.0,             # Gaussian σ (pixels) of realness_prior="blur"
+    "lowpass_quality": 75,            # JPEG quality of realness_prior="jpeg"
     "mae_variant": "vit-large-16",
     "mae_weights": None,              # FAIR mae_visualize_vit_large.pth or HF ViTMAEForPreTraining file/folder
     "mae_input_size": 512,            # [R] 512 with regenerated tables; 224 cheap mode; None = input size
@@ -94,14 +110,16 @@ DEFAULT_CONFIG = {
 }
 
 TRAIN_PRESETS = {
-    # paper §4 (Implementation Details): AdamW 2e-5, wd 1e-5, ≤100 epochs, batch 32, early stopping on val IoU
-    # (patience 10); no schedule is given → constant LR [R]
+    # paper §4 (Implementation Details): AdamW 2e-5, wd 1e-5, ≤100 epochs, early stopping on val IoU (patience 10),
+    # effective batch 32 on 8 GPUs (DDP): 4 per process [R], one process accumulates 8; no schedule is given →
+    # constant LR [R]
     "paper": {"optimizer": "adamw", "lr": 2e-5, "weight_decay": 1e-5, "epochs": 100, "warmup_epochs": 0,
-              "schedule": "constant", "min_lr": 2e-5, "batch_size": 32, "patience": 10,
+              "schedule": "constant", "min_lr": 2e-5, "batch_size": 4, "global_batch": 32, "patience": 10,
               "selection_metric": ["pixel_iou", "max"]},
-    # FAIR MAE pre-training recipe (blr 1.5e-4 × batch/256, wd 0.05, 40 warm-up epochs, cosine), shortened
+    # FAIR MAE pre-training recipe (blr 1.5e-4 × batch/256, wd 0.05, 40 warm-up epochs, cosine), shortened; the
+    # LR is for a total batch of 64 (16 per process, accumulated to 64)
     "realness-prior": {"optimizer": "adamw", "lr": 3.75e-5, "weight_decay": 0.05, "epochs": 400,
-                       "warmup_epochs": 40, "schedule": "cosine", "min_lr": 0.0, "batch_size": 64,
+                       "warmup_epochs": 40, "schedule": "cosine", "min_lr": 0.0, "batch_size": 16, "global_batch": 64,
                        "betas": [0.9, 0.95], "model": {"stage": "realness-prior"}},
 }
 
@@ -191,7 +209,8 @@ class IFANet(TamperModel):
 
     stages = STAGES
 
-    def __init__(self, stage: str = "main", mae_variant: str = "vit-large-16", mae_weights: str | None = None,
+    def __init__(self, stage: str = "main", realness_prior: str = "mae", lowpass_sigma: float = 2.0,
+                 lowpass_quality: int = 75, mae_variant: str = "vit-large-16", mae_weights: str | None = None,
                  mae_input_size: int | None = 512, mae_ln_eps: float = 1e-6, mask_mode: str = "complementary-4",
                  mask_seed: int = 0, mit_variant: str = "b2", mit_embed_dims: list[int] | None = None,
                  mit_depths: list[int] | None = None, mit_weights: str | None = None, drop_path_rate: float = 0.1,
@@ -204,18 +223,33 @@ class IFANet(TamperModel):
             raise UserError(f"ifanet: mask_mode must be one of {', '.join(MASK_MODES)}, got '{mask_mode}'")
         if mae_input_size is not None and mae_input_size % 16:
             raise UserError(f"ifanet: mae_input_size must be a multiple of 16, got {mae_input_size}")
+        if realness_prior not in REALNESS_PRIORS:
+            raise UserError(f"ifanet: realness_prior must be one of {', '.join(REALNESS_PRIORS)}, got "
+                            f"'{realness_prior}'")
+        lowpass = realness_prior != "mae"
+        if lowpass and mae_weights:
+            raise UserError(f"ifanet: mae_weights is unused with realness_prior='{realness_prior}' (no MAE is built)")
+        if lowpass and stage == "realness-prior":
+            raise UserError(f"ifanet: the '{realness_prior}' realness prior is fixed; there is no realness-prior "
+                            "stage to train (realness_prior='mae' trains the MAE)")
+        if realness_prior == "blur" and lowpass_sigma <= 0:
+            raise UserError(f"ifanet: lowpass_sigma must be > 0, got {lowpass_sigma}")
+        if realness_prior == "jpeg" and not 1 <= lowpass_quality <= 100:
+            raise UserError(f"ifanet: lowpass_quality must be in 1..100, got {lowpass_quality}")
+        self.realness_prior, self.lowpass_sigma, self.lowpass_quality = realness_prior, lowpass_sigma, lowpass_quality
         self.mae_input_size, self.mask_mode, self.mask_seed = mae_input_size, mask_mode, mask_seed
-        self.use_tapi, self.coarse_weight, self.detach_coarse = use_tapi, coarse_weight, detach_coarse
+        self.use_tapi, self.coarse_weight, self.detach_coarse = use_tapi and not lowpass, coarse_weight, detach_coarse
         self.prior_mask_ratio, self.norm_pix_loss = prior_mask_ratio, norm_pix_loss
-        self.two_stage = use_tapi or adaptive_decoder
+        self.two_stage = not lowpass and (use_tapi or adaptive_decoder)
 
-        self.mae = MaskedAutoencoder(mae_variant, img_size=mae_input_size or 224, ln_eps=mae_ln_eps)
+        self.mae = None if lowpass else MaskedAutoencoder(mae_variant, img_size=mae_input_size or 224,
+                                                          ln_eps=mae_ln_eps)
         if mae_weights:
             load_mae_weights(self.mae, mae_weights)
-        self.adaptive_decoder = copy.deepcopy(self.mae.decoder) if adaptive_decoder else None
+        self.adaptive_decoder = copy.deepcopy(self.mae.decoder) if adaptive_decoder and not lowpass else None
         self.dssn = DualStreamSegmentationNetwork(mit_variant, mit_embed_dims, mit_depths, decoder_dim, drop_path_rate,
                                                   head_dropout, dual_stream, mit_weights)
-        if use_tapi:
+        if self.use_tapi:
             self.prompt_encoder = PromptEncoder(1, tuple(prompt_channels), prompt_dim)
             self.film = FiLM(prompt_dim, self.mae.encoder.embed_dim)
         # which stage trained these weights: lets load_pretrained_stage recognise a realness-prior run
@@ -229,8 +263,11 @@ class IFANet(TamperModel):
         stage = stage or "main"
         super().set_stage(stage)
         prior = stage == "realness-prior"
+        if prior and self.mae is None:
+            raise UserError(f"ifanet: the '{self.realness_prior}' realness prior has no realness-prior stage")
         self.requires_grad_(not prior)
-        self.mae.requires_grad_(prior)
+        if self.mae is not None:
+            self.mae.requires_grad_(prior)
         self.trained_stage.fill_(STAGES.index(stage))
 
     def load_pretrained_stage(self, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
@@ -238,7 +275,11 @@ class IFANet(TamperModel):
         trained: returned as left out) and copy the trained decoder into the Adaptive Decoder; otherwise load
         everything. Returns (missing, unexpected, left out)."""
         marker = state_dict.get("trained_stage")
-        if self.stage == "main" and marker is not None and int(marker) == STAGES.index("realness-prior"):
+        from_prior = marker is not None and int(marker) == STAGES.index("realness-prior")
+        if from_prior and self.mae is None:
+            raise UserError(f"ifanet: a realness-prior run holds MAE weights; this model uses the "
+                            f"'{self.realness_prior}' low-pass prior (set realness_prior='mae' to use them)")
+        if self.stage == "main" and from_prior:
             sub = {k[len("mae."):]: v for k, v in state_dict.items() if k.startswith("mae.")}
             result = self.mae.load_state_dict(sub, strict=False)
             if self.adaptive_decoder is not None:
@@ -263,7 +304,7 @@ class IFANet(TamperModel):
         if image.ndim != 4 or image.shape[1] != 3 or image.shape[-2] % 32 or image.shape[-1] % 32:
             raise UserError(f"ifanet: expected a B×3×H×W image with H, W multiples of 32, got {tuple(image.shape)}")
         size = self.mae_input_size
-        if size is None or tuple(image.shape[-2:]) == (size, size):
+        if self.mae is None or size is None or tuple(image.shape[-2:]) == (size, size):
             return image
         return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
@@ -294,9 +335,31 @@ class IFANet(TamperModel):
                                                                           align_corners=False)
 
     @torch.no_grad()
+    def lowpass_reconstruction(self, x01: torch.Tensor) -> torch.Tensor:
+        """The fixed low-pass x̂₁ of a ``B×3×H×W`` [0,1] image: Gaussian blur (``lowpass_sigma``, reflect padding)
+        or a JPEG round trip (``lowpass_quality``, 8-bit)."""
+        if self.realness_prior == "blur":
+            radius = max(1, math.ceil(3 * self.lowpass_sigma))
+            t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x01.device)
+            g = torch.exp(-0.5 * (t / self.lowpass_sigma) ** 2)
+            g = (g / g.sum()).to(x01.dtype)
+            C = x01.shape[1]
+            y = F.pad(x01, (radius, radius, radius, radius), mode="reflect")
+            y = F.conv2d(y, g.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
+            return F.conv2d(y, g.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
+        from ..data.transforms import jpeg_roundtrip
+
+        rgb = (x01.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        back = np.stack([jpeg_roundtrip(np.ascontiguousarray(im), self.lowpass_quality) for im in rgb])
+        return torch.from_numpy(back).permute(0, 3, 1, 2).to(x01.device, x01.dtype) / 255
+
+    @torch.no_grad()
     def reconstruction_residual(self, image: torch.Tensor) -> torch.Tensor:
         """Stage-I residual map ``B×1×H×W`` (mean over RGB of ``|x − x̂₁|``), for ``predict --residual``."""
         x = self._mae_input(image)
+        if self.mae is None:
+            x01 = imagenet_denormalize(x).clamp(0, 1)
+            return (x01 - self.lowpass_reconstruction(x01)).abs().mean(1, keepdim=True)
         enc = self._encode(x)
         recon = self._reconstruct(self.mae.decoder, enc.tokens, enc, image.shape[0])
         return self._residual(imagenet_denormalize(x).clamp(0, 1), recon, image.shape[-2:]).mean(1, keepdim=True)
@@ -307,6 +370,12 @@ class IFANet(TamperModel):
         B, size = image.shape[0], image.shape[-2:]
         x = self._mae_input(image)
         x01 = imagenet_denormalize(x).clamp(0, 1)
+        if self.mae is None:  # the fixed low-pass prior: single stage
+            recon1 = self.lowpass_reconstruction(x01)
+            residual1 = (x01 - recon1).abs()
+            coarse = self.dssn(image, residual1)
+            return {"coarse_logits": coarse, "residual1": residual1, "reconstruction1": recon1,
+                    "mask_logits": coarse, "image_logit": max_pool_image_logit(coarse)}
         prior_trains = any(p.requires_grad for p in self.mae.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and prior_trains):
             enc = self._encode(x)

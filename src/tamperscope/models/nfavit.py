@@ -18,7 +18,8 @@ Resolved ambiguities (SEED-SPECS §3.7), each a config key:
 1. ``cls_weight`` 1.0 (paper "equal weights"); the official code uses 0.5.
 2. Presets: ``default`` = the code's optimiser (AdamW 2e-4, wd 0.05, cosine) with the paper's 30 epochs and
    2 warm-up epochs; ``official`` = ``train.sh`` as released (200 epochs, 4 warm-up, ``cls_weight`` 0.5);
-   ``paper`` = Adam 5e-3, wd 1e-6, 30 epochs (warm-up length unstated: 2 epochs).
+   ``paper`` = Adam 5e-3, wd 1e-6, 30 epochs (warm-up length unstated: 2 epochs). All three train with a total
+   batch of 64 (paper §5.1: 64 on four GPUs; ``train.sh``: 16 per GPU × 4): 16 per process, ``global_batch`` 64.
 3. Detection head: the official GAP(F₄)+Linear (the paper mentions a ResNet).
 4. γ is per-channel (official), not one scalar per stage (paper).
 5./6. ``brgen_compat=False``: TruFor Noiseprint++ semantics (input un-normalised to [0,1], no residual,
@@ -28,9 +29,16 @@ Resolved ambiguities (SEED-SPECS §3.7), each a config key:
    the attention residual, ``t = a + DropPath(a)`` with ``a = attn(x)``, followed by the MLP residual.
 7. Fix-Sparse in every non-last image block with s = ``sparse_rate`` = 2; NAA in the last block.
 8. "Top-k most dissimilar": keep (allow) the k least-attended keys, mask all others (official).
-9. The noise branch's features do not reach the decoder (official); only its masks are used.
-   Since the masks are detached, the noise branch and the extractor receive no gradient (as in the
-   official code): they run under ``torch.no_grad`` and stay at their (ImageNet / Noiseprint++) weights.
+9. The noise branch's features do not reach the decoder (official); only its masks are used, detached, so
+   the official code never trains the branch: it keeps its ImageNet MiT-b0 weights. With ``noise_mit_weights``
+   it is frozen here too and runs under ``torch.no_grad``. **Without** them a frozen branch would stay random and
+   its top-k masks would be arbitrary for the whole run, so ``train_noise_branch`` (``None`` = auto) then trains
+   it, and the model warns once at construction: the forward pass is unchanged (the same hard top-k masks),
+   and a straight-through estimator gives the branch a gradient [R] — NAA gets the additive mask
+   ``sg(s) − s`` on the kept keys (value 0) and −∞ elsewhere, with ``s`` the noise branch's attention logits,
+   so a kept key that the loss wants attended more becomes less attended by the noise branch (more firmly
+   among the "most dissimilar"). ``train_noise_branch: false`` keeps a random branch frozen anyway (the
+   official behaviour); ``true`` trains a pretrained one. The Noiseprint++ extractor is always frozen.
 Other choices: LayerNorm eps 1e-6 in the MiTs (NVlabs; the BR-Gen copy uses 1e-5: ``ln_eps``); exact
 GELU (the BR-Gen copy uses the tanh approximation); Fix-Sparse generalised to non-square grids.
 ``noise_extractor="residual"`` swaps Noiseprint++ for the weight-free SRM residual (SEED-SPECS §1.8).
@@ -73,17 +81,21 @@ DEFAULT_CONFIG = {
     "drop_path_rate": 0.1,
     "ln_eps": 1e-6,
     "brgen_compat": False,
+    "train_noise_branch": None,  # None: trained (straight-through) without noise_mit_weights, frozen with them
 }
 
+# Every recipe's batch is 64 in total on 4 GPUs (paper: batch 64 on 4×4090; train.sh: 16 per GPU × 4): 16 per
+# process and ``global_batch`` 64, so one process accumulates 4 batches and torchrun on 4 GPUs accumulates none.
 TRAIN_PRESETS = {
-    # §3.4 [R] (the default): the code's optimiser with the paper's 30 epochs and 2 warm-up epochs
+    # [R] (the default): the code's optimiser with the paper's 30 epochs and 2 warm-up epochs
     "default": {"optimizer": "adamw", "lr": 2e-4, "weight_decay": 0.05, "epochs": 30, "warmup_epochs": 2,
-                "schedule": "cosine", "min_lr": 0.0, "batch_size": 64},
-    # train.sh as released: 200 epochs, 4 warm-up, loss weight 0.5 on the detection term
+                "schedule": "cosine", "min_lr": 0.0, "batch_size": 16, "global_batch": 64},
+    # train.sh as released: 200 epochs, 4 warm-up, 16 per GPU × 4 GPUs, loss weight 0.5 on the detection term
     "official": {"optimizer": "adamw", "lr": 2e-4, "weight_decay": 0.05, "epochs": 200, "warmup_epochs": 4,
-                 "schedule": "cosine", "min_lr": 0.0, "batch_size": 64, "model": {"cls_weight": 0.5}},
+                 "schedule": "cosine", "min_lr": 0.0, "batch_size": 16, "global_batch": 64,
+                 "model": {"cls_weight": 0.5}},
     "paper": {"optimizer": "adam", "lr": 5e-3, "weight_decay": 1e-6, "epochs": 30, "warmup_epochs": 2,
-              "schedule": "cosine", "min_lr": 0.0, "batch_size": 64},
+              "schedule": "cosine", "min_lr": 0.0, "batch_size": 16, "global_batch": 64},
 }
 
 
@@ -121,12 +133,15 @@ class NFAViT(TamperModel):
     """Noiseprint++ → MiT noise branch (Top-k masks) → MiT image branch (Fix-Sparse + NAA) → weighted
     decoder + GAP/Linear detection head. See the module docstring for every resolved ambiguity."""
 
+    #: config values of runs saved before the key existed (their noise branch was always frozen)
+    legacy_config = {"train_noise_branch": False}
+
     def __init__(self, noise_extractor: str = "noiseprint++", noiseprint_weights: str | None = None,
                  noise_variant: str = "b0", noise_mit_weights: str | None = None,
                  image_variant: str = "b2", image_mit_weights: str | None = None,
                  topk_ratio: float = 0.25, sparse_rate: int = 2, decoder_dim: int = 512, gamma_init: float = 1e-6,
                  cls_weight: float = 1.0, drop_path_rate: float = 0.1, ln_eps: float = 1e-6,
-                 brgen_compat: bool = False):
+                 brgen_compat: bool = False, train_noise_branch: bool | None = None):
         super().__init__()
         if not 0.0 < topk_ratio <= 1.0:
             raise ValueError(f"nfavit: topk_ratio must be in (0, 1], got {topk_ratio}")
@@ -149,14 +164,23 @@ class NFAViT(TamperModel):
         self.classifier = nn.Linear(dims[-1], 1)
         nn.init.trunc_normal_(self.classifier.weight, std=0.02)
         nn.init.zeros_(self.classifier.bias)
-        self.noise_encoder.requires_grad_(False)
+        if train_noise_branch is None:
+            train_noise_branch = not noise_mit_weights
+            if train_noise_branch:
+                warnings.warn("nfavit: no noise_mit_weights, so the noise branch (MiT-b0) starts random and is "
+                              "trained (straight-through top-k masks) instead of frozen; give noise_mit_weights "
+                              "(ImageNet MiT-b0) to keep it frozen as in the paper", stacklevel=2)
+        self.train_noise_branch = bool(train_noise_branch)
+        #: the config value the constructor resolved (stored in checkpoints, so a resumed run keeps it)
+        self.resolved_config = {"train_noise_branch": self.train_noise_branch}
+        self.noise_encoder.requires_grad_(self.train_noise_branch)
         if noise_mit_weights:
             load_mit_weights(self.noise_encoder, noise_mit_weights)
         if image_mit_weights:
             load_mit_weights(self.image_encoder, image_mit_weights)
         self._extractor_checked = False
 
-    # -- noise branch (no gradient: its only outputs are detached masks) ------------------------------
+    # -- noise branch (its outputs are hard masks; a trained branch gets a straight-through gradient) --
     def _noise_block_tail(self, blk: MiTBlock, tokens: torch.Tensor, attn_out: torch.Tensor,
                           H: int, W: int) -> torch.Tensor:
         """Residuals around a computed attention output: standard pre-norm, or the BR-Gen quirk."""
@@ -166,8 +190,9 @@ class NFAViT(TamperModel):
             tokens = tokens + blk.drop_path(attn_out)
         return tokens + blk.drop_path(blk.mlp(blk.norm2(tokens), H, W))
 
-    def _noise_stage(self, i: int, x: torch.Tensor, need_output: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Noise stage ``i``: (next stage's input map or None, NAA mask B×h×N_q×N_kv)."""
+    def _noise_stage(self, i: int, x: torch.Tensor, need_output: bool, with_logits: bool = False):
+        """Noise stage ``i``: (next stage's input map or None, NAA mask B×h×N_q×N_kv), plus the last block's
+        attention logits when ``with_logits``."""
         embed, blocks, norm = self.noise_encoder.stage(i)
         tokens, H, W = embed(x)
         for blk in blocks[:-1]:
@@ -178,14 +203,23 @@ class NFAViT(TamperModel):
         last = blocks[-1]
         attn = last.attn
         q, k, v = attn.qkv(tokens if self.brgen_compat else last.norm1(tokens), H, W)
-        probs = torch.softmax((q @ k.transpose(-2, -1)) * attn.scale, dim=-1)
+        logits = (q @ k.transpose(-2, -1)) * attn.scale
+        probs = torch.softmax(logits, dim=-1)
         mask = noise_guided_mask(probs, self.topk_ratio)
-        if not need_output:
-            return None, mask
-        B, N, C = tokens.shape
-        attn_out = attn.proj((probs @ v).transpose(1, 2).reshape(B, N, C))
-        tokens = self._noise_block_tail(last, tokens, attn_out, H, W)
-        return tokens_to_map(norm(tokens), H, W), mask
+        out = None
+        if need_output:
+            B, N, C = tokens.shape
+            attn_out = attn.proj((probs @ v).transpose(1, 2).reshape(B, N, C))
+            out = tokens_to_map(norm(self._noise_block_tail(last, tokens, attn_out, H, W)), H, W)
+        return (out, mask, logits) if with_logits else (out, mask)
+
+    @staticmethod
+    def straight_through_mask(mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Additive NAA mask equal to the bool ``mask`` in the forward pass (0 on kept keys, −∞ elsewhere) whose
+        gradient reaches the noise logits: ``sg(s) − s`` on the kept keys (``s`` = logits; keeping the *least*
+        attended keys means a larger bias asks for a smaller noise logit). Softmax ignores a shift common to a
+        query's kept keys, so the signal is relative among them (and none where only k = 1 key is kept)."""
+        return torch.where(mask, logits.detach() - logits, torch.full_like(logits, float("-inf")))
 
     # -- image branch -----------------------------------------------------------------------------
     def _image_stage(self, i: int, x: torch.Tensor, noise_mask: torch.Tensor) -> torch.Tensor:
@@ -206,14 +240,16 @@ class NFAViT(TamperModel):
         return tokens_to_map(norm(tokens), H, W)
 
     def stages(self, image: torch.Tensor, noise: torch.Tensor) -> Iterator[StageOutput]:
-        """Noise stage i then image stage i, for i = 0..3; each stage's mask is dropped before the next."""
+        """Noise stage i then image stage i, for i = 0..3; each stage's mask is dropped before the next. A trained
+        noise branch (``train_noise_branch``) runs with gradients and gives NAA the straight-through mask."""
+        trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.noise_encoder.parameters())
         x_noise, x_image = noise, image
         for i in range(4):
-            with torch.no_grad():
-                x_noise, mask = self._noise_stage(i, x_noise, need_output=i < 3)
-            x_image = self._image_stage(i, x_image, mask)
+            with torch.set_grad_enabled(trains):
+                x_noise, mask, logits = self._noise_stage(i, x_noise, need_output=i < 3, with_logits=True)
+            x_image = self._image_stage(i, x_image, self.straight_through_mask(mask, logits) if trains else mask)
             yield StageOutput(i, x_image, mask)
-            del mask
+            del mask, logits
 
     def _check_extractor(self) -> None:
         if self._extractor_checked:

@@ -67,6 +67,8 @@ class EfficientSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, H: int, W: int, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x, H, W)
+        if attn_mask is not None and attn_mask.is_floating_point() and attn_mask.dtype != q.dtype:
+            attn_mask = attn_mask.to(q.dtype)  # an additive mask built in float32 under autocast
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
