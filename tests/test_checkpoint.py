@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 import tamperscope
 from tamperscope.checkpoint import load_checkpoint, load_weights, read_checkpoint_config, save_checkpoint
@@ -60,3 +61,18 @@ def test_export_never_overwrites_a_runs_weights_or_state(run, tmp_path, capsys):
     assert "would overwrite" in capsys.readouterr().err
     assert main(["export", str(run), str(tmp_path / "shared.safetensors")]) == 0
     assert main(["export", str(run), str(tmp_path / "shared.safetensors")]) == 0  # an export may be redone
+
+
+def test_a_relative_calibration_is_refused_in_one_line(run, tmp_path, capsys):
+    """Per-photo relative calibrations were removed: such a file must be re-exported, not silently misread."""
+    model = load_checkpoint(run)
+    model.calibration = {"mode": "relative", "threshold": 0.5, "percentile": 99.0, "data": "val.json"}
+    old = save_checkpoint(model, tmp_path / "old.safetensors")
+    with pytest.raises(UserError, match=r"old\.safetensors: calibration mode 'relative' is no longer supported.*"
+                                         r"re-export"):
+        load_checkpoint(old)
+    photo = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    assert main(["predict", "--checkpoint", str(old), str(photo), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(old) in err and "re-export" in err

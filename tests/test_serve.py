@@ -99,11 +99,35 @@ def test_predict_upload(server):
     assert status == 200
     result = json.loads(body)
     assert (result["width"], result["height"]) == (56, 40)
-    assert result["verdict"] in ("tampered", "authentic") and 0 <= result["score"] <= 1
+    assert result["verdict"] in ("tampered", "inconclusive", "authentic") and 0 <= result["score"] <= 1
+    assert result["confidence"] == "no validation scores stored with this model" and result["raw_map"] is False
     assert set(result["images"]) == {"original", "heatmap", "mask", "overlay"}
     assert _decode_data_url(result["images"]["heatmap"]).size == (56, 40)
     assert np.array_equal(np.asarray(_decode_data_url(result["images"]["original"])),
                           np.asarray(Image.open(io.BytesIO(_png_bytes()))))
+
+
+def test_no_region_on_an_authentic_verdict_unless_raw_map(run_dir, tmp_path):
+    """A calibration that flags every pixel but never the image: authentic, nothing drawn unless ``raw_map=1``,
+    and the confidence read from the stored validation scores."""
+    model = tamperscope.load_checkpoint(run_dir)
+    model.calibration = {"mode": "absolute", "threshold": 1e-6,
+                         "image": {"threshold": 0.999999, "inconclusive_from": 0.999999, "max_false_alarm": 0.1,
+                                   "authentic_scores": [0.1, 0.2], "tampered_scores": [0.999999, 1.0]}}
+    path = save_checkpoint(model, tmp_path / "calibrated.safetensors", extra={"train": {"image_size": 64}})
+    srv = make_server(build_app(checkpoint=str(path), quiet=True), "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        answers = {flag: json.loads(_request(srv, f"/api/predict?raw_map={flag}", _png_bytes())[2]) for flag in "01"}
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    for flag, result in answers.items():
+        assert result["verdict"] == "authentic" and result["raw_map"] is (flag == "1")
+        assert result["confidence"] == "0 % of tampered validation photos score this low"
+        mask = np.asarray(_decode_data_url(result["images"]["mask"]))
+        assert bool(mask.all()) == bool(mask.any()) == (flag == "1")
+        assert result["tampered_area_pct"] == (100.0 if flag == "1" else 0.0)
 
 
 def test_switch_model_and_tiles(server, run_dir):
@@ -183,7 +207,8 @@ def test_page_in_headless_chromium(server, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = re.search(r'<p id="status" data-state="(\w+)"[^>]*>([^<]*)</p>', dom)
     assert status is not None and status.group(1) == "done", status and status.group(2)
-    assert re.search(r'<p id="score" class="(tampered|authentic)">\1 \(score [01]\.\d{3}\)</p>', dom)
+    assert re.search(r'<p id="score" class="(tampered|inconclusive|authentic)">\1 \(score [01]\.\d{3}\)</p>', dom)
+    assert '<p id="confidence">no validation scores stored with this model</p>' in dom
     for name in ("original", "heatmap", "overlay"):
         assert re.search(rf'<img id="img-{name}"[^>]*src="data:image/png;base64,', dom)
     assert re.search(r'<a href="data:image/png;base64,[^"]+" download="sample\.heatmap\.png"', dom)

@@ -342,6 +342,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     from .registry import create_model
 
     cfg = read_checkpoint_config(path)
+    calibration = cfg.get("calibration")
+    if calibration and calibration.get("mode") != "absolute":
+        raise UserError(f"{path}: calibration mode {calibration.get('mode')!r} is no longer supported (per-photo "
+                        "relative maps were removed); re-export it with `tamperscope export RUN FILE --calibrate VAL`")
     config = dict(cfg["config"])
     config.update(overrides)
     for key in [k for k, v in config.items() if k.endswith("_weights") and isinstance(v, str)]:
@@ -350,6 +354,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     weights = checkpoint_weights_path(path)
     load_weights(model, read_weights_file(weights, map_location), f"{weights} (model '{cfg['model']}')", strict)
     model.config = cfg["config"] | {k: v for k, v in overrides.items()}
-    if cfg.get("calibration"):  # chosen on validation data by `tamperscope export --calibrate`
-        model.calibration = cfg["calibration"]
+    if calibration:  # chosen on validation data by `tamperscope export --calibrate`
+        model.calibration = calibration
     return model

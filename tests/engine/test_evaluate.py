@@ -194,3 +194,84 @@ def test_a_map_turned_90_degrees_is_an_error_not_a_stretch(bright_data, tmp_path
     _write_maps(maps, bright_data, transform=lambda m: np.ascontiguousarray(m.T))  # 130×100 instead of 100×130
     assert main(["evaluate", "--predictions", str(maps), "--data", str(bright_data), "--no-progress"]) == 2
     assert "turned 90°" in capsys.readouterr().err
+
+
+def test_false_alarm_threshold_is_the_tightest_within_the_rate():
+    """Against a brute-force oracle on random score lists with ties: at most the rate of authentic scores lie
+    strictly above the threshold, and no lower threshold keeps that."""
+    from tamperscope.engine.evaluate import false_alarm_threshold
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        scores = np.round(rng.random(int(rng.integers(1, 40))), int(rng.integers(1, 4)))  # few decimals: ties
+        rate = float(rng.choice([0.0, 0.05, 0.1, 0.25, 0.5, 0.99, rng.random()]))
+        t = false_alarm_threshold(scores.tolist(), rate)
+
+        def alarms(x):
+            return np.count_nonzero(scores > x) / scores.size
+
+        oracle = min(c for c in np.unique(np.append(scores, 0.0)) if alarms(c) <= rate)
+        assert alarms(t) <= rate and t == oracle
+        if t > 0:
+            assert alarms(np.nextafter(t, -1.0)) > rate
+    assert false_alarm_threshold([0.3, 0.3, 0.3], 0.1) == 0.3  # ties never push the rate over
+    assert false_alarm_threshold([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], 0.1) == 0.9
+
+
+def test_calibrated_scores_and_maps():
+    """The image score is shifted like the map (p > t becomes > 0.5), the inverse gives the raw score back, and
+    a pixel-only calibration (no image block) leaves the score alone."""
+    from tamperscope.engine.evaluate import calibrate_map, calibrate_score, model_probabilities, uncalibrate_score
+
+    raw = torch.tensor([0.0, 0.1, 0.3, 0.30000001, 0.7, 1.0], dtype=torch.float64)
+    cal = {"mode": "absolute", "threshold": 0.4, "image": {"threshold": 0.3, "inconclusive_from": 0.1}}
+    shifted = calibrate_score(raw, cal)
+    assert shifted.tolist()[1:5] == pytest.approx([0.2058824, 0.5, 0.5, 0.8448276], abs=1e-6)
+    assert torch.equal(shifted > 0.5, raw > 0.3)
+    for r, s in zip(raw.tolist()[1:-1], shifted.tolist()[1:-1]):
+        assert uncalibrate_score(s, cal) == pytest.approx(r, abs=1e-9)
+    assert torch.equal(calibrate_score(raw, {"mode": "absolute", "threshold": 0.4}), raw)
+    assert uncalibrate_score(0.25, None) == 0.25
+
+    class Fixed(TamperModel):
+        def forward(self, image):
+            return {"mask_logits": torch.logit(torch.full((1, 1, 4, 4), 0.45)), "image_logit": torch.logit(raw[4:5])}
+
+    model = Fixed()
+    model.calibration = cal
+    probs, scores = model_probabilities(model, torch.zeros(1, 3, 4, 4))
+    assert torch.equal(probs, calibrate_map(torch.full((1, 1, 4, 4), 0.45), cal)) and bool((probs > 0.5).all())
+    assert float(scores[0]) == pytest.approx(float(shifted[4]), abs=1e-7)
+
+
+def test_checkpoint_default_names_the_bundled_model_in_every_command(tmp_path, monkeypatch, capsys):
+    """`--checkpoint default` is the bundled model for evaluate and robustness as for predict (a file or folder
+    named `default` in the working directory still wins); without the bundled file it is a one-line error."""
+    from pathlib import Path
+
+    from tamperscope.engine import predict as predict_mod
+    from tamperscope.engine.runs import resolve_checkpoint
+
+    from .synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", n_tampered=2, n_authentic=1) / "list.json"
+    bundled = str(predict_mod.default_weights_ref())
+    assert resolve_checkpoint("default") == bundled and resolve_checkpoint("runs/x") == "runs/x"
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["evaluate", "--checkpoint", "default", "--data", str(data), "--out", str(a), "--workers", "0",
+                 "--no-progress"]) == 0
+    assert main(["evaluate", "--checkpoint", bundled, "--data", str(data), "--out", str(b), "--workers", "0",
+                 "--no-progress"]) == 0
+    strip = lambda p: {k: v for k, v in json.loads(p.read_text()).items() if k not in ("model", "checkpoint")}  # noqa: E731
+    assert strip(a) == strip(b)
+    assert main(["robustness", "--checkpoint", "default", "--data", str(data), "--kinds", "jpeg", "--levels", "jpeg:90",
+                 "--out", str(tmp_path / "rob"), "--workers", "0", "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").mkdir()
+    assert resolve_checkpoint("default") == "default"  # the user's own folder
+    monkeypatch.chdir(Path(bundled).parent.parent)
+    monkeypatch.setattr(predict_mod, "default_weights_ref", lambda: tmp_path / "missing.safetensors")
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", "default", "--data", str(data), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no default model installed" in err and len(err.splitlines()) == 1

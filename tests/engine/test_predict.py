@@ -1,29 +1,54 @@
 """`tamperscope predict` and the `tamperscope.predict` API: outputs per image, bad files reported and skipped,
-inputs never overwritten, tiling, any image size and EXIF rotation, the bundled default model."""
+inputs never overwritten, tiling, any image size and EXIF rotation, a verdict that never contradicts its drawn
+regions and says how sure it is, the bundled default model."""
 import csv
+import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import tamperscope
 from tamperscope.checkpoint import save_checkpoint
 from tamperscope.cli import main
 from tamperscope.engine import predict as predict_mod
-from tamperscope.engine.predict import collect_inputs, load_predictor, output_stems, tile_starts, tile_windows
+from tamperscope.engine.predict import (Prediction, collect_inputs, load_predictor, output_stems, tile_starts,
+                                        tile_windows)
 from tamperscope.errors import UserError
 
 EXIF_SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "authentic" / "exif_samples" / "jpg"
+VERDICTS = ("tampered", "inconclusive", "authentic")
+
+
+def assert_consistent(pred: Prediction) -> None:
+    """The verdict never contradicts the drawn regions (engine.predict module docstring)."""
+    flagged = pred.probability > pred.threshold
+    band = pred.inconclusive_from
+    if pred.score > pred.image_threshold:
+        assert pred.verdict == ("tampered" if flagged.any() else "inconclusive")
+    elif band is not None and pred.score > band:
+        assert pred.verdict == "inconclusive"
+    else:
+        assert pred.verdict == "authentic"
+    if pred.verdict == "authentic" and not pred.raw_map:
+        assert not pred.mask.any() and pred.tampered_area_pct == 0.0
+    else:
+        np.testing.assert_array_equal(pred.mask, flagged)
+    if pred.verdict == "tampered":
+        assert pred.mask.any() and pred.tampered_area_pct > 0
+    assert pred.tampered_area_pct == pytest.approx(100.0 * pred.mask.mean())
+    row = pred.to_dict()
+    assert row["verdict"] == pred.verdict and row["tampered_area_pct"] == round(pred.tampered_area_pct, 4)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny random SegFormer-b0 checkpoint trained (nominally) at 64 px."""
-    import torch
-
     torch.manual_seed(0)
     model = tamperscope.create_model("segformer-b0")
     return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "run", extra={"train": {"image_size": 64}})
@@ -86,7 +111,10 @@ def test_folder_with_bad_files(tmp_path, run_dir, capsys):
     status = {Path(r["input"]).name: r["status"] for r in rows}
     assert all(status[p.name] == "ok" for p in good) and all(status[p.name] == "error" for p in bad)
     ok = [r for r in rows if r["status"] == "ok"]
-    assert all(r["verdict"] in ("tampered", "authentic") and 0 <= float(r["score"]) <= 1 for r in ok)
+    assert all(r["verdict"] in VERDICTS and 0 <= float(r["score"]) <= 1 for r in ok)
+    assert all(float(r["tampered_area_pct"]) == 0 for r in ok if r["verdict"] == "authentic")
+    assert all(r["confidence"] == "no validation scores stored with this model" and r["false_alarm_rate"] == ""
+               for r in ok)  # an uncalibrated checkpoint has no validation scores
     assert all(float(r["threshold"]) == 0.5 and r["model"].startswith("segformer-b0") for r in ok)
     results = json.loads((out / "results.json").read_text())
     assert len(results) == len(rows)
@@ -111,7 +139,12 @@ def test_all_good_exits_zero_and_globs(tmp_path, run_dir, capsys):
                "--quiet"])
     assert rc == 0
     assert (tmp_path / "o" / "y.overlay.png").is_file()
-    assert "2 image(s) done, 0 failed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 image(s) done, 0 failed" in printed
+    lines = [line for line in printed.splitlines() if line.startswith(str(tmp_path / "a"))]
+    assert len(lines) == 2 and all(re.search(r": (tampered|inconclusive|authentic) \(score [01]\.\d{3}; no validation "
+                                             r"scores stored with this model; [\d.e+-]+ % of pixels flagged\)$", line)
+                                   for line in lines)
 
 
 def test_missing_input_and_no_match(tmp_path, run_dir, capsys):
@@ -251,13 +284,21 @@ def test_python_api(tmp_path, run_dir):
     pred = tamperscope.predict(path, checkpoint=run_dir)
     assert isinstance(pred, tamperscope.Prediction)
     assert pred.probability.shape == (64, 40) and pred.probability.dtype == np.float32
-    assert pred.verdict == ("tampered" if pred.score > 0.5 else "authentic")
+    assert_consistent(pred)
     assert pred.mask.shape == (64, 40) and pred.overlay().shape == (64, 40, 3)
     assert pred.heatmap().dtype == np.uint8 and pred.path == str(path)
     same = tamperscope.predict(path.read_bytes(), checkpoint=run_dir)
     np.testing.assert_allclose(same.probability, pred.probability)
     arr = tamperscope.predict(np.zeros((30, 31), np.uint8), checkpoint=run_dir, threshold=0.9)
     assert arr.probability.shape == (30, 31) and arr.threshold == 0.9
+    forced = tamperscope.predict(path, checkpoint=run_dir, threshold=0.0, image_threshold=0.0)
+    assert forced.verdict == "tampered" and forced.mask.all() and forced.image_threshold == 0.0
+    quiet = tamperscope.predict(path, checkpoint=run_dir, threshold=0.0, image_threshold=1.0)
+    assert quiet.verdict == "authentic" and not quiet.mask.any()
+    raw = tamperscope.predict(path, checkpoint=run_dir, threshold=0.0, image_threshold=1.0, raw_map=True)
+    assert raw.verdict == "authentic" and raw.mask.all() and raw.tampered_area_pct == 100.0
+    with pytest.raises(UserError, match="image threshold must be in"):
+        tamperscope.predict(path, checkpoint=run_dir, image_threshold=1.5)
     with pytest.raises(UserError, match="expected"):
         tamperscope.predict(np.zeros((4, 4, 3), np.int64), checkpoint=run_dir)
 
@@ -334,9 +375,125 @@ def test_the_shipped_default_model(tmp_path):
     assert ref.is_file() and ref.stat().st_size <= 25 * 2**20
     cfg = read_checkpoint_config(ref)
     assert cfg["model"] == "ela-unet" and cfg["extra"]["train"]["image_size"] == 256
-    assert cfg["calibration"]["data"].endswith("casia1/val.json")  # chosen on val, never on test
+    assert "val" in cfg["calibration"]["data"] and "test" not in cfg["calibration"]["data"]  # chosen on val only
+    assert cfg["config"]["global_context"] and cfg["config"]["detection_head"]
+    assert cfg["calibration"]["mode"] == "absolute" and cfg["calibration"]["image"]["authentic_scores"]
     predictor = load_predictor(None)
     assert predictor.name == "default (ela-unet)" and predictor.native_resolution
     _photo(tmp_path / "a.png", 70, 90)
     pred = tamperscope.predict(str(tmp_path / "a.png"))
     assert pred.probability.shape == (70, 90) and 0.0 <= pred.score <= 1.0
+
+
+def _map(hot: float, seed: int = 0) -> np.ndarray:
+    """A 24×32 map of low probabilities with one 6×8 patch at ``hot``."""
+    prob = np.random.default_rng(seed).uniform(0.0, 0.2, (24, 32)).astype(np.float32)
+    prob[4:10, 8:16] = hot
+    return prob
+
+
+@pytest.mark.parametrize("band", [None, 0.3])
+@pytest.mark.parametrize("raw_map", [False, True])
+def test_the_verdict_never_contradicts_the_regions(band, raw_map):
+    """Every verdict on synthetic maps: authentic ⇒ nothing drawn (unless raw_map), tampered ⇒ at least one pixel
+    drawn, inconclusive in the band or above the image threshold without a flagged pixel; boundaries exact."""
+    seen = set()
+    for hot in (0.1, 0.5, 0.50001, 0.9):
+        for score in (0.0, 0.3, 0.30001, 0.4, 0.5, 0.50001, 0.99):
+            pred = Prediction(_map(hot), score, 0.5, "synthetic", inconclusive_from=band, raw_map=raw_map)
+            assert_consistent(pred)
+            seen.add(pred.verdict)
+    assert seen == ({"tampered", "inconclusive", "authentic"})
+    # the boundaries: both thresholds are strict, as the metrics
+    at = {s: Prediction(_map(0.9), s, 0.5, "b", inconclusive_from=band).verdict for s in (0.3, 0.30001, 0.5, 0.50001)}
+    assert at[0.50001] == "tampered"
+    assert at[0.5] == at[0.30001] == ("inconclusive" if band is not None else "authentic") and at[0.3] == "authentic"
+    # a high score without a single pixel above the pixel threshold is not called tampered
+    assert Prediction(_map(0.5), 0.99, 0.5, "b", inconclusive_from=band).verdict == "inconclusive"
+    assert Prediction(_map(0.5), 0.99, 0.49, "b", inconclusive_from=band).verdict == "tampered"
+
+
+def test_confidence_from_the_stored_validation_scores():
+    reference = {"authentic_scores": [0.1, 0.2, 0.2, 0.4, 0.6], "tampered_scores": [0.3, 0.7, 0.8, 0.9]}
+    sure = Prediction(_map(0.9), 0.95, 0.5, "m", raw_score=0.6, reference=reference)
+    assert sure.verdict == "tampered" and sure.false_alarm_rate == 0.2 and sure.miss_rate == 0.25
+    assert sure.confidence == "20 % of authentic validation photos score this high"
+    clean = Prediction(_map(0.9), 0.1, 0.5, "m", inconclusive_from=0.3, raw_score=0.2, reference=reference)
+    assert clean.verdict == "authentic" and clean.false_alarm_rate == 0.8 and clean.miss_rate == 0.0
+    assert clean.confidence == "0 % of tampered validation photos score this low"
+    row = clean.to_dict()
+    assert (row["false_alarm_rate"], row["miss_rate"], row["confidence"]) == (0.8, 0.0, clean.confidence)
+    assert row["tampered_area_pct"] == 0.0 and row["inconclusive_from"] == 0.3 and row["image_threshold"] == 0.5
+    bare = Prediction(_map(0.9), 0.95, 0.5, "m").to_dict()
+    assert bare["false_alarm_rate"] is None and bare["miss_rate"] is None and bare["inconclusive_from"] is None
+    assert bare["confidence"] == "no validation scores stored with this model"
+
+
+def _calibration(threshold: float, image_threshold: float, inconclusive_from: float) -> dict:
+    return {"mode": "absolute", "threshold": threshold,
+            "image": {"threshold": image_threshold, "inconclusive_from": inconclusive_from, "max_false_alarm": 0.1,
+                      "authentic_scores": [0.1, 0.2, 0.3, 0.4], "tampered_scores": [0.5, 0.6, 0.7]}}
+
+
+def test_a_calibrated_model_predicts_with_its_operating_points(run_dir):
+    """The score is the calibrated one, the band its calibrated bound, the rates read from the raw score; tiling
+    keeps the image score the maximum of the windows."""
+    from tamperscope.engine.evaluate import calibrate_score
+
+    plain = load_predictor(str(run_dir))
+    rgb = np.random.default_rng(7).integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
+    raw, raw_tiled = plain.predict_array(rgb), plain.predict_array(rgb, tiles=True, tile_size=32)
+    calibrated = load_predictor(str(run_dir))
+    t_pix = float(np.quantile(raw.probability, 0.9))
+    far = np.abs(raw.probability - t_pix) > 1e-6  # pixels a float32 rounding cannot move across the threshold
+    for t_img in (raw.score - 0.01, raw.score + 0.01):
+        cal = _calibration(t_pix, t_img, t_img - 0.02)
+        calibrated.model.calibration = cal
+        pred = calibrated.predict_array(rgb)
+        assert (pred.score > 0.5) == (raw.score > t_img) and pred.raw_score == pytest.approx(raw.score, abs=1e-9)
+        band = calibrate_score(torch.tensor(t_img - 0.02, dtype=torch.float64), cal)
+        assert pred.inconclusive_from == pytest.approx(float(band), abs=1e-12)
+        assert pred.verdict == ("tampered" if raw.score > t_img else "inconclusive")
+        np.testing.assert_array_equal(pred.flagged[far], (raw.probability > t_pix)[far])
+        assert pred.false_alarm_rate == np.mean(np.array([0.1, 0.2, 0.3, 0.4]) >= round(raw.score, 5))
+        assert_consistent(pred)
+        tiled = calibrated.predict_array(rgb, tiles=True, tile_size=32)
+        assert tiled.tiles > 1 and tiled.raw_score == pytest.approx(raw_tiled.score, abs=1e-9)  # max of windows
+        assert_consistent(tiled)
+
+
+def test_cli_raw_map_and_image_threshold(tmp_path, run_dir, capsys):
+    _photo(tmp_path / "x.png", 40, 48)
+    args = ["predict", "--checkpoint", str(run_dir), str(tmp_path / "x.png"), "--threshold", "0", "--quiet"]
+    assert main([*args, "--image-threshold", "1", "--out", str(tmp_path / "plain")]) == 0
+    assert "x.png: authentic (score " in capsys.readouterr().out
+    assert not np.asarray(Image.open(tmp_path / "plain" / "x.mask.png")).any()
+    assert main([*args, "--image-threshold", "1", "--raw-map", "--out", str(tmp_path / "raw")]) == 0
+    row = json.loads((tmp_path / "raw" / "results.json").read_text())[0]
+    assert row["verdict"] == "authentic" and row["raw_map"] is True and row["tampered_area_pct"] == 100.0
+    assert np.asarray(Image.open(tmp_path / "raw" / "x.mask.png")).all()
+    assert main([*args, "--image-threshold", "2", "--out", str(tmp_path / "bad")]) == 2
+    assert "--image-threshold must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_the_rule_holds_on_real_photos(shared_data):
+    """ELA over authentic (Kodak) and spliced (CASIA v1) photos, uncalibrated and with hand-made calibrations that
+    put its scores (about 0.9999: ELA's map is normalised per photo) above, inside and below the band, and its
+    pixels above or below the pixel threshold: every verdict agrees with its drawn regions."""
+    photos = sorted((shared_data / "authentic" / "kodak24").glob("*.png"))[:2] + \
+        sorted((shared_data / "casia1" / "Sp").glob("*.jpg"))[:3]
+    if len(photos) < 5:
+        pytest.skip("the Kodak and CASIA v1 photos are not in ../shared/data")
+    from tamperscope.io import read_image
+
+    predictor = load_predictor("ela")
+    seen = set()
+    for calibration in (None, _calibration(0.5, 0.5, 0.2), _calibration(0.99995, 0.5, 0.2),
+                        _calibration(0.5, 0.99999, 0.5), _calibration(0.5, 0.999999, 0.99999)):
+        predictor.model.calibration = calibration
+        for path in photos:
+            pred = predictor.predict_array(read_image(path), path=str(path))
+            assert_consistent(pred)
+            assert_consistent(dataclasses.replace(pred, raw_map=True))
+            seen.add(pred.verdict)
+    assert seen == set(VERDICTS)

@@ -18,7 +18,7 @@ HELP = "one table (Markdown/HTML/JSON) of several models on several datasets, wi
 
 def add_arguments(p):
     p.add_argument("runs", nargs="+", metavar="RUN",
-                   help="run folders, .safetensors checkpoints or a weight-free model name (ela)")
+                   help="run folders, .safetensors checkpoints, default (the bundled model) or a weight-free model name (ela)")
     p.add_argument("--data", nargs="+", required=True, metavar="NAME=DATA",
                    help="datasets (JSON list or Tp/Gt(/Au) folder), optionally named: casia1=test.json")
     p.add_argument("--out", required=True, help="output folder")

@@ -96,7 +96,7 @@ def run(args) -> int:
 
     from ..data.brgen import BUILTIN_METHODS, GenerateOptions, generate
     from ..data.datasets import load_records
-    from ..engine.predict import write_prediction_images
+    from ..engine.predict import verdict_line, write_prediction_images
     from ..errors import UserError
     from ..io import atomic_write_text, read_image, read_mask
     from ..metrics import MetricAccumulator
@@ -140,20 +140,21 @@ def run(args) -> int:
                                f"threshold {args.threshold:g}. {summary.get('note', '')}"))
     report.section("Metrics", "Pixel metrics are means over the forged images; image metrics use every image.") \
         .metrics(metrics, keys=REPORT_METRICS)
-    forged = report.section("Forgeries", "Forged image, ground-truth mask, predicted heat map and overlay.")
+    forged = report.section("Forgeries", "Forged image, ground-truth mask, predicted tampering probability (heat "
+                                         "map) and the regions drawn for the verdict.")
     authentic = report.section("Authentic photos", "A good model leaves these empty.")
     for index, (rec, image, gt, pred) in enumerate(shown):
         stats = per_image[index]
         if rec.mask:
             meta = rec.meta or {}
             caption = (f"method {meta.get('method', '?')}, region {meta.get('region', '?')}, "
-                       f"area {100.0 * gt.mean():.1f}%; score {pred.score:.3f}, pixel F1 {stats['f1']:.3f}")
+                       f"area {100.0 * gt.mean():.1f}%; {verdict_line(pred.to_dict())}; pixel F1 {stats['f1']:.3f}")
             forged.image_row(rec.image.name, [("forged", image), ("ground truth", mask_image(gt)),
-                                              ("heat map", pred.heatmap()), ("overlay", pred.overlay())], caption)
+                                              ("tampering probability", pred.heatmap()), ("overlay", pred.overlay())],
+                             caption)
         else:
-            authentic.image_row(rec.image.name, [("photo", image), ("heat map", pred.heatmap()),
-                                                 ("overlay", pred.overlay())],
-                                f"score {pred.score:.3f} ({pred.verdict}), {pred.tampered_area_pct:.1f}% flagged")
+            authentic.image_row(rec.image.name, [("photo", image), ("tampering probability", pred.heatmap()),
+                                                 ("overlay", pred.overlay())], verdict_line(pred.to_dict()))
     path = report.write(out / "report.html")
     print(f"[4/4] pixel F1 {_fmt(metrics.get('pixel_f1'))}, pixel AUC {_fmt(metrics.get('pixel_auc'))}, "
           f"image AUC {_fmt(metrics.get('image_auc'))}")

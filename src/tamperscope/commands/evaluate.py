@@ -1,4 +1,6 @@
-"""`tamperscope evaluate (--checkpoint RUN | --predictions DIR) --data DATA`: exact protocol metrics."""
+"""`tamperscope evaluate (--checkpoint RUN | --predictions DIR) --data DATA`: exact protocol metrics. A checkpoint's
+maps and image scores pass through its calibration (``export --calibrate``), so the pixel and image decisions at
+0.5 are its validation operating points (for the image: at most its false-alarm rate on the validation photos)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +14,8 @@ HELP = "score a checkpoint or saved prediction maps with the exact protocol metr
 
 def add_arguments(p):
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="run folder or .safetensors checkpoint")
+    src.add_argument("--checkpoint", help="run folder, .safetensors checkpoint, default (the bundled model) or a "
+                     "weight-free model name (ela)")
     src.add_argument("--predictions", help="folder of <image stem>.png maps (0–255) and optional scores.json")
     p.add_argument("--data", required=True, help="JSON list, Tp/Gt(/Au) folder")
     p.add_argument("--perturb", help="KIND:LEVEL, e.g. jpeg:70, blur:7, noise:11, gamma:1.3, resize:0.5")

@@ -10,7 +10,7 @@ HELP = "metrics of one or more models under graded JPEG / blur / noise / gamma /
 
 def add_arguments(p):
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="RUN",
-                   help="run folders, .safetensors checkpoints or a weight-free model name (ela); several models "
+                   help="run folders, .safetensors checkpoints, default (the bundled model) or a weight-free model name (ela); several models "
                         "share one plot per perturbation")
     p.add_argument("--data", required=True, help="JSON list, Tp/Gt(/Au) folder")
     p.add_argument("--out", required=True, help="output folder: robustness.json + robustness_<kind>.png")

@@ -14,14 +14,16 @@ def add_arguments(p):
     from ..serve.server import DEFAULT_MAX_UPLOAD_MB
 
     p.add_argument("--checkpoint", metavar="RUN_OR_FILE", default=None,
-                   help="model offered first (default: the bundled default model when installed)")
+                   help="model offered first: a run folder, .safetensors checkpoint, 'default' or 'ela' (default: the "
+                        "bundled default model when installed)")
     p.add_argument("--models", metavar="DIR", default=None,
                    help="folder of run folders / .safetensors checkpoints to choose from in the page")
     p.add_argument("--noiseprint-weights", metavar="FILE", default=None,
                    help="TruFor's noiseprint++.th, to offer the Noiseprint++ map view")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="probability above which a pixel counts as tampered (default 0.5)")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="upload size limit in MB")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--quiet", action="store_true", help="do not log requests")

@@ -31,39 +31,50 @@ def autocast_for(device: torch.device):
 
 @torch.no_grad()
 def model_probabilities(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask probabilities ``B×1×H×W`` float32, image probabilities ``B``) from the model contract; the mask
-    probabilities pass through the model's ``calibration`` when it has one (:func:`calibrate_map`)."""
+    """(mask probabilities ``B×1×H×W`` float32, image probabilities ``B`` float64) from the model contract, both
+    passed through the model's ``calibration`` when it has one (:func:`calibrate_map`, :func:`calibrate_score`)."""
     device = images.device
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast_for(device):
         out = model(images)
-    probs = calibrate_map(torch.sigmoid(out["mask_logits"].float()), getattr(model, "calibration", None))
-    return probs, torch.sigmoid(out["image_logit"].float().reshape(-1))
+    calibration = getattr(model, "calibration", None)
+    probs = calibrate_map(torch.sigmoid(out["mask_logits"].float()), calibration)
+    return probs, calibrate_score(torch.sigmoid(out["image_logit"].double().reshape(-1)), calibration)
 
 
-def relative_map(prob: torch.Tensor, percentile: float) -> torch.Tensor:
-    """Each ``1×H×W`` map of ``prob`` (``B×1×H×W``) divided by its own ``percentile``-th percentile (nearest
-    rank; at least 1e-6) and clipped to [0, 1]: the per-photo normalisation of error-level analysis."""
-    flat = prob.flatten(1)
-    k = max(1, math.ceil(percentile / 100.0 * flat.shape[1]))
-    top = flat.kthvalue(k, dim=1).values.clamp_min(1e-6)
-    return (prob / top.view(-1, 1, 1, 1)).clamp(0, 1)
+def logit_shift(prob: torch.Tensor, t: float) -> torch.Tensor:
+    """``prob`` with its logit moved by −logit(t), so that ``p > t`` becomes ``> 0.5`` (the ranking is kept)."""
+    shift = torch.logit(torch.tensor(float(t), dtype=torch.float64), eps=1e-12)
+    return torch.sigmoid(torch.logit(prob.double(), eps=1e-12) - shift).to(prob.dtype)
 
 
 def calibrate_map(prob: torch.Tensor, calibration: dict | None) -> torch.Tensor:
-    """Apply a checkpoint's operating point so that ``> 0.5`` is the decision chosen on validation data:
-    ``{"mode": "absolute", "threshold": t}`` maps ``p > t`` to ``> 0.5`` (a logit shift by −logit(t));
-    ``{"mode": "relative", "threshold": t, "percentile": q}`` maps ``p > t·P_q(p)`` to ``> 0.5``, where P_q is
-    the photo's own q-th percentile (:func:`relative_map`), so every photo's map is relative to itself, as ELA's.
-    ``None``: unchanged."""
-    if not calibration:
-        return prob
-    t = float(calibration["threshold"])
-    if calibration["mode"] == "relative":
-        return (0.5 * relative_map(prob, float(calibration["percentile"])) / t).clamp(0, 1)
-    logits = torch.logit(prob.double(), eps=1e-12)
-    return torch.sigmoid(logits - math.log(t / (1 - t))).to(prob.dtype)
+    """Apply a checkpoint's pixel operating point ``{"mode": "absolute", "threshold": t, ...}``: ``p > t`` becomes
+    ``> 0.5`` (:func:`logit_shift`). ``None``: unchanged."""
+    return logit_shift(prob, calibration["threshold"]) if calibration else prob
+
+
+def calibrate_score(score: torch.Tensor, calibration: dict | None) -> torch.Tensor:
+    """Apply a checkpoint's image operating point ``calibration["image"]["threshold"]`` (the same shift as
+    :func:`calibrate_map`); unchanged without one."""
+    image = (calibration or {}).get("image")
+    return logit_shift(score, image["threshold"]) if image else score
+
+
+def uncalibrate_score(score: float, calibration: dict | None) -> float:
+    """The image probability before :func:`calibrate_score` (its inverse: the shift by −logit(1 − t))."""
+    image = (calibration or {}).get("image")
+    return float(logit_shift(torch.tensor(score, dtype=torch.float64), 1.0 - image["threshold"])) if image else score
+
+
+def false_alarm_threshold(authentic_scores, max_false_alarm: float) -> float:
+    """The smallest threshold ``t`` such that at most ``max_false_alarm`` of ``authentic_scores`` are ``> t``: the
+    order statistic ``a[n − 1 − k]`` with ``k = ⌊rate·n⌋`` allowed false alarms (ties stay at or below it), or 0
+    when every score may be above it."""
+    a = np.sort(np.asarray(authentic_scores, dtype=np.float64))
+    k = math.floor(max_false_alarm * len(a) + 1e-9)
+    return float(a[len(a) - 1 - k]) if k < len(a) else 0.0
 
 
 def upsample_to(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -143,23 +154,19 @@ def evaluate_model(model, dataset, *, batch_size: int = 8, device: torch.device 
     return acc, examples
 
 
-def threshold_sweep(model, dataset, thresholds, percentiles=(), **kwargs) -> dict:
-    """Mean per-image pixel F1 over the tampered images of ``dataset`` at each threshold, for the raw maps
-    (key ``None``) and for the maps relative to each of ``percentiles`` (:func:`relative_map`); one model pass,
-    single process (``kwargs`` as :func:`iterate_maps`). Used to calibrate an operating point on validation data."""
+def calibration_sweep(model, dataset, thresholds, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One model pass (single process, ``kwargs`` as :func:`iterate_maps`) over validation data: the pixel F1 of
+    each tampered image at each of ``thresholds`` (``n_tampered × len(thresholds)``), and every image's score and
+    label (1 = tampered). Used by ``export --calibrate`` to choose the operating points."""
     from ..metrics import f1_at_thresholds
 
-    rows: dict = {q: [] for q in (None, *percentiles)}
-    for _, full, gt, _, _, _ in iterate_maps(model, dataset, **kwargs):
-        if not gt.any():
-            continue
-        rows[None].append(f1_at_thresholds(full, gt, thresholds))
-        for q in percentiles:
-            rel = relative_map(torch.from_numpy(full)[None, None], q)[0, 0].numpy()
-            rows[q].append(f1_at_thresholds(rel, gt, thresholds))
-    if not rows[None]:
-        raise UserError("threshold calibration needs at least one tampered image")
-    return {q: np.mean(r, axis=0) for q, r in rows.items()}
+    f1, scores, labels = [], [], []
+    for _, full, gt, score, _, _ in iterate_maps(model, dataset, **kwargs):
+        scores.append(score)
+        labels.append(int(gt.any()))
+        if gt.any():
+            f1.append(f1_at_thresholds(full, gt, thresholds))
+    return np.reshape(f1, (-1, len(thresholds))), np.asarray(scores, dtype=np.float64), np.asarray(labels)
 
 
 def load_prediction_map(path: Path, size: tuple[int, int]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Prediction on any photo: the ``tamperscope.predict`` API, sliding-window tiling, and the ``predict`` outputs.
 
 Model choice (:func:`load_predictor`)
-- ``None``: the bundled default model, ``tamperscope/weights/default.safetensors`` (found with
+- ``None`` or ``"default"``: the bundled default model, ``tamperscope/weights/default.safetensors`` (found with
   ``importlib.resources``); a missing file is a one-line :class:`UserError` telling the user to pass
   ``--checkpoint``.
 - a run folder or a ``.safetensors`` checkpoint: loaded with :func:`tamperscope.checkpoint.load_checkpoint`;
@@ -22,14 +22,23 @@ Tiling (``tiles=True``, for large photos)
   borders and the rest are evenly spaced. For native-resolution models the window corners are moved down to
   the 16-pixel JPEG grid (the last windows grow by the remainder, under 16 pixels, to reach the border), and a
   photo over ``NATIVE_TILE_PIXELS`` is tiled with ``NATIVE_TILE``-pixel windows even without ``tiles`` (memory).
-  A checkpoint calibrated relative to the photo (``export --calibrate``) is normalised per window when tiled.
   Each window is processed exactly like a whole photo (above), the maps
   are averaged where windows overlap, and the image score is the maximum of the window scores. One window
   covering the whole photo therefore gives exactly the untiled result.
 
-Verdict and area
-- ``verdict`` is ``"tampered"`` when the image score is above ``threshold`` (strict, as the metrics), else
-  ``"authentic"``; ``mask`` is ``probability > threshold``; ``tampered_area_pct`` is the mask's share of pixels.
+Verdict, regions and confidence
+- The map and the image score are the model's probabilities after its calibration (``export --calibrate``,
+  :func:`tamperscope.engine.evaluate.model_probabilities`): absolute, never normalised per photo, with 0.5 the
+  operating points chosen on validation data (for the score: at most 10 % of the authentic photos above it).
+- ``verdict`` is ``"tampered"`` when the score is above ``image_threshold`` (strict, as the metrics) and at least
+  one pixel is above ``threshold``; ``"inconclusive"`` when the score is above ``image_threshold`` but no pixel
+  is, or when it is in ``(inconclusive_from, image_threshold]`` (a calibrated model's band, up to 2.5 times its
+  validation false-alarm rate; an uncalibrated model has none); else ``"authentic"``.
+- ``mask`` (the drawn regions: mask, overlay) is ``probability > threshold``, except for an authentic verdict,
+  where it is empty unless ``raw_map``; ``tampered_area_pct`` is the mask's share of pixels.
+- ``false_alarm_rate`` / ``miss_rate``: the share of the validation set's authentic photos that score at least as
+  high / of its tampered photos that score at most as high (the checkpoint's stored scores, None without them);
+  ``confidence`` says the one that fits the verdict in a sentence.
 """
 from __future__ import annotations
 
@@ -55,7 +64,7 @@ from ..errors import ImageReadError, UserError
 from ..io import atomic_write_text, read_image, read_image_bytes, write_png
 from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
-from .evaluate import model_probabilities, upsample_to
+from .evaluate import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
 
 PathLike = Union[str, os.PathLike]
 
@@ -67,8 +76,9 @@ NATIVE_TILE_PIXELS = 24_000_000
 NATIVE_TILE = 4096
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jfif", ".ppm", ".pgm")
 OUTPUT_KINDS = ("heatmap", "mask", "overlay")
-RESULT_FIELDS = ("input", "output_stem", "status", "score", "verdict", "tampered_area_pct", "model", "threshold",
-                 "width", "height", "tiles", "heatmap", "mask", "overlay", "error")
+RESULT_FIELDS = ("input", "output_stem", "status", "score", "verdict", "confidence", "false_alarm_rate", "miss_rate",
+                 "tampered_area_pct", "raw_map", "model", "threshold", "image_threshold", "inconclusive_from", "width",
+                 "height", "tiles", "heatmap", "mask", "overlay", "error")
 
 
 # --------------------------------------------------------------------------------------------- the result
@@ -76,7 +86,8 @@ RESULT_FIELDS = ("input", "output_stem", "status", "score", "verdict", "tampered
 
 @dataclass
 class Prediction:
-    """One photo's result: the ``H×W`` probability map at the photo's size and the image score."""
+    """One photo's result: the ``H×W`` probability map at the photo's size, the image score and the decision
+    settings (module docstring: verdict, regions and confidence)."""
 
     probability: np.ndarray
     score: float
@@ -85,6 +96,12 @@ class Prediction:
     image: np.ndarray | None = field(default=None, repr=False)
     path: str | None = None
     tiles: int = 1
+    image_threshold: float = DEFAULT_THRESHOLD
+    inconclusive_from: float | None = None
+    raw_map: bool = False
+    #: the score before calibration, and the checkpoint's ``calibration["image"]`` (validation scores) or None
+    raw_score: float | None = None
+    reference: dict | None = field(default=None, repr=False)
 
     @property
     def height(self) -> int:
@@ -95,34 +112,85 @@ class Prediction:
         return int(self.probability.shape[1])
 
     @property
-    def mask(self) -> np.ndarray:
+    def flagged(self) -> np.ndarray:
+        """The pixels above ``threshold``, whatever the verdict."""
         return self.probability > self.threshold
+
+    @property
+    def verdict(self) -> str:
+        """``"tampered"``, ``"inconclusive"`` or ``"authentic"`` (module docstring)."""
+        if self.score > self.image_threshold:
+            return "tampered" if self.flagged.any() else "inconclusive"
+        if self.inconclusive_from is not None and self.score > self.inconclusive_from:
+            return "inconclusive"
+        return "authentic"
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The drawn regions: :attr:`flagged`, empty for an authentic verdict unless ``raw_map``."""
+        flagged = self.flagged
+        return flagged if self.raw_map or self.verdict != "authentic" else np.zeros_like(flagged)
 
     @property
     def tampered_area_pct(self) -> float:
         return 100.0 * float(np.count_nonzero(self.mask)) / float(self.probability.size)
 
+    def _share(self, key: str, above: bool) -> float | None:
+        values = (self.reference or {}).get(key)
+        if not values:
+            return None
+        raw = round(self.score if self.raw_score is None else self.raw_score, 5)  # as the stored scores
+        side = int(np.searchsorted(values, raw, side="left" if above else "right"))
+        return (len(values) - side if above else side) / len(values)
+
     @property
-    def verdict(self) -> str:
-        return "tampered" if self.score > self.threshold else "authentic"
+    def false_alarm_rate(self) -> float | None:
+        """Share of the validation set's authentic photos scoring at least this high (None without them)."""
+        return self._share("authentic_scores", above=True)
+
+    @property
+    def miss_rate(self) -> float | None:
+        """Share of the validation set's tampered photos scoring at most this high (None without them)."""
+        return self._share("tampered_scores", above=False)
+
+    @property
+    def confidence(self) -> str:
+        """How common the score is among the validation photos of the other kind, in one sentence."""
+        if self.verdict == "authentic":
+            rate, text = self.miss_rate, "of tampered validation photos score this low"
+        else:
+            rate, text = self.false_alarm_rate, "of authentic validation photos score this high"
+        return "no validation scores stored with this model" if rate is None else f"{100 * rate:.3g} % {text}"
 
     def heatmap(self) -> np.ndarray:
-        """``H×W×3`` uint8 colour map of the probabilities."""
+        """``H×W×3`` uint8 colour map of the (calibrated, absolute) tampering probabilities."""
         return heatmap_rgb(self.probability)
 
     def mask_png(self) -> np.ndarray:
         return mask_image(self.mask)
 
     def overlay(self) -> np.ndarray:
-        """The photo with the predicted mask tinted and outlined (needs the photo)."""
+        """The photo with the drawn regions (:attr:`mask`) tinted and outlined (needs the photo)."""
         if self.image is None:
             raise UserError("this prediction holds no photo to draw the overlay on")
         return overlay_rgb(self.image, self.mask)
 
     def to_dict(self) -> dict:
+        rates = {k: None if v is None else round(v, 6)
+                 for k, v in (("false_alarm_rate", self.false_alarm_rate), ("miss_rate", self.miss_rate))}
         return {"input": self.path, "score": round(float(self.score), 6), "verdict": self.verdict,
-                "tampered_area_pct": round(self.tampered_area_pct, 4), "model": self.model,
-                "threshold": self.threshold, "width": self.width, "height": self.height, "tiles": self.tiles}
+                "confidence": self.confidence, **rates, "tampered_area_pct": round(self.tampered_area_pct, 4),
+                "raw_map": self.raw_map, "model": self.model, "threshold": self.threshold,
+                "image_threshold": self.image_threshold,
+                "inconclusive_from": None if self.inconclusive_from is None else round(self.inconclusive_from, 6),
+                "width": self.width, "height": self.height, "tiles": self.tiles}
+
+
+def verdict_line(row: dict) -> str:
+    """A :meth:`Prediction.to_dict` row in words: ``tampered (score 0.910; 2 % of authentic validation photos score
+    this high; 3.1 % of pixels flagged)``."""
+    return (f"{row['verdict']} (score {row['score']:.3f}; {row['confidence']}; "
+            f"{row['tampered_area_pct']:.3g} % of pixels flagged)")
 
 
 # --------------------------------------------------------------------------------------------- the model
@@ -165,12 +233,14 @@ class Predictor:
             out += [(upsample_to(probs[i].float(), c.shape[:2]), float(scores[i])) for i, c in enumerate(chunk)]
         return out
 
-    def predict_array(self, image: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD, tiles: bool = False,
+    def predict_array(self, image: np.ndarray, *, threshold: float = DEFAULT_THRESHOLD,
+                      image_threshold: float = DEFAULT_THRESHOLD, raw_map: bool = False, tiles: bool = False,
                       tile_size: int | None = None, tile_overlap: float = DEFAULT_TILE_OVERLAP,
                       path: str | None = None) -> Prediction:
-        """Predict on an ``H×W×3`` uint8 RGB photo (module docstring: sizes, tiling)."""
-        if not 0.0 <= threshold <= 1.0:
-            raise UserError(f"threshold must be in [0, 1], got {threshold}")
+        """Predict on an ``H×W×3`` uint8 RGB photo (module docstring: sizes, tiling, verdict)."""
+        for name, value in (("threshold", threshold), ("image threshold", image_threshold)):
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"{name} must be in [0, 1], got {value}")
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
             raise UserError(f"expected an H×W×3 uint8 RGB image, got {image.shape} {image.dtype}")
         if not tiles and self.native_resolution and image.shape[0] * image.shape[1] > NATIVE_TILE_PIXELS:
@@ -179,7 +249,16 @@ class Predictor:
             prob, score, n = self._tiled(image, tile_size or self.image_size, tile_overlap)
         else:
             (prob, score), n = self.maps([image])[0], 1
-        return Prediction(prob.astype(np.float32), score, float(threshold), self.name, image, path, n)
+        calibration = getattr(self.model, "calibration", None)
+        reference = (calibration or {}).get("image")
+        band = None
+        if reference:  # the raw inconclusive bound, calibrated as the score is
+            bound = calibrate_score(torch.tensor(float(reference["inconclusive_from"]), dtype=torch.float64),
+                                    calibration)
+            band = min(float(bound), float(image_threshold))
+        return Prediction(prob.astype(np.float32), score, float(threshold), self.name, image, path, n,
+                          image_threshold=float(image_threshold), inconclusive_from=band, raw_map=bool(raw_map),
+                          raw_score=uncalibrate_score(score, calibration), reference=reference)
 
     def _tiled(self, image: np.ndarray, tile: int, overlap: float) -> tuple[np.ndarray, float, int]:
         h, w = image.shape[:2]
@@ -259,7 +338,7 @@ def load_predictor(checkpoint: PathLike | None = None, *, device: str | torch.de
     dev = resolve_device(device)
     if image_size is not None and (image_size < INPUT_MULTIPLE or image_size % INPUT_MULTIPLE):
         raise UserError(f"--image-size must be a positive multiple of {INPUT_MULTIPLE}, got {image_size}")
-    if checkpoint is None:
+    if checkpoint is None or (str(checkpoint) == "default" and not Path(checkpoint).exists()):
         ref = default_weights_ref()
         if not ref.is_file():
             raise UserError(f"no default model installed (tamperscope/weights/{DEFAULT_WEIGHTS} is missing); "
@@ -313,17 +392,20 @@ def _as_rgb(image) -> tuple[np.ndarray, str | None]:
 
 
 def predict(image, checkpoint: PathLike | None = None, *, threshold: float = DEFAULT_THRESHOLD,
-            tiles: bool = False, tile_size: int | None = None, tile_overlap: float = DEFAULT_TILE_OVERLAP,
+            image_threshold: float = DEFAULT_THRESHOLD, raw_map: bool = False, tiles: bool = False,
+            tile_size: int | None = None, tile_overlap: float = DEFAULT_TILE_OVERLAP,
             device: str = "cpu", image_size: int | None = None) -> Prediction:
     """Predict on one photo (a path, bytes, PIL image or RGB array) with the default model or ``checkpoint``.
 
-    The loaded model is cached, so repeated calls with the same checkpoint do not reload it."""
+    ``threshold`` applies to pixels, ``image_threshold`` to the image score; ``raw_map`` draws the regions above
+    ``threshold`` even for an authentic verdict. The loaded model is cached, so repeated calls with the same
+    checkpoint do not reload it."""
     key = None if checkpoint is None else os.fspath(checkpoint)
     mtime = os.path.getmtime(key) if key is not None and os.path.exists(key) else 0.0
     predictor = _cached_predictor(key, mtime, str(device), image_size)
     rgb, path = _as_rgb(image)
-    return predictor.predict_array(rgb, threshold=threshold, tiles=tiles, tile_size=tile_size,
-                                   tile_overlap=tile_overlap, path=path)
+    return predictor.predict_array(rgb, threshold=threshold, image_threshold=image_threshold, raw_map=raw_map,
+                                   tiles=tiles, tile_size=tile_size, tile_overlap=tile_overlap, path=path)
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -438,7 +520,8 @@ def files_not_written_by_predict(out_dir: Path) -> set[Path]:
 
 
 def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: PathLike, *,
-                  threshold: float = DEFAULT_THRESHOLD, tiles: bool = False, tile_size: int | None = None,
+                  threshold: float = DEFAULT_THRESHOLD, image_threshold: float = DEFAULT_THRESHOLD,
+                  raw_map: bool = False, tiles: bool = False, tile_size: int | None = None,
                   tile_overlap: float = DEFAULT_TILE_OVERLAP, progress: bool = True,
                   report: Callable[[str], None] | None = None) -> BatchResult:
     """Predict every image of ``items`` into ``out_dir``; a bad file is reported (one line) and skipped.
@@ -466,7 +549,8 @@ def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: Path
     for path, stem in tqdm(list(zip(files, output_stems(files))), desc="predict", unit="img",
                            disable=not progress, leave=False):
         try:
-            pred = predictor.predict_array(read_image(path), threshold=threshold, tiles=tiles, tile_size=tile_size,
+            pred = predictor.predict_array(read_image(path), threshold=threshold, image_threshold=image_threshold,
+                                           raw_map=raw_map, tiles=tiles, tile_size=tile_size,
                                            tile_overlap=tile_overlap, path=str(path))
             written = write_prediction_images(pred, out_dir, stem, protect)
         except (ImageReadError, UserError, MemoryError, RuntimeError, cv2.error) as exc:

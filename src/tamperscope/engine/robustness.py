@@ -102,8 +102,9 @@ def load_benchmark_model(spec: str, device: torch.device, set_items=(), image_si
     """(model in eval mode on ``device``, input size) for a run folder, a ``.safetensors`` file or a weight-free
     registered model name (module docstring)."""
     from ..registry import create_model, list_models
-    from .runs import load_for_inference, trained_image_size
+    from .runs import load_for_inference, resolve_checkpoint, trained_image_size
 
+    spec = resolve_checkpoint(spec)
     if not Path(spec).exists() and spec in list_models():
         from ..commands.profile import parse_overrides
 

@@ -8,21 +8,41 @@ from .distributed import init_distributed
 from .evaluate import evaluate_model, evaluate_predictions, evaluation_dataset
 
 
+DEFAULT_CHECKPOINT = "default"
+
+
+def resolve_checkpoint(spec: str) -> str:
+    """``default`` names the bundled default model (unless a file or folder of that name exists here); any other
+    spec is returned unchanged."""
+    from pathlib import Path
+
+    from .predict import DEFAULT_WEIGHTS, default_weights_ref
+
+    if spec != DEFAULT_CHECKPOINT or Path(spec).exists():
+        return spec
+    ref = default_weights_ref()
+    if not ref.is_file():
+        raise UserError(f"--checkpoint default: no default model installed (tamperscope/weights/{DEFAULT_WEIGHTS} "
+                        "is missing)")
+    return str(ref)
+
+
 def trained_image_size(checkpoint: str) -> int:
     """The input size a checkpoint was trained at: from a single-file checkpoint's ``extra.train`` or a run
     folder's ``train`` section; 512 when unknown."""
-    cfg = read_checkpoint_config(checkpoint)
+    cfg = read_checkpoint_config(resolve_checkpoint(checkpoint))
     train = (cfg.get("extra") or {}).get("train") or cfg.get("train") or {}
     return int(train.get("image_size") or 512)
 
 
 def load_for_inference(checkpoint: str, device, set_items=()):
-    """A checkpoint (run folder / file), or the name of a weight-free built-in model such as ``ela``."""
+    """A checkpoint (run folder / file), ``default``, or the name of a weight-free built-in model such as ``ela``."""
     from pathlib import Path
 
     from ..commands.profile import parse_overrides
     from .predict import _builtin_model
 
+    checkpoint = resolve_checkpoint(checkpoint)
     if not Path(checkpoint).exists():
         model = _builtin_model(str(checkpoint))
         if model is None:
@@ -36,6 +56,7 @@ def load_for_inference(checkpoint: str, device, set_items=()):
 def trained_image_size_or_default(checkpoint: str) -> int:
     from pathlib import Path
 
+    checkpoint = resolve_checkpoint(checkpoint)
     return trained_image_size(checkpoint) if Path(checkpoint).exists() else 512
 
 

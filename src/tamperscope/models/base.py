@@ -23,8 +23,8 @@ class TamperModel(nn.Module):
     config: dict = {}
     #: names of training stages, in order ("" when the method has a single stage)
     stages: tuple[str, ...] = ()
-    #: operating point applied to the mask probabilities at inference (never in training), chosen on validation
-    #: data by ``tamperscope export --calibrate`` and stored in the checkpoint (see engine.evaluate.calibrate_map)
+    #: operating points applied to the mask and image probabilities at inference (never in training), chosen on
+    #: validation data by ``tamperscope export --calibrate`` and stored in the checkpoint (engine.evaluate)
     calibration: dict | None = None
 
     def data_requirements(self) -> dict:

@@ -16,11 +16,22 @@ and a U-Net (Ronneberger et al., MICCAI 2015) as the localiser.
   compute by itself. With ``ela_prior`` (needs ``ela_map``) the network predicts a correction to the ELA
   baseline: ``mask_logits = logit(clip(ela_map, 1e-4, 1 − 1e-4)) + U-Net``, with the last 1×1 conv zero-initialised
   so that training starts from exactly the ``ela`` baseline's map.
+- With ``residual``: three more channels, the grey photo's noise residuals under the three fixed high-pass
+  filters of SRM that RGB-N keeps (Zhou et al., CVPR 2018, §3.2; Fridrich & Kodovsky 2012), divided by
+  ``residual_scale`` (4) and truncated to ±3 (SRM's truncation), a camera-noise cue next to the compression cue.
+- With ``global_context``: each photo is compared with itself, in either direction, as TruFor's anomaly decoder
+  does with its pooled statistics (Guillaro et al., CVPR 2023, §3.2): the forensic input channels and the
+  bottleneck features get a twin ``(x − μ) / σ``, with μ and σ the per-channel mean and standard deviation over
+  the whole photo (the whole window in training). A region is then suspicious because it differs from the rest
+  of its own photo, whatever the photo's overall compression or noise level.
+- With ``detection_head``: the image logit comes from a small MLP (64 hidden units) over the bottleneck's
+  global average and maximum, the maximum and the top-1 % mean of the mask logits, trained with BCE on the image
+  label (weight ``cls_weight``); without it, the maximum mask logit.
 - Network: a stride-2 3×3 stem (BN, ReLU) to ``widths[0]`` channels at half resolution, then a U-Net over
   ``widths`` (24, 48, 96, 192): two 3×3 conv-BN-ReLU per level, 2×2 max-pooling down, bilinear ×2 up with
   the skip concatenated, a 1×1 conv to one logit map, bilinear ×2 back to the input size.
-- Loss: BCE + ``dice_weight`` × per-image linear Dice (:func:`~tamperscope.nn.losses.dice_per_image`).
-- Image logit: the maximum mask logit (SEED-SPECS §8.1, no detection head), so the verdict is a weak detector.
+- Loss: BCE + ``dice_weight`` × per-image linear Dice (:func:`~tamperscope.nn.losses.dice_per_image`), plus
+  ``cls_weight`` × image BCE with the detection head.
 - ``native_resolution = True``: JPEG traces live on the 8×8 block grid and vanish under resampling, so the
   model trains on S×S windows of each photo at its own size whose corners sit on the 16-pixel JPEG grid,
   and evaluation, ``predict`` and ``serve`` run it on the whole photo (padded to a multiple of 32).
@@ -29,6 +40,7 @@ and a U-Net (Ronneberger et al., MICCAI 2015) as the localiser.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +48,7 @@ from torch import nn
 from ..errors import UserError
 from ..nn.error_level import error_level_channels
 from ..nn.losses import bce, dice_per_image
+from ..nn.norm import imagenet_denormalize
 from ..registry import register_model
 from .base import TamperModel, max_pool_image_logit
 from .ela import ErrorLevelAnalysis
@@ -43,8 +56,17 @@ from .ela import ErrorLevelAnalysis
 PAPER = ("tamperscope's own model: error-level analysis (Krawetz, Black Hat 2007) as input to a U-Net "
          "(Ronneberger et al., MICCAI 2015)")
 DEFAULT_CONFIG = {"qualities": [90, 75], "error_scale": 8.0, "ela_map": False, "ela_prior": False,
-                  "widths": [24, 48, 96, 192], "dice_weight": 1.0}
+                  "residual": False, "residual_scale": 4.0, "global_context": False, "detection_head": False,
+                  "widths": [24, 48, 96, 192], "dice_weight": 1.0, "cls_weight": 0.5}
 ELA_PRIOR_EPS = 1e-4
+#: SRM's three residual filters kept by RGB-N (Zhou et al., CVPR 2018, §3.2), each with its own normaliser
+SRM_KERNELS = (
+    np.array([[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]]) / 4.0,
+    np.array([[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2],
+              [-1, 2, -2, 2, -1]]) / 12.0,
+    np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]) / 2.0,
+)
+TOP_FRACTION = 0.01
 PRESETS = {
     # the CPU recipe of the default model (configs/default-model.yaml)
     "default": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 20, "warmup_epochs": 0.2,
@@ -68,35 +90,62 @@ class ErrorLevelUNet(TamperModel):
     native_resolution = True
 
     def __init__(self, qualities=(90, 75), error_scale: float = 8.0, ela_map: bool = False, ela_prior: bool = False,
-                 widths=(24, 48, 96, 192), dice_weight: float = 1.0):
+                 residual: bool = False, residual_scale: float = 4.0, global_context: bool = False,
+                 detection_head: bool = False, widths=(24, 48, 96, 192), dice_weight: float = 1.0,
+                 cls_weight: float = 0.5):
         super().__init__()
         qualities, widths = tuple(int(q) for q in qualities), tuple(int(w) for w in widths)
         if any(not 1 <= q <= 100 for q in qualities):
             raise UserError(f"ela-unet: qualities must be in 1..100, got {list(qualities)}")
         if len(widths) < 2 or min(widths) < 1:
             raise UserError(f"ela-unet: widths needs at least two positive channel counts, got {list(widths)}")
-        if error_scale <= 0:
-            raise UserError(f"ela-unet: error_scale must be positive, got {error_scale}")
+        if error_scale <= 0 or residual_scale <= 0:
+            raise UserError(f"ela-unet: error_scale and residual_scale must be positive, got {error_scale}, "
+                            f"{residual_scale}")
         if ela_prior and not ela_map:
             raise UserError("ela-unet: ela_prior needs ela_map (the prior is that input channel)")
         self.qualities, self.error_scale, self.dice_weight = qualities, float(error_scale), float(dice_weight)
+        self.residual_scale, self.cls_weight = float(residual_scale), float(cls_weight)
+        self.global_context = bool(global_context)
         self.ela = ErrorLevelAnalysis() if ela_map else None
-        self.stem = conv_bn_relu(3 + 3 * len(qualities) + int(bool(ela_map)), widths[0], stride=2)
+        if residual:
+            self.register_buffer("srm", torch.tensor(np.stack(SRM_KERNELS), dtype=torch.float32)[:, None],
+                                 persistent=False)
+        else:
+            self.srm = None
+        forensic = 3 * len(qualities) + int(bool(ela_map)) + (3 if residual else 0)
+        self.stem = conv_bn_relu(3 + forensic * (2 if self.global_context else 1), widths[0], stride=2)
         self.down = nn.ModuleList(double_conv(widths[max(i - 1, 0)], w) for i, w in enumerate(widths))
-        self.up = nn.ModuleList(double_conv(widths[i + 1] + widths[i], widths[i]) for i in range(len(widths) - 1))
+        bottom = widths[-1] * (2 if self.global_context else 1)
+        self.up = nn.ModuleList(double_conv((bottom if i == len(widths) - 2 else widths[i + 1]) + widths[i], widths[i])
+                                for i in range(len(widths) - 1))
         self.out = nn.Conv2d(widths[0], 1, 1)
+        self.head = nn.Sequential(nn.Linear(2 * bottom + 2, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)) \
+            if detection_head else None
         self.ela_prior = bool(ela_prior)
         if self.ela_prior:  # start from the ELA baseline exactly
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
 
+    def residuals(self, image: torch.Tensor) -> torch.Tensor:
+        """SRM residuals of the grey photo (0-255 scale), divided by ``residual_scale`` and truncated to ±3."""
+        grey = (imagenet_denormalize(image.float()) * 255.0).mul(
+            image.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        res = F.conv2d(F.pad(grey, (2, 2, 2, 2), mode="replicate"), self.srm)
+        return (res / self.residual_scale).clamp(-3.0, 3.0).to(image.dtype)
+
     def features(self, image: torch.Tensor) -> torch.Tensor:
-        """The network input: RGB and the error levels (module docstring)."""
-        parts = [image, error_level_channels(image, self.qualities, self.error_scale)]
+        """The network input: RGB and the forensic channels (module docstring)."""
+        parts = [error_level_channels(image, self.qualities, self.error_scale)]
         if self.ela is not None:  # (shape-only on the meta device, as the error levels)
             parts.append(image.new_empty((image.shape[0], 1, *image.shape[2:])) if image.is_meta
                          else self.ela(image)["level_map"].to(image.dtype))
-        return torch.cat(parts, dim=1)
+        if self.srm is not None:
+            parts.append(self.residuals(image))
+        forensic = torch.cat(parts, dim=1)
+        if self.global_context:
+            forensic = with_context(forensic)
+        return torch.cat([image, forensic], dim=1)
 
     def forward(self, image: torch.Tensor) -> dict:
         feats = self.features(image)
@@ -105,15 +154,36 @@ class ErrorLevelUNet(TamperModel):
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
+        if self.global_context:
+            x = skips[-1] = with_context(x)
+        bottom = x
         for i in reversed(range(len(self.up))):
             x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             x = self.up[i](torch.cat([x, skips[i]], dim=1))
-        logits = F.interpolate(self.out(x), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        half = self.out(x)
+        logits = F.interpolate(half, size=image.shape[-2:], mode="bilinear", align_corners=False)
         if self.ela_prior:
             logits = logits + torch.logit(feats[:, -1:].clamp(ELA_PRIOR_EPS, 1.0 - ELA_PRIOR_EPS))
-        return {"mask_logits": logits, "image_logit": max_pool_image_logit(logits)}
+        if self.head is None:
+            return {"mask_logits": logits, "image_logit": max_pool_image_logit(logits)}
+        flat = half.flatten(1)
+        top = flat.topk(max(1, int(TOP_FRACTION * flat.shape[1])), dim=1).values.mean(1)
+        pooled = torch.cat([bottom.mean((2, 3)), bottom.amax((2, 3)), flat.amax(1, keepdim=True), top[:, None]], 1)
+        return {"mask_logits": logits, "image_logit": self.head(pooled).squeeze(1)}
 
     def loss(self, outputs: dict, batch: dict) -> dict:
         seg = bce(outputs["mask_logits"], batch["mask"])
         dice = dice_per_image(torch.sigmoid(outputs["mask_logits"].float()), batch["mask"])
-        return {"total": seg + self.dice_weight * dice, "bce": seg, "dice": dice}
+        terms = {"total": seg + self.dice_weight * dice, "bce": seg, "dice": dice}
+        if self.head is not None:
+            terms["cls"] = bce(outputs["image_logit"], batch["label"])
+            terms["total"] = terms["total"] + self.cls_weight * terms["cls"]
+        return terms
+
+
+def with_context(x: torch.Tensor) -> torch.Tensor:
+    """``[x, (x − μ) / σ]``: each channel beside its deviation from the photo's own mean, in units of the photo's
+    own standard deviation (module docstring, ``global_context``)."""
+    mu = x.mean((2, 3), keepdim=True)
+    sigma = x.float().var((2, 3), keepdim=True, unbiased=False).add(1e-6).sqrt().to(x.dtype)
+    return torch.cat([x, (x - mu) / sigma], dim=1)

@@ -107,8 +107,9 @@ def to_html(results: dict[str, dict[str, dict]], metrics=COMPARE_METRICS, *, tit
         parts.append(f"<tr class='{' '.join(classes)}'><td>{esc(name)}</td><td>{esc(model)}</td>{cells}</tr>")
     parts.append("</tbody></table>")
     if grid_png:
-        parts.append("<h2>Examples</h2><p>Photo, ground truth and each model's probability map "
-                     "(inferno colour map: black 0, yellow 1); the number is that image's pixel F1 at 0.5.</p>"
+        parts.append("<h2>Examples</h2><p>Photo, ground truth and each model's tampering probability, "
+                     "calibrated when the checkpoint is (inferno colour map: black 0, yellow 1); the number is that "
+                     "image's pixel F1 at 0.5.</p>"
                      f"<img class='grid' alt='qualitative examples' src='{png_data_uri(grid_png)}'>")
     parts.append("</body></html>\n")
     return "".join(parts)

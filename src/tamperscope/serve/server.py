@@ -5,11 +5,13 @@ Routes
   in-memory table built at start-up, so a request path never reaches the file system.
 - ``GET /api/models`` — the model choices (ids and labels), the default id, whether the Noiseprint++ view is
   available, the threshold and the upload limit.
-- ``POST /api/predict?model=ID&tiles=0|1&noiseprint=0|1`` — the request body is the raw image file. Its size is
-  checked from ``Content-Length`` before reading (413 above the limit) and its type by content
+- ``POST /api/predict?model=ID&tiles=0|1&noiseprint=0|1&raw_map=0|1`` — the request body is the raw image file.
+  Its size is checked from ``Content-Length`` before reading (413 above the limit) and its type by content
   (:func:`tamperscope.io.read_image_bytes`; the file name and the declared content type are ignored). The answer is
-  JSON: score, verdict, tampered area, size, model, and the original, heat map, mask, overlay (and Noiseprint++
-  map) as PNG data URLs ready to show and download.
+  JSON: :meth:`tamperscope.engine.predict.Prediction.to_dict` (score, verdict tampered / inconclusive / authentic,
+  confidence, drawn area, size, model) and the original, tampering-probability map, mask, overlay (and
+  Noiseprint++ map) as PNG data URLs ready to show and download. No region is drawn on an authentic verdict
+  unless ``raw_map=1``.
 
 Models: ``default`` (the bundled model, when installed), ``checkpoint`` (``--checkpoint``), every run folder or
 ``.safetensors`` checkpoint directly inside ``--models DIR`` (``dir:NAME``), and the weight-free ``ela`` baseline.
@@ -125,7 +127,7 @@ class ServeApp:
                 "default": self.default_id, "noiseprint": self.noiseprint is not None,
                 "threshold": self.threshold, "max_upload_bytes": self.max_upload_bytes}
 
-    def analyse(self, data: bytes, model_id: str, tiles: bool, want_noiseprint: bool) -> dict:
+    def analyse(self, data: bytes, model_id: str, tiles: bool, want_noiseprint: bool, raw_map: bool = False) -> dict:
         """Decode an uploaded image (type checked by content) and return the JSON answer."""
         from ..commands.noiseprint import stretch_to_uint8
         from ..io import read_image_bytes
@@ -134,7 +136,7 @@ class ServeApp:
         if want_noiseprint and self.noiseprint is None:
             raise UserError("the Noiseprint++ view needs the server to be started with --noiseprint-weights FILE")
         with self._lock:
-            pred = self.predictor(model_id).predict_array(rgb, threshold=self.threshold, tiles=tiles)
+            pred = self.predictor(model_id).predict_array(rgb, threshold=self.threshold, raw_map=raw_map, tiles=tiles)
             noise = self._noiseprint_map(rgb) if want_noiseprint else None
         images = {"original": png_data_url(rgb), "heatmap": png_data_url(pred.heatmap()),
                   "mask": png_data_url(pred.mask_png()), "overlay": png_data_url(pred.overlay())}
@@ -217,9 +219,9 @@ class Handler(BaseHTTPRequestHandler):
         data = self.rfile.read(length)
         query = parse_qs(url.query)
         model_id = query.get("model", [self.app.default_id])[0]
-        flags = {k: query.get(k, ["0"])[0] in ("1", "true", "on") for k in ("tiles", "noiseprint")}
+        flags = {k: query.get(k, ["0"])[0] in ("1", "true", "on") for k in ("tiles", "noiseprint", "raw_map")}
         try:
-            answer = self.app.analyse(data, model_id, flags["tiles"], flags["noiseprint"])
+            answer = self.app.analyse(data, model_id, flags["tiles"], flags["noiseprint"], flags["raw_map"])
         except UserError as exc:
             return self._error(400, str(exc))
         except MemoryError:
@@ -243,6 +245,11 @@ def build_app(*, checkpoint: str | None = None, models_dir: str | None = None, n
         raise UserError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     dev = str(resolve_device(device))
     models: dict[str, tuple[str, str | None]] = {}
+    from ..engine.runs import DEFAULT_CHECKPOINT, resolve_checkpoint
+
+    if checkpoint == DEFAULT_CHECKPOINT and not Path(checkpoint).exists():
+        resolve_checkpoint(checkpoint)  # a one-line error when the bundled model is missing
+        checkpoint = None  # the "default" entry below is then offered first
     if checkpoint is not None:
         cfg = read_checkpoint_config(checkpoint)
         models["checkpoint"] = (f"{cfg['model']} ({Path(checkpoint).name})", str(checkpoint))

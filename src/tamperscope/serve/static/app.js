@@ -36,8 +36,11 @@
     const score = $("score");
     score.className = result.verdict;
     score.textContent = `${result.verdict} (score ${result.score.toFixed(3)})`;
-    $("details").textContent = `${result.tampered_area_pct.toFixed(2)}% of pixels above ${result.threshold}; ` +
-      `${result.width}×${result.height} px; model ${result.model}` + (result.tiles > 1 ? `; ${result.tiles} windows` : "");
+    $("confidence").textContent = result.confidence;
+    const drawn = result.verdict === "authentic" && !result.raw_map
+      ? "no region drawn (authentic)" : `${result.tampered_area_pct.toFixed(2)}% of pixels above ${result.threshold}`;
+    $("details").textContent = `${drawn}; ${result.width}×${result.height} px; model ${result.model}` +
+      (result.tiles > 1 ? `; ${result.tiles} windows` : "");
     const downloads = $("downloads");
     downloads.replaceChildren();
     for (const key of ["heatmap", "mask", "overlay", "noiseprint"]) {
@@ -62,6 +65,7 @@
       model: $("model").value,
       tiles: $("tiles").checked ? "1" : "0",
       noiseprint: $("noiseprint").checked ? "1" : "0",
+      raw_map: $("raw-map").checked ? "1" : "0",
     });
     try {
       const response = await fetch("/api/predict?" + params.toString(), {
