@@ -12,8 +12,8 @@ forgery from an authentic sample is the edit itself:
 3. **Edit** (only for tampered samples; :data:`FORGERY_KINDS`) over an object-like, stuff-like or background
    region (:class:`tamperscope.data.brgen.regions.BuiltinRegions`, 2-20 %, 20-60 % or 80-95 % of the window):
    ``splice``       content of a photo from another source (another camera or set) with its own history:
-                    random rescale, JPEG at another quality on a random grid offset, partial colour transfer,
-                    pasted with a feathered or a hard edge;
+                    random rescale, JPEG at another quality on a random grid offset, partial Lab colour
+                    transfer (as BR-Gen's splice), pasted with a feathered or a hard edge;
    ``copymove``     the same photo warped (scale, rotation, shift; bilinear resampling) into the region;
    ``inpaint``      one of the built-in inpainting stand-ins (OpenCV Telea / Navier-Stokes, exemplar fill,
                     latent-style re-synthesis; :mod:`tamperscope.data.brgen.creation`);
@@ -40,7 +40,7 @@ from PIL import Image
 
 from ..errors import ImageReadError, UserError
 from ..io import atomic_write_bytes, atomic_write_text, read_image, write_png
-from .brgen.creation import Donor, builtin_creators, composite, cover_crop
+from .brgen.creation import Donor, builtin_creators, colour_transfer, composite, cover_crop, ring_or_outside
 from .brgen.regions import BuiltinRegions
 from .transforms import jpeg_roundtrip
 
@@ -123,20 +123,10 @@ def splice(image: np.ndarray, mask: np.ndarray, donor: Photo, rng: np.random.Gen
         content = jpeg_on_grid(content, quality, dy, dx)
         params.update(donor_jpeg=quality, donor_grid_shift=[dy, dx])
     strength = float(rng.uniform(0.0, 0.8))
-    ring = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool) & ~mask
-    content = _colour_match(content, image, ring if ring.any() else ~mask, strength)
+    content = colour_transfer(content, image, ring_or_outside(mask, max(4, min(h, w) // 32)), strength)
     sigma = float(rng.choice([0.0, rng.uniform(0.5, 2.5)]))
     params.update(donor=donor.source, colour_transfer=round(strength, 3), feather=round(sigma, 3))
     return feathered_paste(image, content, mask, sigma), params
-
-
-def _colour_match(content: np.ndarray, reference: np.ndarray, where: np.ndarray, strength: float) -> np.ndarray:
-    """Move the RGB mean/std of ``content`` a fraction ``strength`` toward those of ``reference[where]``."""
-    c = content.astype(np.float32)
-    r = reference[where].astype(np.float32)
-    cm, cs = c.reshape(-1, 3).mean(0), c.reshape(-1, 3).std(0) + 1e-3
-    matched = (c - cm) / cs * (r.std(0) + 1e-3) + r.mean(0)
-    return np.clip((1 - strength) * c + strength * matched, 0, 255).round().astype(np.uint8)
 
 
 def resample(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:

@@ -69,6 +69,7 @@ from .evaluate import calibrate_score, model_probabilities, uncalibrate_score, u
 PathLike = Union[str, os.PathLike]
 
 DEFAULT_WEIGHTS = "default.safetensors"
+DEFAULT_CHECKPOINT = "default"
 DEFAULT_IMAGE_SIZE = 512
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TILE_OVERLAP = 0.25
@@ -303,6 +304,12 @@ def default_weights_ref():
     return resources.files("tamperscope").joinpath("weights").joinpath(DEFAULT_WEIGHTS)
 
 
+def names_default_model(spec: PathLike | None) -> bool:
+    """Whether a ``--checkpoint`` value means the bundled default model: none given, or ``default`` when no file or
+    folder of that name exists here."""
+    return spec is None or (str(spec) == DEFAULT_CHECKPOINT and not Path(spec).exists())
+
+
 def default_model_available() -> bool:
     return default_weights_ref().is_file()
 
@@ -338,7 +345,7 @@ def load_predictor(checkpoint: PathLike | None = None, *, device: str | torch.de
     dev = resolve_device(device)
     if image_size is not None and (image_size < INPUT_MULTIPLE or image_size % INPUT_MULTIPLE):
         raise UserError(f"--image-size must be a positive multiple of {INPUT_MULTIPLE}, got {image_size}")
-    if checkpoint is None or (str(checkpoint) == "default" and not Path(checkpoint).exists()):
+    if names_default_model(checkpoint):
         ref = default_weights_ref()
         if not ref.is_file():
             raise UserError(f"no default model installed (tamperscope/weights/{DEFAULT_WEIGHTS} is missing); "

@@ -8,17 +8,12 @@ from .distributed import init_distributed
 from .evaluate import evaluate_model, evaluate_predictions, evaluation_dataset
 
 
-DEFAULT_CHECKPOINT = "default"
-
-
 def resolve_checkpoint(spec: str) -> str:
-    """``default`` names the bundled default model (unless a file or folder of that name exists here); any other
-    spec is returned unchanged."""
-    from pathlib import Path
+    """The bundled default model's file for ``default`` (:func:`~tamperscope.engine.predict.names_default_model`);
+    any other spec unchanged."""
+    from .predict import DEFAULT_WEIGHTS, default_weights_ref, names_default_model
 
-    from .predict import DEFAULT_WEIGHTS, default_weights_ref
-
-    if spec != DEFAULT_CHECKPOINT or Path(spec).exists():
+    if not names_default_model(spec):
         return spec
     ref = default_weights_ref()
     if not ref.is_file():

@@ -237,7 +237,8 @@ def build_app(*, checkpoint: str | None = None, models_dir: str | None = None, n
               quiet: bool = False) -> ServeApp:
     """The model table and settings; checks every given file now, so mistakes show before the page does."""
     from ..checkpoint import read_checkpoint_config
-    from ..engine.predict import default_model_available, resolve_device
+    from ..engine.predict import default_model_available, names_default_model, resolve_device
+    from ..engine.runs import resolve_checkpoint
 
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold must be in [0, 1], got {threshold}")
@@ -245,9 +246,7 @@ def build_app(*, checkpoint: str | None = None, models_dir: str | None = None, n
         raise UserError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     dev = str(resolve_device(device))
     models: dict[str, tuple[str, str | None]] = {}
-    from ..engine.runs import DEFAULT_CHECKPOINT, resolve_checkpoint
-
-    if checkpoint == DEFAULT_CHECKPOINT and not Path(checkpoint).exists():
+    if checkpoint is not None and names_default_model(checkpoint):
         resolve_checkpoint(checkpoint)  # a one-line error when the bundled model is missing
         checkpoint = None  # the "default" entry below is then offered first
     if checkpoint is not None:

@@ -67,7 +67,7 @@ def _ring(mask: np.ndarray, width: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
 
 
-def _ring_or_outside(mask: np.ndarray, width: int) -> np.ndarray:
+def ring_or_outside(mask: np.ndarray, width: int) -> np.ndarray:
     ring = _ring(mask, width)
     return ring if ring.any() else ~mask
 
@@ -109,7 +109,7 @@ class OpenCVInpaint(Creator):
         h, w = image.shape[:2]
         radius = int(rng.integers(3, 10))
         filled = cv2.inpaint(image, mask.astype(np.uint8) * 255, radius, self.flag).astype(np.float32)
-        sigma = noise_sigma(image, _ring_or_outside(mask, max(4, min(h, w) // 32)))
+        sigma = noise_sigma(image, ring_or_outside(mask, max(4, min(h, w) // 32)))
         filled += rng.normal(0.0, sigma, filled.shape).astype(np.float32)
         out = np.clip(filled, 0, 255).round().astype(np.uint8)
         return composite(image, out, mask), {"radius": radius, "grain_sigma": round(sigma, 4)}
@@ -169,7 +169,7 @@ class ExemplarFill(Creator):
         return composite(image, blended, mask), params
 
 
-def _colour_transfer(content: np.ndarray, reference: np.ndarray, ref_mask: np.ndarray,
+def colour_transfer(content: np.ndarray, reference: np.ndarray, ref_mask: np.ndarray,
                      strength: float) -> np.ndarray:
     """Move the Lab mean/std of ``content`` a fraction ``strength`` toward those of ``reference[ref_mask]``."""
     c = cv2.cvtColor(content, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -192,7 +192,7 @@ class Splice(Creator):
         d = donor(rng)
         content, params = cover_crop(d.image, h, w, rng, (1.0, 1.6))
         strength = float(rng.uniform(0.0, 0.7))
-        content = _colour_transfer(content, image, _ring_or_outside(mask, max(4, min(h, w) // 32)), strength)
+        content = colour_transfer(content, image, ring_or_outside(mask, max(4, min(h, w) // 32)), strength)
         params.update(donor=d.source, colour_transfer=round(strength, 4))
         return composite(image, content, mask), params
 
@@ -255,7 +255,7 @@ class PseudoLDM(Creator):
         y += rng.normal(0.0, resample_noise, y.shape).astype(np.float32)
         pattern = rng.uniform(-block_amp, block_amp, (8, 8, 3)).astype(np.float32)
         y += np.tile(pattern, (int(np.ceil(h / 8)), int(np.ceil(w / 8)), 1))[:h, :w]
-        ring = _ring_or_outside(mask, max(4, min(h, w) // 32))
+        ring = ring_or_outside(mask, max(4, min(h, w) // 32))
         y += pull * (image[ring].astype(np.float32).mean(0) - y[mask].mean(0))
         out = np.clip(y, 0, 255).round().astype(np.uint8)
         params.update(blur_sigma=round(blur, 4), latent_noise=round(latent_noise, 4),
