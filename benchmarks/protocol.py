@@ -13,7 +13,7 @@ Budgets (:data:`BUDGETS`):
 - ``gpu``: 512 px (the papers' size), batch 16, 4000 steps per model, validation every 200 steps on all of val,
   the models' paper configs (only inference-time settings as the papers).
 
-Shared protocol choices (the papers each use their own data and schedules, SEED-SPECS §8.2):
+Shared protocol choices (the papers each use their own data and schedules, §4 of each):
 - An "epoch" is ``epoch_samples`` images drawn from the training sources (``mix:SRC1,SRC2@N``, the balanced
   protocol: equal draws per source), so that validation — and thus model selection — happens a few times within
   the step budget whatever the dataset size.
@@ -312,7 +312,8 @@ def write_results(path: Path, args, budget: Budget, steps_list: list[dict], log:
              f"- Train: {', '.join(train_sources(args))} (balanced mix); val: {args.val_data}"
              + (f" (seeded stratified subset of {budget.val_subset} images)" if budget.val_subset else "")
              + f"; test: {args.test_data}. Selection on val, numbers on test.",
-             "- Metrics: SEED-SPECS §8.1 at threshold 0.5, per-image pixel metrics averaged over tampered images; "
+             "- Metrics: IMDL-BenCo / TruFor definitions at threshold 0.5, per-image pixel metrics averaged over tampered "
+             "images; "
              "`pixel_f1_best` is the per-image oracle threshold.",
              ]
     if budget.note and not args.models:

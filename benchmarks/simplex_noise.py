@@ -1,4 +1,4 @@
-"""Generation time of DiffForensics' fractal Simplex noise (SEED-SPECS §1.6) for one training batch.
+"""Generation time of DiffForensics' fractal Simplex noise (paper 003 §3.1, AnoDDPM) for one training batch.
 
     .venv/bin/python benchmarks/simplex_noise.py [--batch 16] [--size 512] [--repeats 3] [--threads N]
                                                  [--device cpu|cuda|all] [--per-sample-z] [--json]

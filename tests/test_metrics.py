@@ -1,4 +1,4 @@
-"""Metrics against scikit-learn and hand-computed cases (SEED-SPECS §8.1, ANCHORS.md pitfalls)."""
+"""Metrics against scikit-learn and hand-computed cases (IMDL-BenCo and TruFor definitions, IMDL-BenCo pitfalls)."""
 import math
 import warnings
 
@@ -158,7 +158,7 @@ def test_perfect_and_inverted_predictions():
         assert perfect[key] == pytest.approx(1.0), key
     inverted = pixel_stats(1.0 - gt.astype(np.float32), gt)
     assert inverted["f1"] == 0.0 and inverted["iou"] == 0.0 and inverted["auc"] == pytest.approx(0.0)
-    assert inverted["f1_permuted"] == pytest.approx(1.0)  # SEED-SPECS §9 identity
+    assert inverted["f1_permuted"] == pytest.approx(1.0)  # TruFor's permuted F1 identity
     assert inverted["f1_permuted_band"] == pytest.approx(1.0)
     assert inverted["f1_best"] == pytest.approx(1.0)
 
@@ -355,7 +355,7 @@ def test_accumulator_means_tampered_only_and_pooled_over_all():
 
 
 def test_pixel_threshold_leaves_image_decisions_at_one_half():
-    """--threshold moves pixel decisions only: ACC, F1, R@50 are defined at 0.5 (SEED-SPECS §8.1)."""
+    """--threshold moves pixel decisions only: ACC, F1, R@50 are defined at 0.5 (as in the papers)."""
     probs, gts, scores, labels, _ = _eight_images()
     acc = MetricAccumulator(threshold=0.3)
     acc.add(np.arange(8), probs, gts, scores, labels)

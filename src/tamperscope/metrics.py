@@ -1,4 +1,4 @@
-"""Exact pixel- and image-level metrics for manipulation localisation and detection (SEED-SPECS §8.1).
+"""Exact pixel- and image-level metrics for manipulation localisation and detection (IMDL-BenCo and TruFor metric code).
 
 Definitions (p = predicted probability map, g = ground truth, τ = threshold, b = 1[p > τ], strict ">"
 as in IMDL-BenCo):
@@ -20,7 +20,7 @@ as in IMDL-BenCo):
   the all-positive prediction included; this equals the maximum F1 along scikit-learn's
   ``precision_recall_curve``.
 
-Resolved ambiguities (SEED-SPECS §8.1 [R] items and IMDL-BenCo pitfalls from ANCHORS.md):
+Resolved ambiguities (resolved choices where the papers do not say, and IMDL-BenCo pitfalls avoided):
 
 - Pixel means run over **tampered images only** (g has a positive pixel). An authentic image still
   returns TP/FP/FN/TN (they enter the pooled ``pixel_f1_pooled`` / ``pixel_iou_pooled``, which sum the
@@ -119,7 +119,7 @@ def _check_probabilities(prob: np.ndarray, what: str) -> np.ndarray:
 
 
 def tolerance_band(gt: np.ndarray, erode: int = 15, dilate: int = 11):
-    """TruFor tolerance band (SEED-SPECS §8.1): ``(core_positive, core_negative)`` bool maps.
+    """TruFor tolerance band (grip-unina/TruFor metrics code): ``(core_positive, core_negative)`` bool maps.
 
     core_positive = erode(g) with an ``erode``×``erode`` minimum filter; core_negative = NOT dilate(g)
     with a ``dilate``×``dilate`` maximum filter; pixels in neither are ignored by the band metrics.
@@ -137,7 +137,7 @@ def tolerance_band(gt: np.ndarray, erode: int = 15, dilate: int = 11):
 # ----------------------------------------------------------------------------------------------------
 def pixel_stats(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5, erode: int = 15,
                 dilate: int = 11) -> dict:
-    """Per-image pixel metrics (SEED-SPECS §8.1) of an ``H×W`` probability map against an ``H×W`` mask.
+    """Per-image pixel metrics (IMDL-BenCo definitions) of an ``H×W`` probability map against an ``H×W`` mask.
 
     Returns ``tp, fp, fn, tn`` (ints, prediction ``prob > threshold``), ``tampered`` (mask has a positive
     pixel) and the scores ``f1, iou, auc, f1_permuted, f1_permuted_band, f1_best, f1_best_plain``
@@ -220,7 +220,7 @@ def f1_at_thresholds(prob: np.ndarray, gt: np.ndarray, thresholds: Iterable[floa
 # image level
 # ----------------------------------------------------------------------------------------------------
 def image_metrics(scores: Iterable[float], labels: Iterable[int], threshold: float = 0.5) -> dict:
-    """Detection metrics over images (SEED-SPECS §8.1), fake (label 1) = positive, decision s > τ.
+    """Detection metrics over images (paper 003 §4.1, paper 001 §5), fake (label 1) = positive, decision s > τ.
 
     Keys ``image_auc, image_acc, image_balanced_acc, image_eer, image_f1, fake_recall, real_recall``;
     ``None`` where undefined: AUC, EER and balanced accuracy need both classes, ``fake_recall`` and
@@ -290,7 +290,7 @@ class MetricAccumulator:
 
     def __init__(self, threshold: float = 0.5, erode: int = 15, dilate: int = 11, image_threshold: float = 0.5):
         self.threshold = float(threshold)  # pixel decisions
-        self.image_threshold = float(image_threshold)  # image decisions: 0.5 in every protocol (SEED-SPECS §8.1)
+        self.image_threshold = float(image_threshold)  # image decisions: 0.5 in every paper's protocol
         self.erode = int(erode)
         self.dilate = int(dilate)
         self._records: dict[int, dict] = {}

@@ -1,4 +1,4 @@
-"""Noiseprint++ DnCNN (SEED-SPECS §1.8): key layout, loader errors, TruFor vs BR-Gen semantics, fallback,
+"""Noiseprint++ DnCNN (TruFor §3.1 and code): key layout, loader errors, TruFor vs BR-Gen semantics, fallback,
 and the real TruFor weights on kodim01 when the shared data is present."""
 import pytest
 import torch

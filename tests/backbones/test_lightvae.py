@@ -1,4 +1,4 @@
-"""LightVAE (DiffIML §3.2, SEED-SPECS §4.2(a)) and the SD-VAE teacher helpers."""
+"""LightVAE (DiffIML §3.2, official code) and the SD-VAE teacher helpers."""
 import pytest
 import torch
 

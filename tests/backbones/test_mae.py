@@ -79,7 +79,7 @@ def test_regenerated_grid_matches_hf_at_its_own_size():
 
 
 def _fair_state_dict(model: MaskedAutoencoder, grid: int) -> dict:
-    """A state dict with the documented FAIR key names (SEED-SPECS §1.3) built from ``model``'s tensors."""
+    """A state dict with the documented FAIR key names (facebookresearch/mae) built from ``model``'s tensors."""
     cfg = MAE_CONFIGS[model.variant]
     sd = {"cls_token": model.encoder.cls_token, "pos_embed": _fair_table(grid, cfg["embed_dim"])[None],
           "patch_embed.proj.weight": model.encoder.patch_embed.proj.weight,

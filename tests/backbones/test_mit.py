@@ -62,7 +62,7 @@ def test_segformer_b2_equals_transformers_semantic_segmentation(tmp_path):
 
 
 def _nvlabs_ade_state_dict(variant="b0"):
-    """An ADE SegFormer checkpoint built with the documented NVlabs key names (SEED-SPECS §1.2)."""
+    """An ADE SegFormer checkpoint built with the documented NVlabs key names (NVlabs/SegFormer)."""
     enc = MixVisionTransformer(variant)
     sd = {f"backbone.{k}": v for k, v in enc.state_dict().items()}
     dims, E = enc.embed_dims, 256

@@ -1,4 +1,4 @@
-"""Fractal OpenSimplex noise (SEED-SPECS §1.6): exactness against the ``opensimplex`` package (test-only
+"""Fractal OpenSimplex noise (DiffForensics §3.1, AnoDDPM): exactness against the ``opensimplex`` package (test-only
 dependency), octave structure, independence and normalisation."""
 import numpy as np
 import pytest

@@ -1,11 +1,11 @@
-"""Unit tests of the BR-Gen pipeline stages: regions, forgers, quality filters, prompts, splits (SEED-SPECS §7)."""
+"""Unit tests of the BR-Gen pipeline stages: regions, forgers, quality filters, prompts, splits (paper 001 §3)."""
 import cv2
 import numpy as np
 import pytest
 from scipy.stats import gennorm
 
 from tamperscope.data.brgen.creation import BUILTIN_METHODS, Donor, builtin_creators, noise_sigma
-from tamperscope.data.brgen.pipeline import rng_for, source_name, split_sources
+from tamperscope.data.brgen.pipeline import photo_slots, rng_for, source_name, split_sources
 from tamperscope.data.brgen.prompts import make_prompt
 from tamperscope.data.brgen.quality import (PSNR_CAP, NaturalnessRange, QualityThresholds, colour_chi2,
                                             evaluate_forgery, ggd_shape, psnr_outside, seam_ratio)
@@ -40,12 +40,39 @@ def test_threshold_field_hits_target_exactly():
     assert abs(mask.mean() - 0.37) < 0.002
 
 
-def test_spec_area_policy_is_section_7_2():
-    """thing 2–20 %, stuff 20–80 %, background = the inverse of a thing (80–98 %)."""
-    spec = AREA_POLICIES["spec"]
-    assert (spec["thing"], spec["stuff"], spec["background"]) == (("<20",), ("<40", "<60", "<80"), ("<100",))
+def test_paper_area_policy_includes_the_small_stuff_bin():
+    """Stuff reaches <20 % (paper 001 Table 7 reports that bin; BR-Gen's small regions are Stuff), thing 2–20 %,
+    background = the inverse of a thing (80–98 %)."""
+    paper = AREA_POLICIES["paper"]
+    assert (paper["thing"], paper["stuff"], paper["background"]) == (("<20",), ("<20", "<40", "<60", "<80"),
+                                                                      ("<100",))
     for kind in ("thing", "stuff", "background"):  # table7 reaches further, never less
-        assert set(spec[kind]) < set(AREA_POLICIES["table7"][kind])
+        assert set(paper[kind]) <= set(AREA_POLICIES["table7"][kind])
+    image = scene(5)
+    for k in range(4):
+        rng = np.random.default_rng([7, k])
+        region = BuiltinRegions().propose(image, "stuff", draw_target_area("<20", rng), rng)
+        assert 0.03 <= region.area < 0.2, (region.shape, region.area)
+
+
+def test_generator_family_of_each_stand_in():
+    """Split A (GAN vs Diffusion): no built-in stand-in is called GAN; classical inpainting is 'classical'."""
+    from tamperscope.data.brgen.pipeline import generator_family
+
+    creators = builtin_creators()
+    families = {m: generator_family(creators[m].family) for m in BUILTIN_METHODS}
+    assert families == {"cvTelea": "classical", "cvNS": "classical", "exemplar": "classical", "splice": "other",
+                        "copymove": "other", "pseudoLDM": "Diffusion-like"}
+    assert generator_family("diffusion-inpainting") == "Diffusion"
+
+
+def test_photo_slots_interleave_the_splits():
+    names = [f"p{k}" for k in range(20)]
+    split = split_sources(names, seed=1)
+    slots = photo_slots(names, split, seed=1)
+    assert sorted(slots) == sorted(names) and slots == photo_slots(list(names), split, seed=1)
+    assert [split[n] for n in slots[:3]] == ["test", "val", "train"]
+    assert {split[n] for n in slots[10:13]} == {"test", "val", "train"}  # the second of each comes mid-way
 
 
 @pytest.mark.parametrize("kind", ["thing", "stuff", "background"])

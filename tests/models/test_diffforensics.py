@@ -1,4 +1,4 @@
-"""DiffForensics (SEED-SPECS §5) with a tiny MiT-b0 encoder at 64 px; the full b2 config is built once for its
+"""DiffForensics (paper 003 §3) with a tiny MiT-b0 encoder at 64 px; the full b2 config is built once for its
 parameter count."""
 import math
 

@@ -1,4 +1,4 @@
-"""FRD-Net (paper 004, SEED-SPECS §6): size, shapes at 512 and 384, ICM by hand, losses, ablations, training."""
+"""FRD-Net (paper 004, official code): size, shapes at 512 and 384, ICM by hand, losses, ablations, training."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""NFA-ViT (SEED-SPECS §3): masks, Fix-Sparse groups, NAA on the SDPA path, noise→image coupling,
+"""NFA-ViT (paper 001 §4, clpbc/BR-Gen): masks, Fix-Sparse groups, NAA on the SDPA path, noise→image coupling,
 BR-Gen compat quirks, weights, presets, parameter count, training signal."""
 import warnings
 

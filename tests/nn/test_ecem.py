@@ -1,4 +1,4 @@
-"""ECEM (DiffForensics §3.2, Eq. 2–3; SEED-SPECS §5.2): row-then-column absolute differences with replicate
+"""ECEM (DiffForensics §3.2, Eq. 2–3): row-then-column absolute differences with replicate
 padding, then conv3×3 → sigmoid → upsample."""
 import torch
 

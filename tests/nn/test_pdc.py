@@ -1,4 +1,4 @@
-"""Pixel-difference convolutions (SEED-SPECS §1.7): hand-computed values, difference form == single kernel."""
+"""Pixel-difference convolutions (PiDiNet, CDC): hand-computed values, difference form == single kernel."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Noiseprint++ (Guillaro et al., TruFor, CVPR 2023, §3.1) = a 17-layer DnCNN; SEED-SPECS §1.8.
+"""Noiseprint++ (Guillaro et al., TruFor, CVPR 2023, §3.1) = a 17-layer DnCNN (grip-unina/TruFor).
 
 * :class:`DnCNN` — 17 conv layers 3×3 (pad 1), 64 features, 1 output channel: conv+bias → ReLU, then
   15 × (conv no bias → BN(momentum 0.1) → ReLU), then conv+bias (linear). An ``nn.Sequential`` whose
@@ -10,7 +10,7 @@
   reproduces the three BR-Gen (NFA-ViT official code) quirks: the first input channel is added to the
   output, the *normalised* image is fed, and BN follows the module's train/eval mode (batch statistics
   while training, running statistics updated).
-* :class:`ResidualNoiseExtractor` — the weight-free fallback (SEED-SPECS §1.8 "Offline fallback"): the
+* :class:`ResidualNoiseExtractor` — the weight-free fallback (resolved choice: no weights offline): the
   SRM 5×5 "KV" high-pass filter on BT.601 luminance of RGB [0,1], divided by each image's own standard
   deviation (unit std per image; a flat image, residual std < 1e-6, gives zeros). Fixed, no parameters.
 

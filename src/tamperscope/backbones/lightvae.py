@@ -1,5 +1,5 @@
 """LightVAE: the lightweight mask-specific autoencoder of DiffIML (paper 002 §3.2 "LightVAE", Eq. 6;
-SEED-SPECS §4.2(a)) and the helpers to distil it from the Stable Diffusion VAE (SEED-SPECS §1.4).
+official code scu-zjz/DiffIML) and the helpers to distil it from the Stable Diffusion VAE (diffusers KL-f8).
 
 A fully convolutional ×8 autoencoder for one-channel masks in ±1: three stride-2 3×3 convolutions
 (BN, ReLU) and a 1×1 projection to a 4-channel latent that is multiplied by the SD latent scale
@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import UserError
 
-#: SD v1 latent scaling factor (SEED-SPECS §1.4); DiffIML uses it for the student too.
+#: SD v1 latent scaling factor (the SD v1 VAE config); DiffIML uses it for the student too.
 SD_LATENT_SCALE = 0.18215
 
 

@@ -1,4 +1,5 @@
-"""Masked autoencoder ViT (He et al., CVPR 2022), encoder + decoder (SEED-SPECS §1.3).
+"""Masked autoencoder ViT (He et al., CVPR 2022), encoder + decoder (FAIR facebookresearch/mae and HF
+``ViTMAEForPreTraining`` layouts).
 
 Own implementation with FAIR-style block names (``blocks.{i}.attn.qkv`` …) under ``encoder.`` and
 ``decoder.``; :func:`load_mae_weights` reads the FAIR ``mae_visualize_vit_*.pth`` layout and the HF
@@ -82,7 +83,8 @@ def noise_from_keep_indices(ids_keep: torch.Tensor, num_patches: int) -> torch.T
 
 def complementary_noise(num_patches: int, groups: int = 4, batch: int = 1,
                         generator: torch.Generator | None = None, device: torch.device | None = None) -> torch.Tensor:
-    """Noise for the complementary masking of IFA-Net (SEED-SPECS §2.2a), ``(groups·batch)×N``, pass-major.
+    """Noise for the complementary masking of IFA-Net (paper 000 §3.2; scheme: resolved choice),
+    ``(groups·batch)×N``, pass-major.
 
     The patches of each image are split at random into ``groups`` equal groups; pass ``g`` keeps group
     ``g`` visible, so with ratio ``1 − 1/groups`` every patch is masked in exactly ``groups − 1`` passes.
@@ -170,7 +172,7 @@ class _SinCosTable(nn.Module):
 
 
 class MAEEncoder(nn.Module):
-    """ViT encoder of MAE (§1.3): patch embedding + sin-cos positions, masking, CLS, blocks, final LN."""
+    """ViT encoder of MAE (FAIR facebookresearch/mae): patch embedding + sin-cos positions, masking, CLS, blocks, final LN."""
 
     def __init__(self, patch_size: int, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float,
                  img_size: int = 224, in_chans: int = 3, ln_eps: float = 1e-6):
@@ -219,7 +221,7 @@ class MAEEncoder(nn.Module):
 
 
 class MAEDecoder(nn.Module):
-    """MAE decoder (§1.3): embed to the decoder width, insert mask tokens, unshuffle, add sin-cos
+    """MAE decoder (FAIR facebookresearch/mae): embed to the decoder width, insert mask tokens, unshuffle, add sin-cos
     positions, blocks, LN, linear to ``p²·c`` pixel values per patch (ImageNet-normalised)."""
 
     def __init__(self, encoder_dim: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,

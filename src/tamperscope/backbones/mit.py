@@ -1,4 +1,4 @@
-"""Mix Transformer (MiT) encoders b0–b5, the SegFormer backbone (Xie et al., NeurIPS 2021; SEED-SPECS §1.1).
+"""Mix Transformer (MiT) encoders b0–b5, the SegFormer backbone (Xie et al., NeurIPS 2021; NVlabs code).
 
 Own implementation with NVlabs attribute names (``patch_embed{i}``, ``block{i}``, ``norm{i}``), so
 ``mit_b*.pth`` state dicts load as they are; :func:`tamperscope.checkpoint.load_mit_weights` also reads the
@@ -20,7 +20,7 @@ MIT_CONFIGS: dict[str, dict] = {
     "b4": dict(embed_dims=(64, 128, 320, 512), depths=(3, 8, 27, 3)),
     "b5": dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3)),
 }
-#: All-MLP decode-head width used with each variant (SEED-SPECS §1.1)
+#: All-MLP decode-head width used with each variant (NVlabs SegFormer configs)
 MIT_HEAD_DIMS = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
 
 

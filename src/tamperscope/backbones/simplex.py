@@ -1,4 +1,5 @@
-"""Fractal 3-D OpenSimplex noise in torch, the corruption of DiffForensics' pre-text task (SEED-SPECS §1.6).
+"""Fractal 3-D OpenSimplex noise in torch, the corruption of DiffForensics' pre-text task (paper 003 §3.1;
+AnoDDPM, Wyatt et al. 2022).
 
 DiffForensics (Alg. 1) adds ``ε ~ Simplex(ν = 2⁻⁶, N = 6, γ = 0.8)`` instead of Gaussian noise, following
 AnoDDPM (Wyatt et al., CVPR-W 2022). The base field is Kurt Spencer's 2014 OpenSimplex 3-D noise, the
@@ -13,7 +14,7 @@ sparse ``points × 3·vertices`` operator and applied to the gradients of all fi
 Fractal sum (AnoDDPM ``rand_3d_fixed_T_octaves``): ``S = Σ_k γ^k · simplex3(x/f_k, y/f_k, z/f_k)`` with
 ``f_k = f / 2^k`` (``f = 1/ν = 64``), x the column index, y the row index and z a per-sample slice
 coordinate (AnoDDPM uses the diffusion timestep; default here one random slice per batch, see below).
-Resolved ambiguities (§1.6, §5.7 item 5):
+Resolved ambiguities (AnoDDPM's code vs paper 003 §3.1):
 
 * AnoDDPM broadcasts one field over batch and channels and, through a default-argument quirk, never changes
   its seed. Here every (sample, channel) gets its own random permutation table drawn from a
@@ -280,7 +281,8 @@ def simplex_noise(shape: tuple[int, int, int, int], *, frequency: float = 64.0, 
                   persistence: float = 0.8, z: torch.Tensor | None = None, normalize: bool = False,
                   generator: torch.Generator | None = None, perm: torch.Tensor | None = None,
                   device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Fractal OpenSimplex noise ``B×C×H×W``, one independent field per (sample, channel) (§1.6).
+    """Fractal OpenSimplex noise ``B×C×H×W``, one independent field per (sample, channel)
+    (paper 003 Alg. 1: "randomly generate simplex seed").
 
     ``frequency`` is the coordinate divisor of the first octave (1/ν = 64); each octave halves it and
     multiplies the amplitude by ``persistence`` (γ). ``z`` (``B``, optional) is the slice coordinate per

@@ -1,9 +1,10 @@
 """`tamperscope generate`: build a BR-Gen-style localized-forgery dataset from a folder of real photos
-(paper 001 §3, SEED-SPECS §7). See :mod:`tamperscope.data.brgen.pipeline` for the plan, naming, splits and
+(paper 001 §3, README of clpbc/BR-Gen). See :mod:`tamperscope.data.brgen.pipeline` for the plan, naming, splits and
 resumability, and :mod:`tamperscope.data.brgen.backends` for the model back ends.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -41,9 +42,12 @@ def _model_dirs(entries: list[str] | None) -> dict:
 def add_arguments(p):
     from ..data.brgen import AREA_BINS, BUILTIN_METHODS, DEFAULT_METHODS, REGION_TYPES
 
-    p.add_argument("--photos", required=True, metavar="DIR", help="folder of real photos (searched recursively)")
+    p.add_argument("--photos", metavar="DIR", help="folder of real photos (searched recursively); required except "
+                                                   "with --merge")
     p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (not inside --photos)")
-    p.add_argument("--n", type=int, default=100, help="number of forgeries (default 100)")
+    p.add_argument("--n", type=int, default=100,
+                   help="number of forgeries (default 100); each photo gets one mask per region type, forged by "
+                        "every method, so a photo yields regions x methods forgeries")
     p.add_argument("--seed", type=int, default=0, help="seed; the same seed gives the same bytes (default 0)")
     p.add_argument("--methods", type=_csv, default=None,
                    help=f"comma list; built-in: {','.join(BUILTIN_METHODS)} (default: the inpainters "
@@ -53,9 +57,10 @@ def add_arguments(p):
     p.add_argument("--area-bins", type=_area_bins, default=AREA_BINS,
                    help="comma list of mask-area bins in %% of the image: 20,40,60,80,100 (= <20 ... <100; "
                         "default all)")
-    p.add_argument("--area-policy", choices=("spec", "table7"), default="spec",
-                   help="spec: §7.2's area limits (thing 2-20%%, stuff 20-80%%, background 80-98%%); table7: "
-                        "every region type reaches more area bins, to cover the paper's Table 7 bins evenly")
+    p.add_argument("--area-policy", choices=("paper", "table7"), default="paper",
+                   help="area bins of the built-in regions: paper (stuff 3-80%% incl. the <20%% bin of the paper's "
+                        "Table 7, thing 2-20%%, background its inverse, 80-98%%); table7: things and backgrounds "
+                        "reach more bins too. Detected regions (--backend models) keep their own area")
     p.add_argument("--max-side", type=int, default=1024, help="downscale larger photos first (default 1024)")
     p.add_argument("--jpeg-quality", type=int, default=None,
                    help="write Tp/Au as JPEG of this quality (default: lossless PNG)")
@@ -68,20 +73,49 @@ def add_arguments(p):
     p.add_argument("--device", default="cpu", help="torch device of the model back ends (default cpu)")
     p.add_argument("--inpaint-steps", type=int, default=30, help="denoising steps of the inpainting model")
     p.add_argument("--clip-min-score", type=float, default=0.2, help="reject CLIP image-text cosine below this")
+    p.add_argument("--shard", metavar="K/N",
+                   help="make only shard K of N (whole photos: slots s with s mod N == K) into the shared --out; "
+                        "'auto' reads RANK/WORLD_SIZE (torchrun) or SLURM_ARRAY_TASK_ID/COUNT; then run --merge")
+    p.add_argument("--workers", type=int, default=1,
+                   help="run this many shards as processes on this machine, then merge (default 1)")
+    p.add_argument("--merge", action="store_true",
+                   help="write the dataset (lists, metadata, summary) of a sharded --out once every shard is done")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def run(args) -> int:
     from ..data.brgen import GenerateOptions, generate
+    from ..data.brgen.pipeline import merge, parse_shard
 
+    if args.merge:
+        if args.shard or args.workers != 1:
+            raise UserError("--merge takes only --out (the options come from the run's state)")
+        summary = merge(Path(args.out), progress=not args.no_progress)
+        for text in summary["warnings"]:
+            print(f"warning: {text}", file=sys.stderr)
+        return _print_summary(summary, args.out)
+    if not args.photos:
+        raise UserError("--photos DIR is required (except with --merge)")
     opts = GenerateOptions(
         photos=Path(args.photos), out=Path(args.out), n=args.n, seed=args.seed, methods=args.methods,
         regions=args.regions, area_bins=args.area_bins, area_policy=args.area_policy, max_side=args.max_side,
         jpeg_quality=args.jpeg_quality,
         retries=args.retries, backend=args.backend, model_dirs=_model_dirs(args.model_dir), device=args.device,
-        inpaint_steps=args.inpaint_steps, clip_min_score=args.clip_min_score, progress=not args.no_progress)
-    summary = generate(opts)
-    print(f"wrote {summary['produced']} forgeries ({summary['failed']} failed after retries) to {args.out}")
+        inpaint_steps=args.inpaint_steps, clip_min_score=args.clip_min_score, progress=not args.no_progress,
+        shard=parse_shard(args.shard) if args.shard else None, workers=args.workers)
+    result = generate(opts)
+    if opts.shard is not None:
+        k, n = opts.shard
+        made = f"{result['produced']} forgeries ({result['failed']} failed)" if "produced" in result else \
+            f"{result['workers']} worker shards"
+        print(f"shard {k}/{n}: {made} in {args.out}; when every shard is done: tamperscope generate --merge "
+              f"--out {args.out}")
+        return 0
+    return _print_summary(result, args.out)
+
+
+def _print_summary(summary: dict, out) -> int:
+    print(f"wrote {summary['produced']} forgeries ({summary['failed']} failed after retries) to {out}")
     for key in ("method", "region", "area_bin"):
         print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in summary["counts"][key].items()))
     if summary["rejections"]:

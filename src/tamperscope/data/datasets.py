@@ -1,5 +1,5 @@
 """Dataset records, the balanced mixture and the training/evaluation dataset (ARCHITECTURE.md "Data";
-SEED-SPECS §0 "GT handling", "BalancedDataset"; batch keys of docs/DEVELOPING.md).
+IMDL-BenCo's GT handling and BalancedDataset, CAT-Net protocol; batch keys of docs/DEVELOPING.md).
 
 Accepted forms (:func:`load_dataset_spec`):
 - an IMDL-BenCo JSON list ``[[image, mask | "Negative"], ...]``; relative paths resolve against the JSON's

@@ -1,4 +1,4 @@
-"""Edge ground truth derived from a binary mask (SEED-SPECS §0 "edge band"; §4.3 / §6.3 use it).
+"""Edge ground truth derived from a binary mask (IMDL-BenCo ``EdgeMaskGenerator``: DiffIML and FRD-Net code).
 
 - :func:`edge_band` — IMDLBenCo's ``EdgeMaskGenerator``: dilate the mask with a plus-shaped ``w×w`` element
   (the full middle row and column), erode it with the same element (computed there as the complement of the
@@ -6,8 +6,8 @@
   padding: outside the image counts as background for the dilation and as foreground for the erosion, so a
   region touching the border gets no band along the border itself. OpenCV's default morphology borders give
   exactly this. For ``w = 7`` the band is 6 px wide (3 px on each side of the boundary).
-- :func:`canny_edge` — the DiffIML paper's variant ``e = dilate(Canny(y))`` (SEED-SPECS §4.3 [R]): Canny on the
-  0/255 mask, then dilation with a ``k×k`` square (5×5 by default).
+- :func:`canny_edge` — the DiffIML paper's variant ``e = dilate(Canny(y))`` (paper 002 §3.3, Eq. 7; kernel: resolved
+  choice): Canny on the 0/255 mask, then dilation with a ``k×k`` square (5×5 by default).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Training augmentation and robustness perturbations (SEED-SPECS §0; ARCHITECTURE.md "Data").
+"""Training augmentation and robustness perturbations (IMDL-BenCo's MVSS-style list; ARCHITECTURE.md "Data").
 
 Augmentation — the MVSS-style list of IMDLBenCo's ``get_albu_transforms('train')``, re-implemented with
 NumPy/OpenCV and driven by a ``numpy.random.Generator`` so that a sample is reproducible from its seed.
@@ -18,8 +18,8 @@ In order (:func:`augment`):
 8. Gaussian blur with an odd kernel from {3, 5, 7}, p = 0.2 (σ from the kernel size, OpenCV's rule).
 
 ``forgery_ops=False`` drops steps 2–3. A model names its policy in ``data_requirements()["augment"]``
-(:func:`augment_policy`): ``full`` (the list), ``no_forgery`` (without steps 2–3: IFA-Net, SEED-SPECS §2.4) or
-``flips`` (step 4 only: DiffForensics, §5.4, where no augmentation is stated). The final
+(:func:`augment_policy`): ``full`` (the list), ``no_forgery`` (without steps 2–3: IFA-Net, resolved choice) or
+``flips`` (step 4 only: DiffForensics, paper 003 §4.1, where no augmentation is stated). The final
 resize to S (:func:`resize_pair`, bilinear as IMDLBenCo) is separate because the edge ground truth is computed before it.
 
 Native-resolution models (those that read JPEG traces, which any resampling erases) train on S×S windows of the
@@ -52,7 +52,7 @@ INPUT_MULTIPLE = 32  # native-resolution inputs are padded to a multiple of the 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Probabilities and ranges of the MVSS-style list (SEED-SPECS §0 values as defaults)."""
+    """Probabilities and ranges of the MVSS-style list (IMDL-BenCo's values as defaults)."""
     scale_range: tuple[float, float] = (0.8, 1.2)
     copy_move_p: float = 0.1
     inpaint_p: float = 0.1
@@ -126,7 +126,7 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a bool mask (SEED-SPECS §0)."""
+    """Nearest-neighbour resize of a bool mask (as IMDL-BenCo resizes masks)."""
     if mask.shape[:2] == (height, width):
         return mask
     return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)

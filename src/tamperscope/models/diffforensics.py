@@ -1,4 +1,4 @@
-"""DiffForensics (Yu et al., CVPR 2024; SEED-SPECS §5): a SegFormer-encoder / UNet-decoder network, first
+"""DiffForensics (Yu et al., CVPR 2024, paper 003 §3): a SegFormer-encoder / UNet-decoder network, first
 pre-trained as a Simplex-noise DDPM denoiser with the ADE20K encoder frozen (stage ``pretrain``, Alg. 1,
 Eq. 1), then fine-tuned for forgery detection and localisation with Edge Cue Enhancement Modules (stage
 ``finetune``, §3.2, Eq. 2–9). No official code exists; everything architectural beyond the paper's words is
@@ -7,9 +7,10 @@ the spec's resolution **[R]**, each switchable by config where noted:
 1. Encoder: MiT-b2 (``encoder_variant``; b3–b5, and b0/b1 for tests). ``encoder_weights`` loads an
    ADE20K SegFormer checkpoint (``segformer.b2.512x512.ade.160k.pth``, encoder under ``backbone.``; NVlabs or
    HF layout) through :func:`tamperscope.checkpoint.load_mit_weights`.
-2. Decoder (§5.2): DDPM time embedding (sinusoidal 128 → Linear 512 → SiLU → Linear 512) added after the
-   first conv of every ResBlock (GN(32), SiLU, conv3×3, +temb, GN, SiLU, conv3×3, 1×1 skip). Three up blocks
-   (nearest ×2, conv3×3, concat encoder skip, 2 ResBlocks) give d₃ (1/16), d₂ (1/8), d₁ (1/4); widths follow
+2. Decoder (resolved choice for §3.1's "UNet-style" decoder): DDPM time embedding (sinusoidal 128 → Linear
+   512 → SiLU → Linear 512) added after the first conv of every ResBlock (GN(32), SiLU, conv3×3, +temb, GN,
+   SiLU, conv3×3, 1×1 skip). Three up blocks (nearest ×2, conv3×3, concat encoder skip, 2 ResBlocks) give
+   d₃ (1/16), d₂ (1/8), d₁ (1/4); widths follow
    the encoder: (C₁, C₂, C₄/2) = (64, 128, 256) for b2 (``decoder_channels`` overrides). Full-resolution tail:
    2 × [nearest ×2, conv3×3 → 32, ResBlock], then GN, SiLU and conv3×3 32→3 (ε̂, ``noise_head``).
 3. Stage 1 input: the encoder sees x_t (the paper's "E(x₀)" must mean x_t). Images run in [−1, 1]; the encoder
@@ -150,8 +151,9 @@ class TailBlock(nn.Module):
 
 
 class DiffForensicsDecoder(nn.Module):
-    """D_θ (SEED-SPECS §5.2): time embedding, up blocks to d₃/d₂/d₁, full-resolution tail, final GN + SiLU.
-    The output convs (``noise_head`` / ``loc_head``) live on the model."""
+    """D_θ (paper 003 §3.1 "UNet-style decoder"; layer sizes: resolved choice): time embedding, up blocks to
+    d₃/d₂/d₁, full-resolution tail, final GN + SiLU. The output convs (``noise_head`` / ``loc_head``) live on
+    the model."""
 
     def __init__(self, enc_channels: tuple[int, ...], dec_channels: tuple[int, int, int], tail_channels: int,
                  time_embed_dim: int, time_hidden_dim: int, groups: int):
@@ -168,7 +170,7 @@ class DiffForensicsDecoder(nn.Module):
 
 
 class DiffForensics(TamperModel):
-    """DiffForensics; see the module docstring for every resolved ambiguity (SEED-SPECS §5.7)."""
+    """DiffForensics; see the module docstring for every resolved ambiguity (no official code)."""
 
     stages = ("pretrain", "finetune")
 
@@ -250,7 +252,7 @@ class DiffForensics(TamperModel):
         return self
 
     def data_requirements(self) -> dict:
-        # §5.4 [R]: no augmentation beyond flips (none is stated), in both stages
+        # resolved choice: no augmentation beyond flips (none is stated), in both stages
         return {"edge": "band" if self.stage == "finetune" else None, "edge_width": self.edge_width, "augment": "flips"}
 
     def selection_metric(self) -> tuple[str, str]:

@@ -1,5 +1,5 @@
 """FRD-Net, the Focus Region Discrepancy Network (Chen et al., "Amplifying Discrepancies: Exploiting Macro and
-Micro Inconsistencies for Image Manipulation Localization", AAAI 2026; SEED-SPECS §6, official code
+Micro Inconsistencies for Image Manipulation Localization", AAAI 2026 (paper 004); official code
 chchshshhh/FRD-Net @14a9687, re-implemented).
 
 Pipeline at 512×512 (paper Fig. 2, §"The Proposed Approach"):
@@ -15,7 +15,7 @@ Pipeline at 512×512 (paper Fig. 2, §"The Proposed Approach"):
 * Loss (official code): dice_sq(σ(logits), M) + dice_sq(σ(logits)⊙E, M⊙E), E = width-7 edge band, s = 1 over the
   flattened batch. No detection head: the image logit is the maximum mask logit.
 
-Resolved ambiguities (SEED-SPECS §6.7), all set through the config:
+Resolved ambiguities (paper 004 vs official code), all set through the config:
 
 1. Stage-4 features only; four stacked blocks with separate weights, each followed by GroupNorm (code).
 2. ICM centres (``icm_centres`` = [64, 16, 2], T = 3): every level but the last projects K/V with 1×1 convs and
@@ -37,7 +37,7 @@ Resolved ambiguities (SEED-SPECS §6.7), all set through the config:
    on 2 GPUs in the code: ``global_batch`` 32, so one device accumulates 2 batches unless ``--accum`` or
    ``--batch-size`` says otherwise) and "paper" (Adam 5e-4, batch 16; the paper gives no schedule, so the code's cosine
    with warm-up is kept and weight decay is 0).
-8. Initialisation (§6.2): new Linear layers trunc-normal(0.02), new Conv2d N(0, √(2/fan_out)), zero biases;
+8. Initialisation (official code): new Linear layers trunc-normal(0.02), new Conv2d N(0, √(2/fan_out)), zero biases;
    the PDC depth-wise kernels keep Kaiming-uniform(a=√5) and the transposed convs keep PyTorch's default,
    as in the official code (its init function only matches Linear and Conv2d).
 
@@ -110,7 +110,7 @@ def pairwise_cosine(centres: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
 
 
 class ClusterLevel(nn.Module):
-    """One forward clustering round of the ICM (Eq. 1–3, code form; SEED-SPECS §6.2).
+    """One forward clustering round of the ICM (paper 004 Eq. 1–3, official code form).
 
     ``grid`` levels take a ``B×C×h×w`` map, project K/V with 1×1 convs and pool centres to a √O×√O grid; the
     token level takes ``B×N×C`` tokens, projects with Linear layers and pools the token axis to O centres.
@@ -241,7 +241,7 @@ class FRDBlock(nn.Module):
 
 
 def _init_new_layers(m: nn.Module) -> None:
-    """Official init of the new parts (SEED-SPECS §6.2): trunc-normal(0.02) Linear, fan-out normal Conv2d."""
+    """Official init of the new parts (chchshshhh/FRD-Net): trunc-normal(0.02) Linear, fan-out normal Conv2d."""
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
@@ -256,7 +256,7 @@ def _init_new_layers(m: nn.Module) -> None:
 @register_model("frdnet", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
                 description="FRD-Net: MiT-b2 stage 4 + 4 FRD blocks (ICM + DPM) + deconvolution decoder")
 class FRDNet(TamperModel):
-    """FRD-Net (paper 004; SEED-SPECS §6). See the module docstring for the resolved ambiguities."""
+    """FRD-Net (paper 004, chchshshhh/FRD-Net). See the module docstring for the resolved ambiguities."""
 
     def __init__(self, encoder_variant: str = "b2", encoder_weights: str | None = None, drop_path_rate: float = 0.1,
                  ln_eps: float = 1e-6, num_blocks: int = 4, mlp_ratio: float = 4.0, layer_scale_init: float = 1e-5,

@@ -1,5 +1,5 @@
-"""IFA-Net, the Iterative Forgery Amplifier Network (paper 000; SEED-SPECS §2). No official code exists;
-every resolution below is marked [R] in the spec and is a config key.
+"""IFA-Net, the Iterative Forgery Amplifier Network (paper 000, §3). No official code exists;
+every resolution below is a resolved choice and a config key.
 
 Pipeline (paper §3, Fig. 2):
 
@@ -205,7 +205,7 @@ class DualStreamSegmentationNetwork(nn.Module):
 @register_model("ifanet", default_config=DEFAULT_CONFIG, paper=PAPER, stages=STAGES, train_presets=TRAIN_PRESETS,
                 description="IFA-Net: frozen MAE realness prior + dual-stream MiT-b2 + TAPI/FiLM + adaptive decoder")
 class IFANet(TamperModel):
-    """IFA-Net (paper 000; SEED-SPECS §2). See the module docstring for every resolved ambiguity."""
+    """IFA-Net (paper 000, §3). See the module docstring for every resolved ambiguity."""
 
     stages = STAGES
 
@@ -291,11 +291,12 @@ class IFANet(TamperModel):
         return list(result.missing_keys), list(result.unexpected_keys), []
 
     def selection_metric(self) -> tuple[str, str]:
-        """§2.4: the main stage is selected on val pixel IoU."""
+        """Paper 000 §4.1: the main stage is selected on val pixel IoU (early stopping, patience 10)."""
         return ("val_loss", "min") if self.stage == "realness-prior" else ("pixel_iou", "max")
 
     def data_requirements(self) -> dict:
-        """§2.4 [R]: the shared augmentation list without the random copy-move and inpainting."""
+        """Resolved choice (paper 000 states none): the shared augmentation list without the random copy-move
+        and inpainting."""
         return {**super().data_requirements(), "augment": "no_forgery"}
 
     # ------------------------------------------------------------------------------------------ realness prior

@@ -1,6 +1,6 @@
-"""NFA-ViT, Noise-guided Forgery Amplification ViT (Cai, Wang et al., "Zooming In on Fakes", §4; SEED-SPECS §3).
+"""NFA-ViT, Noise-guided Forgery Amplification ViT (Cai, Wang et al., "Zooming In on Fakes", §4; code clpbc/BR-Gen).
 
-Pipeline (§3.2):
+Pipeline (paper 001 §4; clpbc/BR-Gen):
 (a) frozen Noiseprint++ n = NP(x) (:mod:`tamperscope.backbones.dncnn`);
 (b) noise branch: MiT-b0 with a 1-channel stem. In the last block of each stage its attention
     probabilities A (B×h×N_q×N_kv) give the noise-guided mask M = 1[Top-k(−A)] over keys: each query keeps
@@ -12,9 +12,9 @@ Pipeline (§3.2):
 (d) weighted decoder (Eq. 5–6, official "Multiple"): per-stage 1×1 conv C_i→512, bilinear to 1/4,
     per-channel γ_i (init 1e-6), sum, LayerNorm (eps 1e-6), 1×1 conv →1, bilinear to the input size;
 (e) detection head: global average pool of F₄ + Linear 512→1.
-Loss (§3.3): BCE(mask) + cls_weight·BCE(label).
+Loss (paper 001 §4): BCE(mask) + cls_weight·BCE(label).
 
-Resolved ambiguities (SEED-SPECS §3.7), each a config key:
+Resolved ambiguities (paper 001 §4 vs clpbc/BR-Gen), each a config key:
 1. ``cls_weight`` 1.0 (paper "equal weights"); the official code uses 0.5.
 2. Presets: ``default`` = the code's optimiser (AdamW 2e-4, wd 0.05, cosine) with the paper's 30 epochs and
    2 warm-up epochs; ``official`` = ``train.sh`` as released (200 epochs, 4 warm-up, ``cls_weight`` 0.5);
@@ -41,7 +41,7 @@ Resolved ambiguities (SEED-SPECS §3.7), each a config key:
    official behaviour); ``true`` trains a pretrained one. The Noiseprint++ extractor is always frozen.
 Other choices: LayerNorm eps 1e-6 in the MiTs (NVlabs; the BR-Gen copy uses 1e-5: ``ln_eps``); exact
 GELU (the BR-Gen copy uses the tanh approximation); Fix-Sparse generalised to non-square grids.
-``noise_extractor="residual"`` swaps Noiseprint++ for the weight-free SRM residual (SEED-SPECS §1.8).
+``noise_extractor="residual"`` swaps Noiseprint++ for the weight-free SRM residual (resolved choice).
 With ``noise_extractor="noiseprint++"`` and no ``noiseprint_weights`` the DnCNN keeps its random
 initialisation (what a checkpoint reload needs); the first forward then warns. Checkpoints of this model
 contain the Noiseprint++ tensors (GRIP non-commercial licence) — do not redistribute them.

@@ -1,6 +1,6 @@
-"""SegFormer building blocks (SEED-SPECS §1.1): efficient self-attention with spatial reduction through
-``F.scaled_dot_product_attention``, Mix-FFN and stochastic depth. Attribute names follow the NVlabs code,
-so official state dicts load without renaming."""
+"""SegFormer building blocks (Xie et al., NeurIPS 2021; NVlabs code): efficient self-attention with spatial
+reduction through ``F.scaled_dot_product_attention``, Mix-FFN and stochastic depth. Attribute names follow the
+NVlabs code, so official state dicts load without renaming."""
 from __future__ import annotations
 
 import torch

@@ -1,10 +1,9 @@
-"""Edge operators on feature maps: DiffForensics' Edge Cue Enhancement Module (ECEM, paper §3.2, Eq. 2–3;
-SEED-SPECS §5.2).
+"""Edge operators on feature maps: DiffForensics' Edge Cue Enhancement Module (ECEM, paper 003 §3.2, Eq. 2–3).
 
 The paper's text fixes the order: first the absolute difference between adjacent **rows** is written back
 to the current row, then the same is done between adjacent **columns** of that result,
 ``g = |V * |H * d||``. The last row (column) is replicate-padded, so its difference is 0. (Eq. 2 names
-``H = [1, −1]`` as the horizontal operator, i.e. it acts along a row; the text's order is used, §5.7 item 7.)
+``H = [1, −1]`` as the horizontal operator, i.e. it acts along a row; the text's order is used: resolved choice.)
 """
 from __future__ import annotations
 

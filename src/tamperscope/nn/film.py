@@ -1,5 +1,5 @@
-"""Task-Adaptive Prior Injection (IFA-Net, paper §3.4; SEED-SPECS §2.2c): a prompt encoder that turns the
-coarse mask into prompt tokens, and FiLM (Perez et al., AAAI 2018) that modulates MAE tokens with them.
+"""Task-Adaptive Prior Injection (IFA-Net, paper 000 §3.4; layer sizes: resolved choice): a prompt encoder that
+turns the coarse mask into prompt tokens, and FiLM (Perez et al., AAAI 2018) that modulates MAE tokens with them.
 
 Resolutions [R] (the symbols are stripped from the paper text):
 * prompt encoder: 4 blocks of stride-2 3×3 conv + BN + GELU, channels 1→32→64→128→256 (factor 16, so

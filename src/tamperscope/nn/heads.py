@@ -32,7 +32,7 @@ class _ConvBNReLU(nn.Module):
 
 
 class AllMLPHead(nn.Module):
-    """SegFormer All-MLP decoder (SEED-SPECS §1.1): per-stage linear to E, bilinear to the stride-4 grid,
+    """SegFormer All-MLP decoder (Xie et al.; NVlabs code): per-stage linear to E, bilinear to the stride-4 grid,
     concat (c4, c3, c2, c1), 1×1 fuse + BN + ReLU, dropout, 1×1 to ``num_classes``. Output at H/4."""
 
     def __init__(self, in_channels: tuple[int, ...], embed_dim: int, num_classes: int = 1, dropout: float = 0.1):

@@ -1,4 +1,6 @@
-"""Loss primitives with explicit names (SEED-SPECS §1.10). ``p`` is a probability, ``g`` the GT."""
+"""Loss primitives with explicit names (FRD-Net Eq. 9, DiffForensics Eq. 6, V-Net).
+
+``p`` is a probability, ``g`` the GT."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
-"""Input normalisation shared by every model (SEED-SPECS §0): ImageNet mean/std after scaling to [0,1]."""
+"""Input normalisation shared by every model (IMDL-BenCo, as in the official code): ImageNet mean/std after
+scaling to [0,1]."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,5 @@
 """Pixel-difference convolutions (PiDiNet, Su et al., ICCV 2021) and central difference convolution (CDC, Yu et
-al., CVPR 2020), SEED-SPECS §1.7; used by FRD-Net's Differential Progressive Module (paper 004, Eq. 5–6).
+al., CVPR 2020); used by FRD-Net's Differential Progressive Module (paper 004, Eq. 5–6).
 
 A 3×3 kernel is indexed ``0 1 2 / 3 4 5 / 6 7 8`` (centre 4). Each operator has two equivalent forms:
 
@@ -48,7 +48,7 @@ def reparameterized_kernel(weight: torch.Tensor, op: str, theta: float = 1.0) ->
 
 
 class PixelDifferenceConv2d(nn.Module):
-    """3×3 pixel-difference convolution (SEED-SPECS §1.7): ``op`` ``"central"`` (CPDC; CDC with ``theta`` < 1)
+    """3×3 pixel-difference convolution (PiDiNet, ICCV 2021): ``op`` ``"central"`` (CPDC; CDC with ``theta`` < 1)
     or ``"angular"`` (APDC, clockwise). Zero padding of ``dilation`` keeps the size at stride 1, as in PiDiNet.
 
     Initialisation: Kaiming-uniform with a = √5 (PiDiNet / FRD-Net), bias (if any) uniform ±1/√fan_in.
@@ -121,8 +121,8 @@ class PixelDifferenceConv2d(nn.Module):
 
 
 class PDCBlock(nn.Module):
-    """PiDiNet block as used by FRD-Net (SEED-SPECS §1.7): depth-wise 3×3 PDC (no bias) → ReLU → 1×1 conv C→C_out
-    (no bias). No residual inside the block (the official shortcut is disabled)."""
+    """PiDiNet block as used by FRD-Net (official code ``PDCBlock``): depth-wise 3×3 PDC (no bias) → ReLU → 1×1
+    conv C→C_out (no bias). No residual inside the block (the official shortcut is disabled)."""
 
     def __init__(self, channels: int, out_channels: int | None = None, op: str = "central", theta: float = 1.0):
         super().__init__()

@@ -1,4 +1,5 @@
-"""Attention masks of NFA-ViT (Chen et al., BR-Gen/NFA-ViT, §4; SEED-SPECS §1.9 and §3.2).
+"""Attention masks of NFA-ViT (Cai, Wang et al., BR-Gen/NFA-ViT, paper 001 §4;
+official code clpbc/BR-Gen ``Fix_Sparse_Attention``, after SparseViT in IMDL-BenCo).
 
 All masks are boolean with ``True`` = "this query may attend to this key", the convention of
 ``F.scaled_dot_product_attention``, so the masked attention stays on the fused SDPA path.

@@ -1,4 +1,4 @@
-"""Diffusion timestep embeddings (DDPM, Ho et al. 2020, §4 / appendix B; SEED-SPECS §5.2)."""
+"""Diffusion timestep embeddings (DDPM, Ho et al. 2020, §4 / appendix B; used by DiffForensics, paper 003 §3.1)."""
 from __future__ import annotations
 
 import math

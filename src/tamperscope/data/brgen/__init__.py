@@ -1,4 +1,4 @@
-"""BR-Gen-style dataset generation (paper 001 §3; SEED-SPECS §7): Perception -> Creation -> Evaluation.
+"""BR-Gen-style dataset generation (paper 001 §3; README of clpbc/BR-Gen): Perception -> Creation -> Evaluation.
 
 :func:`generate` builds an ``Au/ Tp/ Gt/`` folder with ``train/val/test.json`` (8:1:1 by real photo),
 ``metadata.jsonl`` and a summary. Modules: :mod:`.regions` (built-in region masks), :mod:`.creation` (built-in

@@ -14,13 +14,13 @@
   inpainting and compatible) run on the photo resized to a multiple of 8, output resized back and
   composited into the mask (paste-back, so pixels outside the mask stay the photo's). Its method tag comes
   from the pipeline class (``SDXLInpaint``, ``SDInpaint``, ...). Prompts from :mod:`.prompts`.
-- ``taesd=DIR``: Creation, SEED-SPECS §7.2 (iii) with a real latent autoencoder: ``taesdLDM`` pastes the
+- ``taesd=DIR``: Creation, the pseudoLDM stand-in with a real latent autoencoder: ``taesdLDM`` pastes the
   pseudoLDM source content into the mask, encodes and decodes only the mask's bounding box (8-px margin,
   reflect-padded to a multiple of 8) with a diffusers ``AutoencoderTiny`` (TAESD) and composites it back.
-- ``clip=DIR``: Evaluation (c), for methods that take a prompt (the diffusion inpainter; §7.1 "diffusion
-  methods only"). CLIP cosine similarity between the prompt and the crop of the mask's bounding box; a forgery
-  below ``min_score`` (default 0.2, the paper says only "very low") is rejected. Mask-only methods record
-  ``clip_score: null``.
+- ``clip=DIR``: Evaluation (c), for methods that take a prompt (the diffusion inpainter; paper 001
+  §3.2.3: prompt alignment of the prompt-based methods). CLIP cosine similarity between the prompt and the
+  crop of the mask's bounding box; a forgery below ``min_score`` (default 0.2, the paper says only "very low")
+  is rejected. Mask-only methods record ``clip_score: null``.
 """
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ class GroundedSAMRegions:
     """Grounded detection (highest-confidence box for a category prompt) + SAM box-to-mask (paper §3.2.1)."""
 
     name = "grounded-sam"
+    decides_area = True  # the detector and SAM decide the area: the built-in area policy never rejects a mask
 
     def __init__(self, detector_dir: str, sam_dir: str, device: str = "cpu", box_threshold: float | None = None):
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, SamModel, SamProcessor
@@ -205,7 +206,7 @@ class DiffusersInpainter(Creator):
 
 
 class TAESDResynthesis(Creator):
-    """Latent re-synthesis through a real TAESD encoder/decoder round trip of the masked crop (§7.2 (iii))."""
+    """Latent re-synthesis through a real TAESD encoder/decoder round trip of the masked crop (stand-in (iii))."""
 
     tag = "taesdLDM"
     family = "latent-resynthesis"

@@ -1,4 +1,5 @@
-"""Creation stage, built-in back end: weight-free forgers with distinct traces (SEED-SPECS §7.2, paper 001 §3.2.2).
+"""Creation stage, built-in back end: weight-free forgers with distinct traces (paper 001 §3.2.2;
+the stand-ins are a resolved choice).
 
 BR-Gen inpaints each region with LaMa / MAT (GAN) and SDXL / BrushNet / PowerPaint (diffusion). The built-in
 forgers below need no weights and are tagged with their own names so they are never confused with those:
@@ -97,7 +98,7 @@ def noise_sigma(image: np.ndarray, where: np.ndarray) -> float:
 
 
 class OpenCVInpaint(Creator):
-    """``cv2.inpaint`` with Telea's fast marching or the Navier-Stokes method, radius 3-9 (§7.2 (i)), plus grain
+    """``cv2.inpaint`` with Telea's fast marching or the Navier-Stokes method, radius 3-9 (stand-in (i)), plus grain
     matched to the surrounding noise level."""
 
     family = "classical-inpainting"
@@ -140,7 +141,7 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> n
 
 
 class ExemplarFill(Creator):
-    """Exemplar texture fill + Poisson blending (§7.2 (ii))."""
+    """Exemplar texture fill + Poisson blending (stand-in (ii))."""
 
     tag = "exemplar"
     family = "exemplar"
@@ -234,7 +235,7 @@ def resynthesis_source(image: np.ndarray, rng: np.random.Generator, donor: Donor
 
 
 class PseudoLDM(Creator):
-    """Latent-style re-synthesis of the masked region (§7.2 (iii)); see the module docstring."""
+    """Latent-style re-synthesis of the masked region (stand-in (iii)); see the module docstring."""
 
     tag = "pseudoLDM"
     family = "latent-resynthesis"
@@ -265,7 +266,8 @@ class PseudoLDM(Creator):
 
 
 BUILTIN_METHODS = ("cvTelea", "cvNS", "exemplar", "splice", "copymove", "pseudoLDM")
-#: the default of the built-in back end: BR-Gen is an inpainting dataset, and §7.2 names these four stand-ins;
+#: the default of the built-in back end: BR-Gen is an inpainting dataset (paper 001 §3.2.2): the four
+#: inpainting stand-ins;
 #: ``splice`` and ``copymove`` (classical tampering, e.g. to train for CASIA-style forgeries) are opt-in
 DEFAULT_METHODS = ("cvTelea", "cvNS", "exemplar", "pseudoLDM")
 

@@ -1,4 +1,5 @@
-"""Captions for prompt-based creation and alignment (SEED-SPECS §7.2 "Captions", paper 001 §3.2.1).
+"""Captions for prompt-based creation and alignment (paper 001 §3.2.1;
+templates: resolved choice).
 
 BR-Gen asks Qwen2.5-VL for a caption of the image and of the edited target, then applies Probabilistic Semantic
 Perturbation (p = 0.5): the Stuff target is swapped for a compatible alternative ("blue sky" -> "starry sky");

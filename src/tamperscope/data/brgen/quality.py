@@ -1,4 +1,5 @@
-"""Evaluation stage, built-in back end: weight-free quality filters (SEED-SPECS §7.2, paper 001 §3.2.3).
+"""Evaluation stage, built-in back end: weight-free quality filters (paper 001 §3.2.3;
+weight-free stand-ins: resolved choice).
 
 BR-Gen filters its forgeries with (a) BRISQUE > 60 rejected, (b) DreamSim similarity to the original and
 (c) CLIP prompt alignment. Without weights:

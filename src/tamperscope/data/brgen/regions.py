@@ -1,4 +1,5 @@
-"""Perception stage, built-in back end: region masks without detectors (SEED-SPECS §7.2, paper 001 §3.2.1).
+"""Perception stage, built-in back end: region masks without detectors (paper 001 §3.2.1; weight-free
+stand-ins: resolved choice).
 
 BR-Gen edits two kinds of region per real photo: **Stuff** (sky, ground, wall, grass ... found by
 GroundingDINO + SAM2) and **Background** (the inverse of a "thing" mask). Without weights we build the same
@@ -14,16 +15,18 @@ kinds of region from image statistics:
 Every strategy produces a scalar *field* (low = inside) at an analysis resolution (longest side
 ``ANALYSIS_SIDE``); the field is upsampled to the photo and thresholded at the quantile that gives the target
 area exactly. The mask is then cleaned by a morphological open + close and a 5-px Gaussian feather that is
-re-binarised at 0.5 (§7.2). Area bins follow the paper's Table 7 (<20/<40/<60/<80/<100 % of the image).
+re-binarised at 0.5 (resolved choice). Area bins follow the paper's Table 7 (<20/<40/<60/<80/<100 % of the image).
 
 Resolved ambiguities:
 - The fractal field is an fBm of bicubically upsampled random lattices (3 octaves, base cell 128 px,
   persistence 0.5) instead of simplex noise (``backbones.simplex``): the same low-frequency character at a
   fraction of the cost, and any thresholded smooth field serves as a stuff-like shape.
-- Which area bins a region type can produce (``area_policy``): ``spec`` (default) keeps §7.2's limits — thing
-  2–20 % (bin <20), stuff 20–80 % (<40..<80), background the inverse of such a thing (<100); ``table7`` lets every
-  type reach more of the paper's Table 7 bins (thing <20/<40, stuff <20..<80, background <60..<100), for
-  datasets that should cover all five area bins evenly (a deviation from §7.2's limits, opt-in).
+- Which area bins a region type can produce (``area_policy``): ``paper`` (default) — stuff reaches every bin
+  below 80 % (<20 ... <80: the paper reports a <20 % bin in Table 7, and BR-Gen's only small regions are Stuff),
+  thing 2–20 % (<20), background the inverse of such a thing (<100); ``table7`` lets things and backgrounds reach
+  more of Table 7's bins too (thing <20/<40, background <60..<100), for datasets that should cover all five bins
+  evenly. The limits apply to these built-in regions only: detected regions (the GroundingDINO + SAM back end)
+  keep the area the detector gives them.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ AREA_BINS = ("<20", "<40", "<60", "<80", "<100")
 REGION_TYPES = ("stuff", "background", "thing")
 REGION_LABELS = {"stuff": "Stuff", "background": "Background", "thing": "Thing"}
 AREA_POLICIES = {
-    "spec": {"thing": ("<20",), "stuff": ("<40", "<60", "<80"), "background": ("<100",)},
+    "paper": {"thing": ("<20",), "stuff": ("<20", "<40", "<60", "<80"), "background": ("<100",)},
     "table7": {"thing": ("<20", "<40"), "stuff": ("<20", "<40", "<60", "<80"), "background": ("<60", "<80", "<100")},
 }
 THING_SHAPES = ("segments", "star")
@@ -50,7 +53,7 @@ _MIN_AREA = 0.03
 _MAX_AREA = 0.97
 
 
-def compatible_bins(kind: str, policy: str = "spec") -> tuple[str, ...]:
+def compatible_bins(kind: str, policy: str = "paper") -> tuple[str, ...]:
     """The area bins a region type may produce under an area policy (module docstring)."""
     if policy not in AREA_POLICIES:
         raise ValueError(f"unknown area policy {policy!r}; choose from {', '.join(AREA_POLICIES)}")
@@ -114,7 +117,7 @@ def threshold_field(field_small: np.ndarray, shape: tuple[int, int], target: flo
 
 
 def finish_mask(mask: np.ndarray, feather_px: int = FEATHER_PX) -> np.ndarray:
-    """Morphological open + close, then a Gaussian feather re-binarised at 0.5 (SEED-SPECS §7.2)."""
+    """Morphological open + close, then a Gaussian feather re-binarised at 0.5 (resolved choice: soft edges)."""
     h, w = mask.shape
     k = max(3, round(min(h, w) / 128)) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
@@ -275,9 +278,11 @@ def smooth_field(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
 
 
 class BuiltinRegions:
-    """Weight-free region proposals (SEED-SPECS §7.2); ``propose`` returns a finished :class:`Region`."""
+    """Weight-free region proposals (resolved choice: module docstring); ``propose`` returns a finished
+    :class:`Region`."""
 
     name = "builtin"
+    decides_area = False  # drawn to a target area, so the area policy's bins apply
 
     def propose(self, image: np.ndarray, kind: str, target: float, rng: np.random.Generator) -> Region:
         """A ``kind`` region (``thing``/``stuff``/``background``) covering about ``target`` of ``image``."""

@@ -1,7 +1,8 @@
 """The run report of ``tamperscope generate``: ``summary.json``, ``summary.md`` and ``contact_sheet.png``.
 
 The summary holds counts per method / region / area bin / split, the rejection reasons over all attempts, the
-calibrated naturalness range, the thresholds and the back ends. It holds no timings or host details, so the
+warnings (a partly forged last photo, an empty split), the calibrated naturalness range, the thresholds and the
+back ends. It holds no timings or host details, so the
 same seed and options give byte-identical reports.
 """
 from __future__ import annotations
@@ -27,8 +28,9 @@ def _ordered_counts(values: list[str], order: list[str]) -> dict:
     return {k: counts[k] for k in order if counts[k]} | {k: counts[k] for k in sorted(counts) if k not in order}
 
 
-def build_summary(opts, state: dict, run, records: list[dict]) -> dict:
-    """The summary dict (see the module docstring)."""
+def build_summary(opts, state: dict, run, records: list[dict], warnings: list[str] = ()) -> dict:
+    """The summary dict (see the module docstring); ``run`` is the pipeline's plan (names, sources, naturalness
+    range, back-end report)."""
     from .pipeline import rejection_counts
 
     done = [r for r in records if r["status"] == "done"]
@@ -53,6 +55,8 @@ def build_summary(opts, state: dict, run, records: list[dict]) -> dict:
         "requested": opts.n,
         "produced": len(done),
         "failed": len(failed),
+        "forgeries_per_photo": len(opts.methods) * len(opts.regions),
+        "warnings": list(warnings),
         "photos": {"found": len(state["sources"]) + len(state["bad_photos"]), "usable": len(state["sources"]),
                    "bad": state["bad_photos"]},
         "splits": splits,
@@ -85,8 +89,10 @@ def summary_markdown(summary: dict) -> str:
         "# tamperscope generate: BR-Gen-style dataset\n\n",
         f"{summary['note']}\n\n" if summary["note"] else "",
         f"- requested {summary['requested']}, produced {summary['produced']}; {summary['failed']} sample ids failed "
-        f"after {summary['options']['retries']} retries each and were replaced by further ids; "
-        f"{summary['attempts']} attempts in all\n",
+        f"after {summary['options']['retries']} retries each (not replaced: every method forges the same mask of a "
+        f"photo); {summary['attempts']} attempts in all\n",
+        f"- {summary['forgeries_per_photo']} forgeries per photo: one mask per region type, forged by every method\n",
+        "".join(f"- **warning**: {w}\n" for w in summary["warnings"]),
         f"- photos: {summary['photos']['usable']} usable of {summary['photos']['found']} found\n",
         f"- back ends: {', '.join(f'{k} = {v}' for k, v in summary['backend'].items())}\n\n",
         "### splits\n\n| split | photos | tampered | authentic |\n|---|---|---|---|\n",
