@@ -1,4 +1,4 @@
-"""DiffIML (paper 002, SEED-SPECS §4): schedule, error prior, ensemble-in-one-batch, determinism, stages."""
+"""DiffIML (paper 002 §3, official code): schedule, error prior, ensemble-in-one-batch, determinism, stages."""
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -75,6 +75,28 @@ def test_ensemble_in_one_batch_equals_sequential_runs():
         assert calls == [10] * model.num_inference_steps  # N·B latents per UNet call, one call per step
         sequential = torch.stack([model.sample(cond, member) for member in noise.split(2)]).mean(0)
     torch.testing.assert_close(batched, sequential, atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_ends_on_the_latent_training_regresses():
+    """Alg. 1 trains x̂₀ = z₀ by MSE on unclipped LightVAE latents, which exceed ±1 without the SD-VAE teacher. A
+    perfect x̂₀ predictor must make DDIM end on z₀ itself; the official code's clip to ±1 (``sample_clip: 1.0``)
+    ends on clip(z₀) instead, which decodes to another mask (found by benchmarks/learnability.py)."""
+    target = torch.linspace(-2.5, 2.5, 8 * 8 * 8).reshape(1, 8, 8, 8)
+
+    def oracle(sample, timesteps, condition=None, condition_term=None):
+        return target.expand(sample.shape[0], -1, -1, -1)
+
+    results = {}
+    for clip in (None, 1.0):
+        model = tiny(sample_clip=clip).eval()
+        model.denoiser.forward = oracle
+        with torch.no_grad():
+            cond = torch.randn(1, model.condition_encoder.linear_c1.out_channels, 8, 8)
+            results[clip] = model.sample(cond, model.initial_noise(1, (8, 8), cond.device))
+    torch.testing.assert_close(results[None], target, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[1.0], target.clamp(-1, 1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(UserError, match="sample_clip"):
+        tiny(sample_clip=0.0)
 
 
 def test_condition_fusion_is_one_conv_on_the_concatenation():

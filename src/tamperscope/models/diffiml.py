@@ -1,5 +1,5 @@
-"""DiffIML: score-based latent diffusion over masks for image manipulation localisation (paper 002;
-SEED-SPECS §4). Official code: scu-zjz/DiffIML (IMDL-BenCo + diffusers), read to understand only.
+"""DiffIML: score-based latent diffusion over masks for image manipulation localisation (paper 002,
+§3). Official code: scu-zjz/DiffIML (IMDL-BenCo + diffusers), read to understand only.
 
 Pipeline (paper Fig. 3, Alg. 1–2):
 
@@ -13,12 +13,12 @@ Pipeline (paper Fig. 3, Alg. 1–2):
   ``conv_in`` and fused by a 3×3 conv 256→128 without bias. It predicts the clean latent ẑ₀.
 * **Training** (Alg. 1): x₀-prediction with the error prior of Eq. 15,
   ẑ_t = √ᾱ_t (z₀ + λξ) + √(1−ᾱ_t) ε, λ = 0.1; loss α·MSE(mask latent) + (1−α)·MSE(edge latent), α = 0.2.
-* **Inference** (Alg. 2): DDIM, 8 steps, σ = 0, "leading" timesteps [875, 750, …, 0], x₀ clipped to ±1,
+* **Inference** (Alg. 2): DDIM, 8 steps, σ = 0, "leading" timesteps [875, 750, …, 0], x₀ not clipped (item 9),
   final previous ᾱ = 1; an ensemble of N = 5 chains run as ONE batch of N·B latents that share the condition
   features computed once; the N final latents are averaged and the mask latent decoded by the LightVAE
   into ``mask_logits``; the edge latent is decoded into the auxiliary ``edge_logits``.
 
-Resolved ambiguities (SEED-SPECS §4.6), each also a config key:
+Resolved ambiguities (paper 002 vs official code), each also a config key:
 
 1. The "score" wording of Eq. 3–5 vs the code: the network predicts x₀ (``prediction_type="sample"``) and
    the loss is a latent MSE, as in Alg. 1 and the code.
@@ -31,9 +31,16 @@ Resolved ambiguities (SEED-SPECS §4.6), each also a config key:
 6. λ_lat = 0.01 and b = 32 (official script). 7. Epochs: ``code`` preset 60 + 2 warm-up (default),
    ``paper`` preset 200. 8. Flip-TTA fusion: element-wise max (``flip_tta``, on by default as in the official
    test code and the paper's main tables; Table 4 efficiency numbers are without it).
-9. DDIM: diffusers ``DDIMScheduler`` defaults (clip ±1, set_alpha_to_one, leading spacing, η = 0).
+9. DDIM: diffusers ``DDIMScheduler`` (set_alpha_to_one, leading spacing, η = 0) **without** clipping x̂₀
+   (``sample_clip`` None). The official code keeps diffusers' default clip of x̂₀ to ±1, which fits only
+   LightVAE latents that stay within ±1; training regresses the unclipped latents (Alg. 1), and a LightVAE
+   trained without the SD-VAE teacher has latents beyond ±1 (up to ±2.5 on CASIA masks), so the clipped
+   sampler ends on latents that decode to other masks than the ones training fits. Overfitting 16 CASIA images
+   at 64 px (docs/BENCHMARKS.md, "Learnability"): the LightVAE reconstructs their masks to a mean F1 of 0.860
+   (0.784 from latents clipped to ±1); the trained denoiser's sampled masks reach 0.857 unclipped, 0.783 clipped.
+   ``sample_clip: 1.0`` reproduces the official sampler.
 10. Teacher: a local diffusers ``AutoencoderKL`` folder (``teacher_vae``; sd-vae-ft-mse in the paper); without
-    it the LightVAE trains from scratch with the L1 term only (SEED-SPECS §10 degraded mode).
+    it the LightVAE trains from scratch with the L1 term only (resolved choice: no teacher).
 
 Further choices of this implementation (not in the paper):
 
@@ -92,6 +99,7 @@ DEFAULT_CONFIG = {
     "ensemble_size": 5,
     "flip_tta": True,
     "sample_seed": 0,
+    "sample_clip": None,  # None: x̂₀ unclipped in DDIM (item 9); 1.0: the official code's clip to ±1
     # edge ground truth asked from the data layer
     "edge_gt": "band",
     "edge_width": 7,
@@ -114,7 +122,7 @@ TRAIN_PRESETS = {
 
 class ConditionEncoder(nn.Module):
     """MiT → per-stage 1×1 conv (with bias) to ``out_channels`` → bilinear to the latent grid → concat
-    (c4, c3, c2, c1) → 3×3 conv (no bias), BN, ReLU (SEED-SPECS §4.2(b))."""
+    (c4, c3, c2, c1) → 3×3 conv (no bias), BN, ReLU (official code)."""
 
     def __init__(self, variant: str, out_channels: int, drop_path_rate: float, weights: str | None):
         super().__init__()
@@ -138,7 +146,7 @@ class ConditionEncoder(nn.Module):
 
 
 class LightUNet(nn.Module):
-    """Single-level diffusers ``UNet2DModel`` with the condition fused after ``conv_in`` (SEED-SPECS §4.2(c)).
+    """Single-level diffusers ``UNet2DModel`` with the condition fused after ``conv_in`` (official code).
 
     The fusion is one 3×3 conv (no bias) on ``concat(conv_in(z), f)``. Being linear, it splits into a term of
     ``conv_in(z)`` and a term of ``f``; :meth:`project_condition` computes the second once so that sampling does
@@ -195,7 +203,8 @@ class DiffIML(TamperModel):
                  teacher_vae: str | None = None, latent_loss_weight: float = 0.01, num_train_timesteps: int = 1000,
                  beta_start: float = 1e-4, beta_end: float = 0.02, prior_rate: float = 0.1, seg_weight: float = 0.2,
                  num_inference_steps: int = 8, ensemble_size: int = 5, flip_tta: bool = True,
-                 sample_seed: int | None = 0, edge_gt: str = "band", edge_width: int = 7):
+                 sample_seed: int | None = 0, sample_clip: float | None = None, edge_gt: str = "band",
+                 edge_width: int = 7):
         super().__init__()
         if edge_gt not in ("band", "canny"):
             raise UserError(f"diffiml: edge_gt must be 'band' or 'canny', got {edge_gt!r}")
@@ -204,6 +213,8 @@ class DiffIML(TamperModel):
         if not 1 <= num_inference_steps <= num_train_timesteps:
             raise UserError(f"diffiml: num_inference_steps must be in 1..{num_train_timesteps}, "
                             f"got {num_inference_steps}")
+        if sample_clip is not None and not sample_clip > 0:
+            raise UserError(f"diffiml: sample_clip must be > 0 or None (no clipping), got {sample_clip}")
         if not 0.0 <= seg_weight <= 1.0:
             raise UserError(f"diffiml: seg_weight must be in [0, 1], got {seg_weight}")
         self.latent_channels = latent_channels
@@ -231,7 +242,8 @@ class DiffIML(TamperModel):
         schedule = dict(num_train_timesteps=num_train_timesteps, beta_schedule="linear", beta_start=beta_start,
                         beta_end=beta_end, prediction_type="sample", clip_sample=True)
         self.train_scheduler = DDPMScheduler(**schedule)
-        self.sample_scheduler = DDIMScheduler(**schedule, set_alpha_to_one=True, steps_offset=0,
+        clip = {"clip_sample": sample_clip is not None, "clip_sample_range": float(sample_clip or 1.0)}
+        self.sample_scheduler = DDIMScheduler(**(schedule | clip), set_alpha_to_one=True, steps_offset=0,
                                               timestep_spacing="leading")
         self.set_stage(stage)
 
@@ -362,7 +374,7 @@ class DiffIML(TamperModel):
         return z.reshape(members, B, *z.shape[1:]).mean(dim=0)
 
     def profile_extras(self, image_size: int, device) -> dict:
-        """For ``tamperscope profile`` (paper Table 4, SEED-SPECS §4.5): GMACs of one denoiser call and of the
+        """For ``tamperscope profile`` (paper 002 Table 4): GMACs of one denoiser call and of the
         full 8-step sampling for N = 1 and N = 5, and the latency of N = 1 and N = 5 measured alternately in
         one run (flip TTA off, as in Table 4)."""
         from ..engine.profile import count_gmacs_split, time_forward
