@@ -26,6 +26,17 @@ class TamperModel(nn.Module):
     #: operating points applied to the mask and image probabilities at inference (never in training), chosen on
     #: validation data by ``tamperscope export --calibrate`` and stored in the checkpoint (engine.evaluate)
     calibration: dict | None = None
+    #: methods that ``--compile`` compiles instead of the whole ``forward`` (:mod:`tamperscope.engine.compile`)
+    compile_parts: tuple[str, ...] = ()
+
+    def export_inputs(self, image: torch.Tensor):
+        """The weight-free part of ``forward`` that stays outside an exported graph (e.g. OpenCV JPEG round trips,
+        :mod:`tamperscope.engine.onnx_runtime`): the graph's input. Default: the image itself."""
+        return image
+
+    def export_forward(self, inputs: torch.Tensor) -> dict:
+        """``forward`` from :meth:`export_inputs`' result: the part ONNX export traces."""
+        return self(inputs)
 
     def data_requirements(self) -> dict:
         """What the data layer must build: extra targets (``"edge"``: None | "band" | "canny", ``"edge_width"``) and
@@ -79,5 +90,5 @@ class TamperModel(nn.Module):
 
 
 def max_pool_image_logit(mask_logits: torch.Tensor) -> torch.Tensor:
-    """Image logit of a model without a detection head: the maximum mask logit (SEED-SPECS §8.1)."""
+    """Image logit of a model without a detection head: the maximum mask logit (resolved choice)."""
     return mask_logits.flatten(1).amax(dim=1)

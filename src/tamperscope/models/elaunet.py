@@ -66,7 +66,7 @@ SRM_KERNELS = (
               [-1, 2, -2, 2, -1]]) / 12.0,
     np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]) / 2.0,
 )
-TOP_FRACTION = 0.01
+TOP_DIVISOR = 100  # the top 1 % of the half-resolution logits
 PRESETS = {
     # the CPU recipe of the default model (configs/default-model.yaml)
     "default": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 20, "warmup_epochs": 0.2,
@@ -88,6 +88,9 @@ class ErrorLevelUNet(TamperModel):
     """See the module docstring."""
 
     native_resolution = True
+    compile_parts = ("decode",)  # not the OpenCV error levels
+    #: inference in channels-last memory format: faster on the 2-core CPU (docs/BENCHMARKS.md), not in training
+    channels_last_inference = True
 
     def __init__(self, qualities=(90, 75), error_scale: float = 8.0, ela_map: bool = False, ela_prior: bool = False,
                  residual: bool = False, residual_scale: float = 4.0, global_context: bool = False,
@@ -134,21 +137,43 @@ class ErrorLevelUNet(TamperModel):
         res = F.conv2d(F.pad(grey, (2, 2, 2, 2), mode="replicate"), self.srm)
         return (res / self.residual_scale).clamp(-3.0, 3.0).to(image.dtype)
 
-    def features(self, image: torch.Tensor) -> torch.Tensor:
-        """The network input: RGB and the forensic channels (module docstring)."""
+    def forensic(self, image: torch.Tensor) -> torch.Tensor:
+        """The forensic channels before the global context: error levels, ELA map, SRM residuals."""
         parts = [error_level_channels(image, self.qualities, self.error_scale)]
         if self.ela is not None:  # (shape-only on the meta device, as the error levels)
             parts.append(image.new_empty((image.shape[0], 1, *image.shape[2:])) if image.is_meta
                          else self.ela(image)["level_map"].to(image.dtype))
         if self.srm is not None:
             parts.append(self.residuals(image))
-        forensic = torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1)
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """The network input: RGB and the forensic channels (module docstring)."""
+        forensic = self.forensic(image)
         if self.global_context:
             forensic = with_context(forensic)
         return torch.cat([image, forensic], dim=1)
 
     def forward(self, image: torch.Tensor) -> dict:
-        feats = self.features(image)
+        return self.decode(self.features(image))
+
+    def export_inputs(self, image: torch.Tensor):
+        """RGB and :meth:`forensic`, and with ``global_context`` their per-photo mean and standard deviation: the
+        OpenCV JPEG round trips and the whole-photo sums stay outside an exported (ONNX) graph (ONNX Runtime's and
+        OpenVINO's float32 means over a million pixels drift by 1e-3), the rest goes inside it."""
+        inputs = torch.cat([image, self.forensic(image)], dim=1)
+        return (inputs, *context_stats(inputs[:, 3:])) if self.global_context else inputs
+
+    def export_forward(self, inputs: torch.Tensor, *stats: torch.Tensor) -> dict:
+        if self.global_context:  # [RGB, forensic, (forensic − μ) / σ]: features(), with μ, σ given
+            mu, sigma = stats
+            inputs = torch.cat([inputs, (inputs[:, 3:] - mu) / sigma], dim=1)
+        return self.decode(inputs)
+
+    def decode(self, feats: torch.Tensor) -> dict:
+        """``forward`` from the network input :meth:`features` (pure tensor maths: the part ONNX export traces)."""
+        if self.channels_last_inference and not self.training:
+            feats = feats.contiguous(memory_format=torch.channels_last)
         x = self.stem(feats)
         skips = []
         for i, block in enumerate(self.down):
@@ -161,13 +186,13 @@ class ErrorLevelUNet(TamperModel):
             x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             x = self.up[i](torch.cat([x, skips[i]], dim=1))
         half = self.out(x)
-        logits = F.interpolate(half, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(half, size=feats.shape[-2:], mode="bilinear", align_corners=False)
         if self.ela_prior:
             logits = logits + torch.logit(feats[:, -1:].clamp(ELA_PRIOR_EPS, 1.0 - ELA_PRIOR_EPS))
         if self.head is None:
             return {"mask_logits": logits, "image_logit": max_pool_image_logit(logits)}
         flat = half.flatten(1)
-        top = flat.topk(max(1, int(TOP_FRACTION * flat.shape[1])), dim=1).values.mean(1)
+        top = flat.topk(top_count(flat.shape[1]), dim=1).values.mean(1)
         pooled = torch.cat([bottom.mean((2, 3)), bottom.amax((2, 3)), flat.amax(1, keepdim=True), top[:, None]], 1)
         return {"mask_logits": logits, "image_logit": self.head(pooled).squeeze(1)}
 
@@ -181,9 +206,21 @@ class ErrorLevelUNet(TamperModel):
         return terms
 
 
+def top_count(n):
+    """``max(1, ⌊n / 100⌋)`` (the top 1 %) in integer arithmetic, so that a traced (ONNX) graph keeps it a function
+    of the input size instead of a constant (equal to the former ``int(0.01 * n)`` for every n)."""
+    return torch.sym_max(1, n // TOP_DIVISOR)
+
+
+def context_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(μ, σ)``, ``B×C×1×1``: each channel's mean and standard deviation over the whole photo."""
+    mu = x.mean((2, 3), keepdim=True)
+    sigma = x.float().var((2, 3), keepdim=True, unbiased=False).add(1e-6).sqrt().to(x.dtype)
+    return mu, sigma
+
+
 def with_context(x: torch.Tensor) -> torch.Tensor:
     """``[x, (x − μ) / σ]``: each channel beside its deviation from the photo's own mean, in units of the photo's
     own standard deviation (module docstring, ``global_context``)."""
-    mu = x.mean((2, 3), keepdim=True)
-    sigma = x.float().var((2, 3), keepdim=True, unbiased=False).add(1e-6).sqrt().to(x.dtype)
+    mu, sigma = context_stats(x)
     return torch.cat([x, (x - mu) / sigma], dim=1)
