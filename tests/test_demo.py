@@ -1,4 +1,5 @@
 """`tamperscope demo` end to end with a tiny random checkpoint, its ELA fallback, and the HTML report builder."""
+import html
 import json
 import re
 
@@ -37,6 +38,13 @@ def test_demo_end_to_end_then_ela_fallback(tmp_path, run_dir, monkeypatch, capsy
     page = report.read_text()
     for text in ("Forgeries", "Authentic photos", "pixel_f1", "ground truth", "heat map"):
         assert text in page
+    # what an analyst needs to read it (issue 18): a colour legend, what the score is, what each metric means,
+    # bordered images (a white mask region touching the edge stays visible), no promise the method cannot keep
+    assert page.count('<div class="legend">') == 2 and "linear-gradient(to right, #000004" in page
+    assert "the model's probability, from 0 to 1, that the photo was manipulated" in html.unescape(page)
+    assert "<th>meaning</th>" in page and "area under the ROC curve of the image scores" in page
+    assert re.search(r"figure img\{[^}]*border:1px solid", page)
+    assert "A good model leaves these empty" not in page and "Ideally the heat map stays dark" in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 2 * 4 + 3
     assert len(list((out / "predictions").glob("forged-*.overlay.png"))) == 2
     options = json.loads((out / "forgeries" / "summary.json").read_text())["options"]
@@ -54,6 +62,8 @@ def test_demo_end_to_end_then_ela_fallback(tmp_path, run_dir, monkeypatch, capsy
     captured = capsys.readouterr()
     assert "using the weight-free 'ela' baseline" in captured.err
     assert json.loads((out / "metrics.json").read_text())["model"] == "ela"
+    page = report.read_text()
+    assert "so it is never empty, on authentic photos too" in page and "Ideally the heat map" not in page
 
 
 def test_demo_rejects_bad_options(tmp_path, capsys):

@@ -289,3 +289,17 @@ def test_write_png_roundtrip(tmp_path):
         write_png(tmp_path / "f.png", rgb.astype(np.float32))
     with pytest.raises(UserError, match="shape"):
         write_png(tmp_path / "f.png", np.zeros((4, 4, 4), np.uint8))
+
+
+@pytest.mark.parametrize("fmt,kwargs", [("JPEG", {"exif": b"Exif\x00\x00" + bytes(20), "icc_profile": b"x" * 6000}),
+                                        ("JPEG", {}), ("PNG", {}), ("WEBP", {}), ("TIFF", {}), ("BMP", {})])
+def test_a_file_cut_after_5000_bytes_says_truncated(tmp_path, fmt, kwargs):
+    """Wherever the cut falls (inside a big EXIF/ICC header, or in the pixel data), the message says truncated."""
+    rgb = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    buf = _io.BytesIO()
+    Image.fromarray(rgb).save(buf, fmt, **kwargs)
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(buf.getvalue()[:5000])
+    with pytest.raises(ImageReadError, match="truncated") as info:
+        read_image(path)
+    assert "corrupt image header" not in str(info.value) and str(path) in str(info.value)

@@ -49,7 +49,11 @@ def _url(srv, path):
 
 
 def _request(srv, path, data=None, headers=None):
-    req = urllib.request.Request(_url(srv, path), data=data, headers=headers or {},
+    """GET, or POST ``data`` with the server's session token (as the page sends it) unless ``headers`` say."""
+    headers = dict(headers or {})
+    if data is not None:
+        headers.setdefault("X-Tamperscope-Token", srv.app.token)
+    req = urllib.request.Request(_url(srv, path), data=data, headers=headers,
                                  method="POST" if data is not None else "GET")
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
@@ -253,3 +257,241 @@ def test_model_failure_answers_500(server, monkeypatch, capsys):
     status, _, body = _request(server, "/api/predict", _png_bytes())
     assert status == 500 and "RuntimeError: boom" in json.loads(body)["error"]
     assert "Traceback" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ hardening (issue 18): one upload cannot stall it
+
+
+def _serve(app):
+    srv = make_server(app, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def _stop(srv):
+    srv.shutdown()
+    srv.server_close()
+
+
+def _post_thread(srv, path, data, results, key):
+    thread = threading.Thread(target=lambda: results.__setitem__(key, _request(srv, path, data)), daemon=True)
+    thread.start()
+    return thread
+
+
+class _Held:
+    """Holds the running analysis inside the window hook until released; records the windows it ran."""
+
+    def __init__(self, monkeypatch, pause_after=1):
+        from tamperscope.serve import server as server_mod
+
+        self.started, self.release, self.windows, self.log = threading.Event(), threading.Event(), [], []
+        real = server_mod.watched
+
+        def watched(predictor, on_windows):
+            def hook(n):
+                self.windows.append(n)
+                self.log.append((threading.get_ident(), n))
+                on_windows(n)
+                if n and sum(self.windows) >= pause_after and not self.release.is_set():
+                    self.started.set()
+                    assert self.release.wait(120)
+            return real(predictor, hook)
+
+        monkeypatch.setattr(server_mod, "watched", watched)
+
+
+def test_host_and_origin_checks_and_session_token(server):
+    """DNS rebinding (a foreign Host) and cross-site POSTs (foreign Origin, no token, text/plain) are refused."""
+    port = server.server_port
+    status, _, body = _request(server, "/", headers={"Host": f"evil.example:{port}"})
+    assert status == 403 and "Host" in json.loads(body)["error"]
+    assert _request(server, "/api/models", headers={"Host": f"localhost:{port}"})[0] == 200
+    status, _, page = _request(server, "/")
+    assert server.app.token.encode() in page and b"__TAMPERSCOPE_TOKEN__" not in page
+    calls = []
+    real = server.app.analyse
+    server.app.analyse = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        cross = _request(server, "/api/predict", _png_bytes(), headers={
+            "Origin": "http://evil.example", "Content-Type": "text/plain", "X-Tamperscope-Token": server.app.token})
+        no_token = _request(server, "/api/predict", _png_bytes(), headers={"X-Tamperscope-Token": "guess"})
+        same_origin = _request(server, "/api/predict", _png_bytes(),
+                               headers={"Origin": f"http://127.0.0.1:{port}"})
+    finally:
+        del server.app.analyse
+    assert cross[0] == 403 and "cross-site" in json.loads(cross[2])["error"]
+    assert no_token[0] == 403 and "token" in json.loads(no_token[2])["error"]
+    assert same_origin[0] == 200 and len(calls) == 1  # only the same-origin request with the token ran
+
+
+def test_a_waiting_request_is_refused_after_the_queue_timeout_and_a_full_queue_at_once(run_dir, monkeypatch):
+    held = _Held(monkeypatch)
+    app = build_app(checkpoint=str(run_dir), quiet=True, queue_size=1, queue_timeout=0.2)
+    srv = _serve(app)
+    results = {}
+    try:
+        first = _post_thread(srv, "/api/predict?model=ela&tiles=1&job=first-job", _png_bytes(600, 1100), results, "a")
+        assert held.started.wait(120)  # the first analysis runs, and is held after one window
+        status, _, body = _request(srv, "/api/predict?model=ela", _png_bytes())
+        assert status == 503 and "waited 0.2 s" in json.loads(body)["error"]
+        app.queue.timeout = 120.0
+        second = _post_thread(srv, "/api/predict?model=ela", _png_bytes(), results, "b")
+        while not app.queue._waiting:
+            threading.Event().wait(0.01)  # until the second request has taken the one waiting place
+        status, _, body = _request(srv, "/api/predict?model=ela", _png_bytes())
+        assert status == 503 and "too many analyses waiting" in json.loads(body)["error"]
+        progress = json.loads(_request(srv, "/api/progress?job=first-job")[2])
+        assert progress["state"] == "running" and 1 <= progress["done"] < progress["total"]
+        held.release.set()
+        first.join(120)
+        second.join(120)
+    finally:
+        held.release.set()
+        _stop(srv)
+    assert results["a"][0] == 200 and results["b"][0] == 200
+
+
+def test_an_analysis_stops_when_its_client_has_gone(run_dir, monkeypatch, capsys):
+    """A large photo for a native-resolution model runs in windows; closing the connection stops it."""
+    import socket
+
+    from tamperscope.serve.server import SERVE_TILE, window_count
+
+    held = _Held(monkeypatch)
+    app = build_app(checkpoint=str(run_dir), quiet=False)
+    srv = _serve(app)
+    data = _png_bytes(2100, 1100)
+    try:
+        sock = socket.create_connection(("127.0.0.1", srv.server_port), timeout=60)
+        sock.sendall(b"POST /api/predict?model=ela&job=gone-client HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                     b"X-Tamperscope-Token: %s\r\nContent-Length: %d\r\n\r\n"
+                     % (srv.server_port, app.token.encode(), len(data)) + data)
+        assert held.started.wait(120)
+        sock.close()
+        held.release.set()
+        while json.loads(_request(srv, "/api/progress?job=gone-client")[2])["state"] != "finishing":
+            threading.Event().wait(0.02)
+    finally:
+        held.release.set()
+        _stop(srv)
+    predictor = app.predictor("ela")
+    total = window_count(predictor, 2100, 1100, SERVE_TILE)
+    assert total > 2 and 0 < sum(held.windows) < total  # stopped between windows, not run to the end
+    err = capsys.readouterr().err
+    assert "client closed the connection" in err and "Traceback" not in err
+
+
+def test_large_photos_run_in_windows_with_a_time_limit_and_a_pixel_flag(run_dir):
+    from tamperscope.serve.server import SERVE_TILE, window_count
+
+    app = build_app(checkpoint=str(run_dir), quiet=True, max_megapixels=3)
+    srv = _serve(app)
+    try:
+        status, _, body = _request(srv, "/api/predict?model=ela", _png_bytes(1500, 1500))
+        assert status == 200
+        assert json.loads(body)["tiles"] == window_count(app.predictor("ela"), 1500, 1500, SERVE_TILE) > 1
+        status, _, body = _request(srv, "/api/predict?model=ela", _png_bytes(1800, 1800))
+        assert status == 400 and "the limit is 3,000,000" in json.loads(body)["error"]
+        app.max_seconds = 1e-9
+        status, _, body = _request(srv, "/api/predict?model=ela", _png_bytes(1500, 1500))
+        assert status == 503 and "analysis stopped after" in json.loads(body)["error"]
+    finally:
+        _stop(srv)
+
+
+def test_a_dropped_connection_prints_no_traceback(server, capsys):
+    """Errors of connections whose client has gone are not logged; other errors take one line."""
+    import socket
+
+    try:
+        raise BrokenPipeError(32, "Broken pipe")
+    except BrokenPipeError:
+        server.handle_error(None, ("127.0.0.1", 5))
+    try:
+        raise ValueError("odd")
+    except ValueError:
+        server.handle_error(None, ("127.0.0.1", 5))
+    data = _png_bytes(300, 300)
+    for cut in (10, len(data)):  # an upload cut short, and a client gone before the answer
+        sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=60)
+        sock.sendall(b"POST /api/predict?model=ela HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Tamperscope-Token: %s\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (server.server_port, server.app.token.encode(), len(data))
+                     + data[:cut])
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+    assert _request(server, "/api/predict?model=ela", _png_bytes())[0] == 200  # still answering
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip() == "tamperscope serve: error while answering 127.0.0.1: ValueError: odd"
+
+
+def test_errors_never_show_model_paths(tmp_path, run_dir, capsys):
+    models = tmp_path / "models"
+    shutil.copytree(run_dir, models / "mine")
+    app = build_app(models_dir=str(models), quiet=True)
+    srv = _serve(app)
+    try:
+        shutil.rmtree(models / "mine")
+        status, _, body = _request(srv, "/api/predict?model=dir:mine", _png_bytes())
+    finally:
+        _stop(srv)
+    message = json.loads(body)["error"]
+    assert status == 400 and "cannot be loaded" in message and str(tmp_path) not in message and "/" not in message
+    assert str(models / "mine") in capsys.readouterr().err  # the full story is in the server's log
+
+
+def test_malformed_model_entries_are_skipped_with_a_warning(tmp_path, run_dir, capsys):
+    shutil.copytree(run_dir, tmp_path / "good")
+    (tmp_path / "listy").mkdir()
+    (tmp_path / "listy" / "config.json").write_text("[1, 2, 3]")
+    (tmp_path / "nameless").mkdir()
+    (tmp_path / "nameless" / "config.json").write_text(json.dumps({"format": "tamperscope-checkpoint"}))
+    (tmp_path / "alien").mkdir()
+    (tmp_path / "alien" / "config.json").write_text(json.dumps(
+        {"format": "tamperscope-checkpoint", "model": "no-such-model", "config": {}}))
+    app = build_app(models_dir=str(tmp_path), quiet=True)
+    assert [k for k in app.models if k.startswith("dir:")] == ["dir:good"]
+    err = capsys.readouterr().err
+    for name in ("listy", "nameless", "alien"):
+        assert f"warning: skipping {tmp_path / name}" in err
+    assert "Traceback" not in err
+
+
+def test_progress_ids_are_checked(server):
+    assert _request(server, "/api/progress?job=../../x")[0] == 400
+    assert json.loads(_request(server, "/api/progress?job=never-started")[2]) == {"state": "unknown"}
+
+
+def test_a_small_request_runs_between_the_windows_of_a_large_one(run_dir, monkeypatch):
+    """The running analysis gives its turn to the waiting ones between two windows: the small photo sent while the
+    large one runs is answered before the large one has finished."""
+    held = _Held(monkeypatch)
+    app = build_app(checkpoint=str(run_dir), quiet=True)
+    srv = _serve(app)
+    results = {}
+    try:
+        large = _post_thread(srv, "/api/predict?model=ela&tiles=1", _png_bytes(600, 1100), results, "large")
+        assert held.started.wait(120)
+        small = _post_thread(srv, "/api/predict?model=ela", _png_bytes(), results, "small")
+        while not app.queue._waiting:
+            threading.Event().wait(0.01)
+        held.release.set()
+        small.join(120)
+        large.join(120)
+    finally:
+        held.release.set()
+        _stop(srv)
+    assert results["small"][0] == 200 and results["large"][0] == 200
+    threads = [t for t, _ in held.log]
+    big, little = threads[0], next(t for t in threads if t != threads[0])
+    first_small, last_small = threads.index(little), len(threads) - 1 - threads[::-1].index(little)
+    assert set(threads[first_small:last_small + 1]) == {little}  # the small one ran in one piece...
+    assert big in threads[last_small + 1:]  # ...while the large one still had windows to run
+
+
+def test_the_page_explains_its_colours_and_the_score(server):
+    page = _request(server, "/")[2].decode()
+    assert 'class="legend"' in page and "0 (authentic)" in page and "1 (tampered)" in page
+    assert "<b>Score</b>: the model's probability, from 0 to 1, that the photo was manipulated" in page
+    css = _request(server, "/static/style.css")[2].decode()
+    assert "linear-gradient(to right, #000004" in css  # the heat map's colour map (inferno)

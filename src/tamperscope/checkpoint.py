@@ -3,7 +3,7 @@
 Own format
     A run folder holds ``config.json`` (model name, config, stage) and ``model.safetensors``; a single
     ``.safetensors`` file carries the same JSON in its metadata. Writes are atomic (temp file + rename).
-Official layouts (SEED-SPECS §1.2)
+Official layouts (NVlabs/SegFormer, HF transformers, FAIR mae, grip-unina/TruFor)
     NVlabs/old-mmseg MiT (``mit_b*.pth``; ADE ``segformer.b*.512x512.ade.160k.pth`` with ``backbone.`` /
     ``decode_head.`` prefixes) and HF (``nvidia/mit-b*``, ``nvidia/segformer-b*-finetuned-ade-512-512``,
     split key/value). Pickle files are read with ``torch.load(weights_only=True)`` only.
@@ -164,7 +164,7 @@ def load_mit_weights(encoder: torch.nn.Module, source: Any, prefix: str | None =
                      name: str | None = None) -> dict:
     """Load MiT encoder weights (NVlabs, ADE ``backbone.``, or HF layout) into our ``MixVisionTransformer``.
 
-    A 3-channel stem is averaged over input channels for a 1-channel encoder (SEED-SPECS §1.1). Classifier
+    A 3-channel stem is averaged over input channels for a 1-channel encoder (clpbc/BR-Gen). Classifier
     and decode-head keys are ignored; any missing encoder key raises one readable error.
     Returns ``{"loaded": n, "ignored": [...], "adapted": [...]}``.
     """
@@ -286,6 +286,9 @@ def read_checkpoint_config(path: str | Path) -> dict:
             cfg = json.loads(cfg_file.read_text())
         except json.JSONDecodeError as exc:
             raise UserError(f"{cfg_file}: invalid JSON ({exc})")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{cfg_file}: cannot read ({getattr(exc, 'strerror', None) or type(exc).__name__})")
+        where = cfg_file
     elif path.is_file():
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -294,11 +297,20 @@ def read_checkpoint_config(path: str | Path) -> dict:
             raise UserError(f"{path}: not a safetensors checkpoint ({type(exc).__name__})")
         if "tamperscope" not in meta:
             raise UserError(f"{path}: safetensors file without tamperscope metadata (not our checkpoint)")
-        cfg = json.loads(meta["tamperscope"])
+        try:
+            cfg = json.loads(meta["tamperscope"])
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: invalid tamperscope metadata ({exc})")
+        where = path
     else:
         raise UserError(f"{path}: checkpoint not found")
+    if not isinstance(cfg, dict):
+        raise UserError(f"{where}: expected a JSON object, found a {type(cfg).__name__} (not a tamperscope "
+                        "checkpoint config)")
     if cfg.get("format") != FORMAT:
         raise UserError(f"{path}: unknown checkpoint format {cfg.get('format')!r}")
+    if not isinstance(cfg.get("model"), str) or not isinstance(cfg.get("config"), dict):
+        raise UserError(f"{where}: incomplete checkpoint config (needs a model name and a config object)")
     return cfg
 
 

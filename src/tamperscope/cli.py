@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 import re
 import sys
+import warnings
 
 from . import commands
 from .errors import UserError
@@ -40,21 +41,36 @@ def one_line(message: str) -> str:
     return re.sub(r"^[\w.]+: ", "", last, count=1)
 
 
+def _warning_line(command: str):
+    """``warnings.formatwarning`` for users: ``tamperscope CMD: warning: message`` (no Python file and line)."""
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        return f"tamperscope {command}: warning: {one_line(str(message)).strip()}\n"
+    return format_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _warning_line(args.command)
     try:
         return int(args._run(args) or 0)
     except (UserError, FileNotFoundError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"tamperscope {args.command}: error: {one_line(str(msg))}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder that cannot be created or read, a full disk: name the path
+        where = exc.filename or ""
+        print(f"tamperscope {args.command}: error: {where}{': ' if where else ''}{exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"tamperscope {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

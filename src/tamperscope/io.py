@@ -1,4 +1,4 @@
-"""Safe image and mask reading, and atomic writing (ARCHITECTURE.md "Data"; SEED-SPECS §0 "GT handling").
+"""Safe image and mask reading, and atomic writing (ARCHITECTURE.md "Data"; IMDL-BenCo's GT handling).
 
 Reading
 - :func:`read_image` / :func:`read_image_bytes` return ``H×W×3`` uint8 RGB. The EXIF orientation is applied
@@ -34,6 +34,7 @@ Probability maps (:func:`read_probability_map`): saved predictions, 0–255 = pr
 Writing
 - :func:`atomic_write_bytes`, :func:`atomic_write_text`, :func:`write_png` write a temp file in the target's
   folder and ``os.replace`` it into place. ``protect=[...]`` lists input paths that must never be overwritten.
+  A failed write (read-only folder, full disk) raises :class:`UserError` naming the file, and leaves no temp file.
 """
 from __future__ import annotations
 
@@ -90,11 +91,38 @@ def _looks_like_text(data: bytes) -> bool:
     return all(b >= 0x20 or b in (0x09, 0x0A, 0x0D) for b in head)
 
 
-def _open(source, head: bytes, name: str, max_pixels: int | None) -> Image.Image:
-    """Parse the header only (``source``: a binary file object) and enforce the pixel limit before decoding."""
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
+               (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+
+
+def _signature(head: bytes) -> str | None:
+    """The format whose magic number ``head`` starts with (None: none we know)."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((fmt for magic, fmt in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _cut_short(exc: BaseException, head: bytes, size: int | None) -> bool:
+    """Whether a header that failed to parse belongs to a file that ends early (rather than a damaged one)."""
+    if isinstance(exc, EOFError) or "truncat" in str(exc).lower() or "end of file" in str(exc).lower():
+        return True
+    if size is not None and head[:4] == b"RIFF" and len(head) >= 8:  # RIFF (WebP) declares its length
+        return size < int.from_bytes(head[4:8], "little") + 8
+    return False
+
+
+def _open(source, head: bytes, name: str, max_pixels: int | None, size: int | None = None) -> Image.Image:
+    """Parse the header only (``source``: a binary file object of ``size`` bytes) and enforce the pixel limit
+    before decoding. A file cut inside its header is reported as truncated, not as a corrupt header."""
+    truncated = f"{name}: truncated image (the file ends early, inside its header)"
     try:
         im = Image.open(source)
-    except UnidentifiedImageError:
+    except UnidentifiedImageError as exc:
+        fmt = _signature(head)
+        if fmt is not None:
+            if _cut_short(exc, head, size):
+                raise ImageReadError(truncated) from None
+            raise ImageReadError(f"{name}: truncated or damaged {fmt} file (its header cannot be read)") from None
         what = "a text file, not an image" if _looks_like_text(head) else "not a recognised image format"
         raise ImageReadError(f"{name}: {what}") from None
     except Image.DecompressionBombError as exc:
@@ -102,6 +130,8 @@ def _open(source, head: bytes, name: str, max_pixels: int | None) -> Image.Image
     except MemoryError:
         raise ImageReadError(f"{name}: not enough memory to open the image") from None
     except Exception as exc:  # PIL raises many types for malformed headers (SyntaxError, struct.error, ...)
+        if _cut_short(exc, head, size):
+            raise ImageReadError(truncated) from None
         raise ImageReadError(f"{name}: corrupt image header ({_short(exc)})") from None
     w, h = im.size
     if w <= 0 or h <= 0:
@@ -258,7 +288,7 @@ def _load(data: bytes, name: str, max_pixels: int | None, apply_exif: bool) -> t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         warnings.simplefilter("ignore", UserWarning)  # PIL's "possibly corrupt EXIF" and palette notes
-        im = _open(_io.BytesIO(data), data[:512], name, max_pixels)
+        im = _open(_io.BytesIO(data), data[:512], name, max_pixels, len(data))
         fmt = im.format or ""
         _decode(im, data, name)
         if apply_exif:
@@ -344,6 +374,21 @@ def read_image_bytes(data: bytes, name: str = "upload", max_pixels: int | None =
     return _to_rgb8(im, name)
 
 
+def check_image_bytes(data: bytes, name: str = "upload", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """The ``(H, W)`` an image's header declares, after the checks :func:`read_image_bytes` makes before decoding
+    (format, size, ``max_pixels``): cheap, for refusing an upload before it waits for its turn."""
+    data = bytes(data)
+    if not data:
+        raise ImageReadError(f"{name}: empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        im = _open(_io.BytesIO(data), data[:512], name, max_pixels, len(data))
+        w, h = im.size
+        im.close()
+    return h, w
+
+
 @dataclass(frozen=True)
 class ImageHeader:
     """What the header says, without decoding: stored size, EXIF orientation and the displayed size."""
@@ -386,7 +431,7 @@ def probe_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
         warnings.simplefilter("ignore", UserWarning)
         head = fh.read(512)
         fh.seek(0)
-        im = _open(fh, head, name, max_pixels)
+        im = _open(fh, head, name, max_pixels, p.stat().st_size)
         orientation = _exif_orientation(im)
         w, h = im.size
         header = ImageHeader((h, w), orientation, im.format or "", im.mode)
@@ -465,6 +510,11 @@ def mask_is_binary(mask: PathLike | np.ndarray) -> bool:
 # --------------------------------------------------------------------------------------------- writing
 
 
+def check_protected(path: PathLike, protect: Iterable[PathLike] | None) -> None:
+    """Raise :class:`UserError` when ``path`` is (or links to) one of the ``protect`` paths."""
+    _check_protected(Path(path), protect)
+
+
 def _check_protected(path: Path, protect: Iterable[PathLike] | None) -> None:
     if not protect:
         return
@@ -484,8 +534,11 @@ def atomic_write_bytes(path: PathLike, data: bytes, protect: Iterable[PathLike] 
     _check_protected(path, protect)
     if path.is_dir():
         raise UserError(f"{os.fspath(path)}: is a directory, cannot write a file there")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(write_error(path, exc)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -495,11 +548,18 @@ def atomic_write_bytes(path: PathLike, data: bytes, protect: Iterable[PathLike] 
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # read-only folder, full disk, quota: one line naming the file
+            raise UserError(write_error(path, exc)) from None
         raise
     return path
+
+
+def write_error(path: PathLike, exc: OSError) -> str:
+    """One line for a failed write: ``PATH: cannot write (No space left on device)``."""
+    return f"{os.fspath(path)}: cannot write ({exc.strerror or type(exc).__name__})"
 
 
 def atomic_write_text(path: PathLike, text: str, protect: Iterable[PathLike] | None = None) -> Path:

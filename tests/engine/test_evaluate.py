@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tamperscope.cli import main
 from tamperscope.data.datasets import load_dataset_spec
@@ -275,3 +276,115 @@ def test_checkpoint_default_names_the_bundled_model_in_every_command(tmp_path, m
     assert main(["evaluate", "--checkpoint", "default", "--data", str(data), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no default model installed" in err and len(err.splitlines()) == 1
+
+
+# ------------------------------------------------------------------ issue 18: no lost files, outputs that re-score
+
+
+def test_evaluate_out_never_replaces_an_image_or_mask_of_the_data(bright_data, capsys):
+    for victim in ("t0.png", "t1_gt.png"):
+        path = bright_data.parent / victim
+        before = path.read_bytes()
+        assert main(["evaluate", "--checkpoint", "ela", "--data", str(bright_data), "--out", str(path),
+                     "--device", "cpu", "--workers", "0", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert path.read_bytes() == before and "refusing to overwrite an input file" in err
+        assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["mkstemp", "fsync"])
+def test_evaluate_prints_its_metrics_when_they_cannot_be_saved(bright_data, tmp_path, monkeypatch, capsys, where):
+    """A read-only folder (no temp file) or a full disk (the write fails): one line naming the file, and the
+    computed metrics on stdout as JSON."""
+    import errno
+    import os
+    import tempfile
+
+    def fail(*args, **kwargs):
+        code = errno.EROFS if where == "mkstemp" else errno.ENOSPC
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(tempfile if where == "mkstemp" else os, where, fail)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--predictions", str(_maps_for(bright_data, tmp_path)), "--data", str(bright_data),
+                 "--out", str(out), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "Traceback" not in err
+    assert ("Read-only file system" if where == "mkstemp" else "No space left on device") in err
+    printed = json.loads(captured.out[captured.out.index("{"):])
+    assert printed["n_tampered"] == 3 and printed["pixel_f1"] == pytest.approx(1.0)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _maps_for(data_json, tmp_path):
+    maps = tmp_path / "maps"
+    _write_maps(maps, data_json)
+    return maps
+
+
+def test_evaluate_out_in_a_missing_or_unwritable_place_is_one_line(bright_data, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["evaluate", "--predictions", str(_maps_for(bright_data, tmp_path)), "--data", str(bright_data),
+                 "--out", str(blocker / "m.json"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(blocker / "m.json") in err and "Traceback" not in err
+
+
+def test_non_finite_outputs_are_an_error(bright_data, tmp_path, capsys):
+    import tamperscope
+    from tamperscope.checkpoint import save_checkpoint
+
+    model = tamperscope.create_model("segformer-b0")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    ckpt = save_checkpoint(model, tmp_path / "nan.safetensors", extra={"train": {"image_size": 64}})
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(bright_data), "--out", str(tmp_path / "m.json"),
+                 "--device", "cpu", "--workers", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "non-finite outputs" in err and not (tmp_path / "m.json").exists()
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(ckpt), str(bright_data.parent / "t0.png"), "--out", str(out),
+                 "--no-progress"]) == 1
+    assert "non-finite outputs" in capsys.readouterr().err
+    rows = json.loads((out / "results.json").read_text())  # valid JSON: no bare NaN
+    assert rows[0]["status"] == "error" and "NaN" not in (out / "results.json").read_text().replace("NaN or", "")
+
+
+def test_evaluate_scores_predicts_own_output(bright_data, tmp_path, capsys):
+    """`predict` writes 16-bit probability maps and scores.json, which `evaluate --predictions` reads as they are;
+    the metrics equal those of `evaluate --checkpoint` on the same model."""
+    images = [bright_data.parent / name for name in ("t0.png", "t1.png", "t2.png", "a.png")]
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", "ela", *map(str, images), "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
+    assert Image.open(out / "t0.probability.png").mode.startswith("I;16")
+    saved = tmp_path / "saved.json"
+    direct = tmp_path / "direct.json"
+    assert main(["evaluate", "--predictions", str(out), "--data", str(bright_data), "--out", str(saved),
+                 "--no-progress"]) == 0
+    assert main(["evaluate", "--checkpoint", "ela", "--data", str(bright_data), "--out", str(direct), "--device",
+                 "cpu", "--workers", "0", "--no-progress"]) == 0
+    a, b = json.loads(saved.read_text()), json.loads(direct.read_text())
+    for key in ("n_tampered", "n_authentic", "pixel_f1", "pixel_iou", "pixel_auc", "image_auc", "image_acc"):
+        assert a[key] == pytest.approx(b[key], abs=2e-3), key
+
+
+def test_robustness_and_compare_never_replace_an_input(bright_data, tmp_path, capsys):
+    """A data list named like an output (compare.json, robustness.json) in the --out folder is refused up front."""
+    import shutil
+
+    folder = tmp_path / "ds"
+    shutil.copytree(bright_data.parent, folder)
+    for name, command in (("compare.json", ["compare", "ela"]), ("robustness.json", ["robustness", "ela"])):
+        data = folder / name
+        shutil.copy(folder / "list.json", data)
+        before = data.read_bytes()
+        assert main([*command, "--data", str(data), "--out", str(folder), "--device", "cpu", "--workers", "0",
+                     "--no-progress"] + (["--kinds", "jpeg", "--levels", "jpeg:90"] if "robustness" in command
+                                         else [])) == 2
+        err = capsys.readouterr().err.strip()
+        assert data.read_bytes() == before and "refusing to overwrite an input file" in err
+        assert len(err.splitlines()) == 1

@@ -1,6 +1,7 @@
 """Training engine: runs end to end, resumes exactly after SIGKILL, DDP ranks agree, NaN stops clearly."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -385,3 +386,22 @@ def test_sigterm_to_the_whole_process_group_saves_the_state(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err and "stopped by signal 15" in out, err
     state = json.loads((run / "trainer_state.json").read_text())
     assert state["global_step"] >= 3 and not state["finished"]
+
+
+def test_a_new_run_in_a_failed_runs_folder_starts_a_new_log_and_shows_validation(tmp_path):
+    """A folder left by a run that failed before saving any state holds a metrics.jsonl: the new run does not append
+    to it. Validation shows its own progress bar, and the epoch line is printed above the bar, not glued onto it."""
+    data = make_dataset(tmp_path / "data", n_tampered=2, n_authentic=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"type": "train", "epoch": 0, "step": 1, "loss": 99.0}) + "\n")
+    tiny = [a for a in TINY if a != "--no-progress"]
+    proc = subprocess.run([*CLI, "train", "segformer-b0", "--train", str(data), "--val", str(data), "--out", str(run),
+                           "--epochs", "1", *tiny], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in rows] == ["train", "val"] and rows[0]["loss"] != 99.0
+    assert "log of an earlier run that saved no state" in proc.stdout
+    assert "validate" in proc.stdout and "epoch 0:" in proc.stdout
+    assert re.search(r"[^\r\n]epoch 0:", proc.stdout) is None

@@ -1,24 +1,23 @@
-"""`tamperscope compare RUN... --data NAME=DATA... --out DIR`: every model on every dataset under one protocol, as
-one table (``compare.md``, ``compare.html``, ``compare.json``) with a mean row and the best in bold, plus a grid of
+"""`tamperscope compare MODEL... --data NAME=DATA... --out DIR` (or ``--checkpoint MODEL...``, as in ``robustness``):
+every model on every dataset under one protocol, as one table (``compare.md``, ``compare.html``, ``compare.json``) with a mean row and the best in bold, plus a grid of
 qualitative examples (``examples.png``); see :mod:`tamperscope.report.compare`.
 
 Each model runs at the size it was trained at (or ``--image-size``); metrics are the exact protocol metrics of
-``tamperscope evaluate`` (SEED-SPECS §8.1), computed at full ground-truth resolution."""
+``tamperscope evaluate`` (:mod:`tamperscope.metrics`), computed at full ground-truth resolution."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
-from ._common import add_inference_arguments
+from ._common import add_inference_arguments, add_model_arguments, input_paths, model_specs, refuse_outputs
 
 NAME = "compare"
 HELP = "one table (Markdown/HTML/JSON) of several models on several datasets, with qualitative examples"
 
 
 def add_arguments(p):
-    p.add_argument("runs", nargs="+", metavar="RUN",
-                   help="run folders, .safetensors checkpoints, default (the bundled model) or a weight-free model name (ela)")
+    add_model_arguments(p)
     p.add_argument("--data", nargs="+", required=True, metavar="NAME=DATA",
                    help="datasets (JSON list or Tp/Gt(/Au) folder), optionally named: casia1=test.json")
     p.add_argument("--out", required=True, help="output folder")
@@ -82,9 +81,12 @@ def run(args) -> int:
     if unknown:
         raise UserError(f"--metrics: unknown metric '{unknown[0]}' (known: {', '.join(METRIC_KEYS)})")
     datasets = parse_named_data(args.data)
+    refuse_outputs(args.out, ("compare.md", "compare.html", "compare.json", "examples.png"),
+                   input_paths(list(datasets.values()), model_specs(args)))
     records = {name: load_evaluation_records(path) for name, path in datasets.items()}
     chosen = {name: pick_examples(recs, args.examples) for name, recs in records.items()}
-    labels = unique_labels(args.runs)
+    runs = model_specs(args)
+    labels = unique_labels(runs)
     _, _, device = init_distributed(args.device)
 
     results: dict[str, dict[str, dict]] = {}
@@ -92,7 +94,7 @@ def run(args) -> int:
     examples: dict[tuple[str, int], dict] = {}
     bar = tqdm(total=len(labels) * len(datasets), desc="compare", unit="eval", disable=args.no_progress,
                dynamic_ncols=True)
-    for spec, label in zip(args.runs, labels):
+    for spec, label in zip(runs, labels):
         model, size = load_benchmark_model(spec, device, args.set, args.image_size)
         models_info[label] = {"checkpoint": str(spec), "image_size": size}
         results[label] = {}
@@ -123,7 +125,7 @@ def run(args) -> int:
                  for label, info in models_info.items()]
     notes = ["Datasets: " + ", ".join(f"{n} = {p}" for n, p in datasets.items()) + ".",
              "Models: " + ", ".join(described) + ".",
-             f"Threshold {args.threshold:g}; per-image metrics averaged over tampered images (SEED-SPECS §8.1)."]
+             f"Threshold {args.threshold:g}; per-image metrics averaged over tampered images."]
     if command:
         notes.append(f"Command: {command}")
     md = to_markdown(results, metrics)

@@ -36,11 +36,13 @@ REPORT_METRICS = ("n_images", "n_tampered", "n_authentic", "pixel_f1", "pixel_io
 def add_arguments(p):
     p.add_argument("--out", metavar="DIR", default="demo-output", help="output folder (default: ./demo-output)")
     p.add_argument("--n", type=int, default=8, help="number of forgeries to build (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the forgeries (default 0)")
     p.add_argument("--max-side", type=int, default=512, help="photos are downscaled to this longer side first")
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="probability above which a pixel counts as tampered (default 0.5)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", dest="no_progress", help="deprecated name of --no-progress")
     p.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)  # tests and model developers
 
 
@@ -100,8 +102,8 @@ def run(args) -> int:
     from ..errors import UserError
     from ..io import atomic_write_text, read_image, read_mask
     from ..metrics import MetricAccumulator
-    from ..report.html import HtmlReport
-    from ..report.visualize import mask_image
+    from ..report.html import METRIC_MEANINGS, HtmlReport
+    from ..report.visualize import COLORMAP, OVERLAY_COLOR, mask_image
 
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
@@ -114,13 +116,13 @@ def run(args) -> int:
           f"in {out / 'photos'}")
     # every built-in kind: inpainting, splicing and copy-move (the generator's default is inpainting only)
     summary = generate(GenerateOptions(photos=out / "photos", out=out / "forgeries", n=args.n, seed=args.seed,
-                                       max_side=args.max_side, methods=BUILTIN_METHODS, progress=not args.quiet))
+                                       max_side=args.max_side, methods=BUILTIN_METHODS, progress=not args.no_progress))
     print(f"[2/4] {summary['produced']} forgeries built with the BR-Gen pipeline in {out / 'forgeries'}")
 
     records = load_records(out / "forgeries")
     acc = MetricAccumulator(args.threshold)
     shown = []
-    for index, rec in enumerate(tqdm(records, desc="predict", unit="img", disable=args.quiet, leave=False)):
+    for index, rec in enumerate(tqdm(records, desc="predict", unit="img", disable=args.no_progress, leave=False)):
         image = read_image(rec.image)
         gt = read_mask(rec.mask, expected_size=image.shape[:2]) if rec.mask else np.zeros(image.shape[:2], bool)
         pred = predictor.predict_array(image, threshold=args.threshold, path=str(rec.image))
@@ -138,11 +140,25 @@ def run(args) -> int:
                                f"BR-Gen pipeline from {n_photos} scikit-image sample photos saved as JPEG "
                                f"(quality {CAMERA_JPEG_QUALITY}), forgeries written losslessly (seed {args.seed}); "
                                f"threshold {args.threshold:g}. {summary.get('note', '')}"))
-    report.section("Metrics", "Pixel metrics are means over the forged images; image metrics use every image.") \
-        .metrics(metrics, keys=REPORT_METRICS)
-    forged = report.section("Forgeries", "Forged image, ground-truth mask, predicted tampering probability (heat "
-                                         "map) and the regions drawn for the verdict.")
-    authentic = report.section("Authentic photos", "A good model leaves these empty.")
+    report.section("Metrics", "Pixel metrics are means over the forged images; image metrics use every image. "
+                              "Higher is better, except for the equal error rate.") \
+        .metrics(metrics, keys=REPORT_METRICS, meanings=METRIC_MEANINGS)
+    score_note = ("Each caption gives the verdict and its score: the model's probability, from 0 to 1, that the "
+                  "photo was manipulated (calibrated on validation photos when the model has been calibrated); "
+                  f"above {args.threshold:g} with flagged pixels the verdict is tampered. ")
+    forged = report.section("Forgeries", "Forged image, ground-truth mask (white = manipulated), predicted "
+                                         "tampering probability (heat map) and the regions drawn for the verdict. "
+                            + score_note)
+    forged.legend(COLORMAP, "0: authentic", "1: tampered", OVERLAY_COLOR, "overlay: flagged region")
+    if _always_marks(predictor):
+        authentic_note = (f"Photos with no manipulation. {predictor.name} is error-level analysis: its heat map "
+                          "shows how each pixel recompresses, so it is never empty, on authentic photos too; judge "
+                          "these by the verdict, and a drawn region is a false alarm.")
+    else:
+        authentic_note = ("Photos with no manipulation. Ideally the heat map stays dark and no region is drawn; a "
+                          "bright heat map or a drawn region here is a false alarm.")
+    authentic = report.section("Authentic photos", authentic_note)
+    authentic.legend(COLORMAP, "0: authentic", "1: tampered", OVERLAY_COLOR, "overlay: flagged region")
     for index, (rec, image, gt, pred) in enumerate(shown):
         stats = per_image[index]
         if rec.mask:
@@ -160,6 +176,11 @@ def run(args) -> int:
           f"image AUC {_fmt(metrics.get('image_auc'))}")
     print(f"report: {path.resolve()}")
     return 0
+
+
+def _always_marks(predictor) -> bool:
+    """Whether the model is the ELA baseline, whose map marks every photo (recompression differences)."""
+    return getattr(predictor.model, "model_name", None) == "ela" or predictor.name == "ela"
 
 
 def _fmt(value) -> str:

@@ -40,8 +40,8 @@ def add_arguments(p):
                    help="the model selected on val during training (default) or the run's last saved state")
     p.add_argument("--on-mismatch", choices=("error", "skip", "resize"), default="skip",
                    help="masks whose size differs from their image in the calibration data (default skip)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def last_state_weights(run: Path) -> Path:
@@ -76,7 +76,8 @@ def run(args) -> int:
     if not src.is_dir():
         raise UserError(f"{src}: not a run folder")
     if out.suffix != ".safetensors":
-        raise UserError(f"{out}: the output must end in .safetensors")
+        raise UserError(f"{out}: the output must end in .safetensors" +
+                        (" (for ONNX: tamperscope export-onnx CHECKPOINT FILE.onnx)" if out.suffix == ".onnx" else ""))
     if out.resolve() == (src / "model.safetensors").resolve():
         raise UserError(f"{out}: would overwrite the run's own weights; choose another path")
     inside_run = src.resolve() in out.resolve().parents

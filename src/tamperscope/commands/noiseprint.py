@@ -1,4 +1,4 @@
-"""`tamperscope noiseprint`: the Noiseprint++ map of one image (TruFor, CVPR 2023; SEED-SPECS §1.8).
+"""`tamperscope noiseprint`: the Noiseprint++ map of one image (TruFor, CVPR 2023, §3.1; grip-unina/TruFor).
 
 The image is read as RGB uint8 and scaled by 1/256 as TruFor's loaders do, then fed to the DnCNN; the
 raw (unnormalised) ``H×W`` float32 map is saved as ``.npy``. ``--png`` also writes a viewable grey image:
@@ -63,9 +63,10 @@ def run(args) -> int:
     noise_map = compute_noiseprint(rgb, args.weights, args.device)
     buf = _io.BytesIO()
     np.save(buf, noise_map.astype(np.float32))
-    atomic_write_bytes(args.out, buf.getvalue(), protect=[args.image])
+    inputs = [args.image] + ([args.weights] if args.weights else [])
+    atomic_write_bytes(args.out, buf.getvalue(), protect=inputs)
     if args.png is not None:
-        write_png(args.png, stretch_to_uint8(noise_map), protect=[args.image])
+        write_png(args.png, stretch_to_uint8(noise_map), protect=inputs)
     print(f"{args.out}: {noise_map.shape[0]}×{noise_map.shape[1]} map, mean {noise_map.mean():.5f}, "
           f"std {noise_map.std():.5f}")
     return 0

@@ -10,15 +10,16 @@ HELP = "measure params, GMACs, latency, throughput and peak memory of a model (o
 def add_arguments(p):
     p.add_argument("model", nargs="?", help="registered model name (see `tamperscope models`)")
     p.add_argument("--all", action="store_true", help="profile every registered model (complexity table)")
-    p.add_argument("--image-size", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--image-size", type=int, default=512, help="square input size in pixels (default 512)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size of the throughput measurement (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--iters", type=int, default=3, help="timed iterations (median reported)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set ensemble_size=1 (JSON values)")
     p.add_argument("--json", action="store_true", help="print one flat JSON object (per model)")
     p.add_argument("--markdown", metavar="FILE",
                    help="also write a Markdown table: measured values beside the papers' reported numbers")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -96,12 +97,21 @@ def run(args) -> int:
     overrides = parse_overrides(args.set)
     if not args.json:
         print(f"{'model':<18} {'params':>11} {'trainable':>11} {'GMACs':>10} {'latency':>12} {'throughput':>14} {'peak mem':>11}")
+    from tqdm import tqdm
+
     rows = []
+    bar = tqdm(total=len(names), desc="profile", unit="model", disable=args.no_progress, leave=False,
+               dynamic_ncols=True, bar_format="{desc}: {n}/{total} models{postfix}")
     for name in names:
+        def on_stage(text, done, total, name=name):
+            bar.set_postfix_str(f"{name}: {text} ({done + 1}/{total})")
+
         r = profile_model(name, image_size=args.image_size, batch_size=args.batch_size, device=args.device,
-                          iters=args.iters, best_batch=args.all, **overrides)
+                          iters=args.iters, best_batch=args.all, on_stage=on_stage, **overrides)
+        bar.update(1)
         rows.append(r)
-        print(json.dumps(r) if args.json else _row(r), flush=True)
+        tqdm.write(json.dumps(r) if args.json else _row(r))
+    bar.close()
     if args.markdown:
         from pathlib import Path
 

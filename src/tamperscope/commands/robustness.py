@@ -1,17 +1,15 @@
-"""`tamperscope robustness --checkpoint RUN [RUN ...] --data DATA --out DIR`: protocol metrics under JPEG, blur,
-noise, gamma and resize perturbations (see :mod:`tamperscope.engine.robustness`)."""
+"""`tamperscope robustness MODEL... --data DATA --out DIR` (or ``--checkpoint MODEL...``, as in ``compare``): protocol
+metrics under JPEG, blur, noise, gamma and resize perturbations (see :mod:`tamperscope.engine.robustness`)."""
 from __future__ import annotations
 
-from ._common import add_inference_arguments
+from ._common import add_inference_arguments, add_model_arguments, input_paths, model_specs, refuse_outputs
 
 NAME = "robustness"
 HELP = "metrics of one or more models under graded JPEG / blur / noise / gamma / resize perturbations"
 
 
 def add_arguments(p):
-    p.add_argument("--checkpoint", nargs="+", required=True, metavar="RUN",
-                   help="run folders, .safetensors checkpoints, default (the bundled model) or a weight-free model name (ela); several models "
-                        "share one plot per perturbation")
+    add_model_arguments(p)  # several models share one plot per perturbation
     p.add_argument("--data", required=True, help="JSON list, Tp/Gt(/Au) folder")
     p.add_argument("--out", required=True, help="output folder: robustness.json + robustness_<kind>.png")
     p.add_argument("--kinds", help="comma-separated subset of jpeg,blur,noise,gamma,resize (default: all)")
@@ -31,7 +29,9 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     plan = sweep_plan(parse_kinds(args.kinds), parse_levels(args.levels))
-    result = run_robustness(args.checkpoint, args.data, plan, threshold=args.threshold, image_size=args.image_size,
+    refuse_outputs(args.out, ["robustness.json"] + [f"robustness_{k}.png" for k in dict.fromkeys(k for k, _ in plan)],
+                   input_paths([args.data], model_specs(args)))
+    result = run_robustness(model_specs(args), args.data, plan, threshold=args.threshold, image_size=args.image_size,
                             batch_size=args.batch_size, device=args.device, workers=args.workers,
                             on_mismatch=args.on_mismatch, set_items=args.set, progress=not args.no_progress)
     if is_main():

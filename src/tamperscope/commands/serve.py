@@ -11,7 +11,8 @@ HELP = "local web page: drop an image, see heat map, overlay and score, switch m
 
 
 def add_arguments(p):
-    from ..serve.server import DEFAULT_MAX_UPLOAD_MB
+    from ..serve.server import (DEFAULT_MAX_MEGAPIXELS, DEFAULT_MAX_SECONDS, DEFAULT_MAX_UPLOAD_MB, DEFAULT_QUEUE_SIZE,
+                                DEFAULT_QUEUE_TIMEOUT)
 
     p.add_argument("--checkpoint", metavar="RUN_OR_FILE", default=None,
                    help="model offered first: a run folder, .safetensors checkpoint, 'default' or 'ela' (default: the "
@@ -24,16 +25,32 @@ def add_arguments(p):
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="probability above which a pixel counts as tampered (default 0.5)")
-    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="upload size limit in MB")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                   help=f"upload size limit in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")
+    p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+                   help=f"largest photo accepted, in millions of pixels, checked before decoding "
+                        f"(default {DEFAULT_MAX_MEGAPIXELS:g})")
+    p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
+                   help=f"stop an analysis that runs longer than this (default {DEFAULT_MAX_SECONDS:g})")
+    p.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                   help=f"analyses that may wait while one runs; more are refused as busy (default "
+                        f"{DEFAULT_QUEUE_SIZE})")
+    p.add_argument("--queue-timeout", type=float, default=DEFAULT_QUEUE_TIMEOUT,
+                   help=f"seconds an analysis may wait for its turn before it is refused as busy (default "
+                        f"{DEFAULT_QUEUE_TIMEOUT:g})")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--quiet", action="store_true", help="do not log requests")
+    p.add_argument("--no-request-log", action="store_true", help="do not log each request on stderr")
+    p.add_argument("--quiet", action="store_true", dest="no_request_log",
+                   help="deprecated name of --no-request-log")
 
 
 def run(args) -> int:
     from ..serve.server import build_app, make_server
 
     app = build_app(checkpoint=args.checkpoint, models_dir=args.models, noiseprint_weights=args.noiseprint_weights,
-                    device=args.device, threshold=args.threshold, max_upload_mb=args.max_upload_mb, quiet=args.quiet)
+                    device=args.device, threshold=args.threshold, max_upload_mb=args.max_upload_mb,
+                    quiet=args.no_request_log, max_megapixels=args.max_megapixels, max_seconds=args.max_seconds,
+                    queue_size=args.queue_size, queue_timeout=args.queue_timeout)
     server = make_server(app, args.host, args.port)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"tamperscope serve: warning: listening on {args.host}, reachable from other machines; the page has "

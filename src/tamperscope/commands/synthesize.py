@@ -17,7 +17,7 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default 0)")
     p.add_argument("--max-side", type=int, default=640, help="longest side of a sample window (default 640)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:

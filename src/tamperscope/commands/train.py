@@ -15,26 +15,29 @@ def add_arguments(p):
     p.add_argument("--preset", help="training recipe preset of the model (e.g. official, paper)")
     p.add_argument("--config", help="YAML with model: and train: sections")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--image-size", type=int, default=512)
+    p.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=int, help="images per batch and process (default: the preset's)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    p.add_argument("--image-size", type=int, default=512, help="training input size in pixels (default 512)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--workers", type=int, default=2, help="data-loader processes")
     p.add_argument("--accum", type=int, default=None,
                    help="gradient accumulation steps (default: what the preset's global batch needs, else 1)")
     p.add_argument("--clip-grad", type=float, help="clip the gradient norm to this value")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="random seed of weights, data order and augmentation "
+                                                        "(default 42)")
     p.add_argument("--max-steps", type=int,
                    help="train this many optimisation steps; when fewer than the epochs' steps, the warm-up (its "
                         "share of the run) and the LR decay are laid over them")
     p.add_argument("--save-every", type=int, default=0, help="also save a resumable state every N steps")
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--log-every", type=int, default=10,
+                   help="write a training line to metrics.jsonl every N steps (default 10)")
     p.add_argument("--no-augment", action="store_true", help="disable the training augmentation")
     p.add_argument("--on-mismatch", choices=["skip", "resize", "error"], default="skip",
                    help="image/mask size mismatch handling (default for training: skip with a warning)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (compiles on the first steps)")
 
 
 def run(args) -> int:
@@ -49,7 +52,8 @@ def run(args) -> int:
                         device=args.device, workers=args.workers, accum=args.accum, clip_grad=args.clip_grad,
                         seed=args.seed, max_steps=args.max_steps, save_every=args.save_every,
                         log_every=args.log_every, augment=not args.no_augment, on_mismatch=args.on_mismatch,
-                        model_overrides=parse_overrides(args.set), progress=not args.no_progress)
+                        model_overrides=parse_overrides(args.set), progress=not args.no_progress,
+                        compile=args.compile)
     try:
         state = train(opts)
     except KeyboardInterrupt as exc:

@@ -1,4 +1,4 @@
-"""Evaluation with the exact protocol metrics (SEED-SPECS §8): a model on a dataset, or any method's saved
+"""Evaluation with the exact protocol metrics (:mod:`tamperscope.metrics`): a model on a dataset, or any method's saved
 probability maps (``--predictions DIR``), scored at full resolution (the prediction is upsampled to the
 ground truth; the ground truth is never downsampled). Nothing is dropped: every image is scored once,
 whatever the batch size or number of processes."""
@@ -125,6 +125,9 @@ def iterate_maps(model, dataset, *, batch_size: int = 8, device: torch.device | 
                         drop_last=False, generator=torch.Generator().manual_seed(0))
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not (progress and is_main()), leave=False):
         probs, scores = model_probabilities(model, batch["image"].to(device, non_blocking=True))
+        if not (bool(torch.isfinite(probs).all()) and bool(torch.isfinite(scores).all())):
+            raise UserError(f"{batch['path'][0]}: the model gave non-finite outputs (NaN or infinity); its weights "
+                            "are probably damaged")
         for i in range(probs.shape[0]):
             gt = batch["mask_full"][i].numpy().astype(bool)
             if native:
@@ -208,7 +211,9 @@ def scoring_mask(rec, on_mismatch: str = "error") -> np.ndarray | None:
 def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5, progress: bool = True,
                          on_mismatch: str = "error") -> MetricAccumulator:
     """Score saved maps ``<image stem>.png`` (+ optional ``scores.json`` ``{stem: probability}``) against the
-    ground truth of ``records`` (:func:`scoring_mask`); a missing map is an error naming it."""
+    ground truth of ``records`` (:func:`scoring_mask`); a missing map is an error naming it. ``predict``'s own
+    16-bit maps, ``<image stem>.probability.png``, are taken where no ``<image stem>.png`` exists, so its output
+    folder (with its ``scores.json``) is scored as it is."""
     import warnings
 
     pred_dir = Path(pred_dir)
@@ -233,7 +238,12 @@ def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5, 
         stem, paths = next(iter(shared.items()))
         raise UserError(f"{len(shared)} stem(s) name more than one image, e.g. '{stem}': {', '.join(paths[:3])}; "
                         f"saved maps are found by stem, so these images cannot be told apart")
-    missing = [r.image for r in records if not (pred_dir / f"{Path(r.image).stem}.png").is_file()]
+    def map_path(stem: str) -> Path:
+        plain = pred_dir / f"{stem}.png"
+        own = pred_dir / f"{stem}.probability.png"
+        return own if own.is_file() and not plain.is_file() else plain
+
+    missing = [r.image for r in records if not map_path(Path(r.image).stem).is_file()]
     if missing:
         raise UserError(f"{pred_dir}: {len(missing)} prediction map(s) missing, e.g. {Path(missing[0]).stem}.png")
     acc = MetricAccumulator(threshold)
@@ -244,7 +254,7 @@ def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5, 
             skipped.append(str(rec.mask))
             continue
         stem = Path(rec.image).stem
-        prob = load_prediction_map(pred_dir / f"{stem}.png", gt.shape)
+        prob = load_prediction_map(map_path(stem), gt.shape)
         acc.add(index, prob, gt, score=scores.get(stem), label=int(gt.any()), groups=_groups(rec.meta, int(gt.any())))
     if skipped:
         warnings.warn(f"skipped {len(skipped)} image(s) whose mask size differs from the image, e.g. {skipped[0]}",

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..registry import create_model, get_entry
 
-#: numbers the papers report, shown beside our measurements (SEED-SPECS §9, FRD-Net Table 2)
+#: numbers the papers report, shown beside our measurements (FRD-Net Table 2, DiffIML Table 4)
 PAPER_COMPLEXITY = {
     "frdnet": {"params_m": 39.0, "gmacs": 25.6, "source": "FRD-Net Table 2"},
     "diffiml": {"params_m": 48.51, "gmacs": 53.01, "fps": 69.48, "source": "DiffIML Table 4 (RTX 3090, N=1)"},
@@ -114,15 +114,28 @@ def time_forward(model, batch_size: int, image_size: int, device: torch.device, 
 
 
 def profile_model(name: str, image_size: int = 512, batch_size: int = 1, device: str = "cpu", warmup: int = 1,
-                  iters: int = 3, best_batch: bool = False, autocast: bool = True, model=None, **overrides) -> dict:
+                  iters: int = 3, best_batch: bool = False, autocast: bool = True, model=None, on_stage=None,
+                  **overrides) -> dict:
     """Profile a registered model (or a given instance). Returns flat keys: ``params_m``,
     ``trainable_params_m``, ``gmacs``, ``latency_ms`` (batch 1), ``images_per_s`` (at ``batch_size``, or the
-    best of 1, 2, 4, … when ``best_batch``), ``best_batch_size``, ``peak_mem_mb``, plus model extras."""
+    best of 1, 2, 4, … when ``best_batch``), ``best_batch_size``, ``peak_mem_mb``, plus model extras.
+    ``on_stage(text, done, total)``, when given, is called before each stage (progress for the command)."""
     if image_size % 32:
         raise ValueError(f"--image-size must be a multiple of 32, got {image_size}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available")
+    sizes = [batch_size]
+    if best_batch:
+        sizes = [1, 2, 4, 8, 16, 32] if dev.type == "cuda" else [1, 2, 4]
+    total_stages = 4 + len(sizes)
+    stage = iter(range(total_stages))
+
+    def report(text: str) -> None:
+        if on_stage is not None:
+            on_stage(text, next(stage), total_stages)
+
+    report("building the model")
     entry = get_entry(name) if model is None else None
     if model is None:
         model = create_model(name, **overrides)
@@ -131,16 +144,16 @@ def profile_model(name: str, image_size: int = 512, batch_size: int = 1, device:
         model = model.to(memory_format=torch.channels_last)
         torch.cuda.reset_peak_memory_stats(dev)
     total, trainable = count_parameters(model)
+    report("counting GMACs")
     gmacs, attention_gmacs = count_gmacs_split(model, image_size, dev)
+    report("timing batch 1")
     latency = time_forward(model, 1, image_size, dev, warmup, iters, autocast)
     result = {"model": name, "device": str(dev), "image_size": image_size, "params_m": total / 1e6,
               "trainable_params_m": trainable / 1e6, "gmacs": gmacs,
               "gmacs_excl_attention": gmacs - attention_gmacs, "latency_ms": latency * 1e3}
-    sizes = [batch_size]
-    if best_batch:
-        sizes = [1, 2, 4, 8, 16, 32] if dev.type == "cuda" else [1, 2, 4]
     best = (1 / latency, 1)
     for bs in sizes:
+        report(f"throughput at batch {bs}")
         try:
             t = time_forward(model, bs, image_size, dev, warmup, iters, autocast)
         except torch.OutOfMemoryError:
@@ -151,6 +164,7 @@ def profile_model(name: str, image_size: int = 512, batch_size: int = 1, device:
         result["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     else:  # process-wide peak resident set size (Linux reports KiB)
         result["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report("model extras")
     if hasattr(model, "profile_extras"):
         result.update(model.profile_extras(image_size=image_size, device=dev))
     if entry is not None and name in PAPER_COMPLEXITY:

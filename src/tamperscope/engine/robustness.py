@@ -1,6 +1,6 @@
 """Robustness sweeps: the protocol metrics of one or more models on a dataset under graded perturbations, as in the
 papers' robustness figures (IFA-Net §4 JPEG/blur, DiffIML §4.4 JPEG/blur/noise, DiffForensics §4.5 JPEG/noise,
-FRD-Net §4.4 noise/blur/JPEG/gamma; SEED-SPECS §8.2).
+FRD-Net §4.4 noise/blur/JPEG/gamma).
 
 Levels (:data:`DEFAULT_LEVELS`, the union of the papers' grids): JPEG quality 100…50, Gaussian blur kernel 0…19,
 Gaussian noise σ 0…23 (0–255 units), gamma 0.7…1.3 and resize factor 0.5…1. The perturbation is applied to the

@@ -76,6 +76,7 @@ class TrainOptions:
     model_overrides: dict = field(default_factory=dict)
     train_overrides: dict = field(default_factory=dict)
     progress: bool = True
+    compile: bool = False  # torch.compile the model (tamperscope.engine.compile)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -465,7 +466,9 @@ class Trainer:
             sums: dict[str, float] = {}
             counts: dict[str, int] = {}
             has_custom = False
-            for batch in loader:
+            show = self.opts.progress and is_main()
+            for batch in tqdm(loader, desc="validate", unit="batch", disable=not show, leave=False,
+                              dynamic_ncols=True):
                 batch = _to_device(batch, self.device)
                 b = batch["image"].shape[0]
                 with autocast_for(self.device):
@@ -483,7 +486,7 @@ class Trainer:
             if not has_custom:  # a mask predictor: score it with the protocol metrics
                 acc, _ = evaluate_model(model, val_ds, batch_size=bs, device=self.device,
                                         threshold=self.opts.threshold, workers=self.opts.workers, rank=self.rank,
-                                        world_size=self.world, progress=False)
+                                        world_size=self.world, progress=show)
                 metrics.update(acc.compute())
         model.train()
         return metrics
@@ -531,12 +534,22 @@ class Trainer:
         if self.world > 1 and self.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # as the official IMDL recipes
             self.model = model
+        if self.opts.compile:
+            from .compile import compile_model
+
+            compile_model(model)
         step_module = _TrainStep(model)
         if self.world > 1:
             step_module = DistributedDataParallel(step_module, find_unused_parameters=True,
                                                   device_ids=[self.device.index] if self.device.type == "cuda" else None)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        log = open(self.run.path / "metrics.jsonl", "a", buffering=1) if is_main() else None
+        log_path = self.run.path / "metrics.jsonl"
+        if is_main() and not resume_state and log_path.is_file() and log_path.stat().st_size:
+            # left by a run that failed before it saved any state: not this run's history
+            print(f"tamperscope train: {log_path} is the log of an earlier run that saved no state; starting a "
+                  "new log", file=sys.stderr)
+        # a new run starts its own log; a resumed one continues the log truncated to its state (_truncate_log)
+        log = open(log_path, "a" if resume_state else "w", buffering=1) if is_main() else None
         if is_main():
             print(f"training {self.opts.model}{' stage ' + model.stage if getattr(model, 'stage', None) else ''}: "
                   f"{len(train_ds)} train images, {len(val_ds) if val_ds else 0} val, {total_steps} steps "
@@ -652,7 +665,7 @@ class Trainer:
         if patience and state["epochs_since_best"] >= patience:  # early stopping on val (IFA-Net: IoU, 10)
             state["finished"] = True
             if is_main():
-                print(f"early stop: no {sel_key} improvement on val for {patience} epochs")
+                tqdm.write(f"early stop: no {sel_key} improvement on val for {patience} epochs")
         if log:
             log.write(json.dumps({"type": "val", "epoch": epoch, "step": state["global_step"],
                                   **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}})
@@ -666,7 +679,7 @@ class Trainer:
             if metrics:
                 keys = dict.fromkeys(("val_loss", sel_key, "pixel_f1", "image_auc"))  # ordered, no repeats
                 shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float))
-                print(f"epoch {epoch}: {shown}{' (best)' if improved else ''}", flush=True)
+                tqdm.write(f"epoch {epoch}: {shown}{' (best)' if improved else ''}")  # above the bar, not on it
         self._save(model, opt, state, config)
         if is_main():
             from ..report.plots import plot_training_curves

@@ -5,7 +5,7 @@ Table layout: one block of rows per dataset (one row per model) and a final ``me
 the datasets where the metric is defined, e.g. image AUC needs both classes). Within a block the best value of
 each column is bold (ties all bold, nothing when all are equal; lower is better for ``image_eer``, higher for
 everything else).
-``pixel_f1_best`` is the per-image oracle threshold F1 (SEED-SPECS §8.1) and is labelled as such.
+``pixel_f1_best`` is the per-image oracle threshold F1 (TruFor's "optimal" F1) and is labelled as such.
 """
 from __future__ import annotations
 

@@ -40,13 +40,42 @@ p.note{color:#555;max-width:60rem}
 .row{display:flex;flex-wrap:wrap;gap:.8rem;align-items:flex-start;margin:1rem 0}
 .row h3{width:100%;margin:.2rem 0;font-size:1rem;font-weight:600}
 figure{margin:0;background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:.4rem}
-figure img{display:block;max-width:220px;max-height:220px}
+figure img{display:block;max-width:220px;max-height:220px;border:1px solid #8a8a8a}
 figcaption{font-size:.8rem;color:#444;margin-top:.3rem;text-align:center}
 .caption{width:100%;font-size:.85rem;color:#333}
 table{border-collapse:collapse;margin:1rem 0;background:#fff;font-size:.9rem}
 th,td{border:1px solid #ddd;padding:.3rem .6rem;text-align:left}th{background:#f0f0f0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+.legend{display:flex;align-items:center;gap:.5rem;font-size:.85rem;color:#333;margin:.6rem 0}
+.legend .ramp{display:inline-block;width:16rem;height:.9rem;border:1px solid #8a8a8a}
+.legend .swatch{display:inline-block;width:.9rem;height:.9rem;border:1px solid #8a8a8a}
 """
+
+#: what each flat metric key means, for tables read by people (``Section.metrics(..., meanings=METRIC_MEANINGS)``)
+METRIC_MEANINGS = {
+    "n_images": "images scored",
+    "n_tampered": "images with a manipulated region (a non-empty ground-truth mask)",
+    "n_authentic": "images without one",
+    "pixel_f1": "per-image F1 of the pixels above the threshold against the ground truth, averaged over the "
+                "tampered images (1 = the exact region, 0 = none of it)",
+    "pixel_iou": "per-image intersection over union of the flagged and the true region, averaged over the tampered "
+                 "images",
+    "pixel_auc": "per-image area under the ROC curve of the pixel probabilities (threshold-free; 0.5 = chance), "
+                 "averaged over the tampered images",
+    "pixel_f1_permuted": "pixel F1 that also accepts the inverted mask (the better of the two), as in TruFor "
+                         "(Guillaro et al., CVPR 2023)",
+    "pixel_f1_permuted_band": "permuted pixel F1 ignoring a thin band around the true region's border (TruFor)",
+    "pixel_f1_best": "pixel F1 at the best threshold for each image: an upper bound that needs the answer, not a "
+                     "score to report as the model's",
+    "pixel_f1_pooled": "pixel F1 over all tampered images' pixels pooled together",
+    "image_auc": "area under the ROC curve of the image scores, tampered against authentic (0.5 = chance)",
+    "image_acc": "share of images whose verdict at score 0.5 is right",
+    "image_balanced_acc": "mean of the tampered and the authentic images' accuracy",
+    "image_eer": "equal error rate: where the false-alarm rate equals the miss rate (lower is better)",
+    "image_f1": "F1 of the image verdicts at score 0.5, tampered being the positive class",
+    "fake_recall": "share of tampered images scored above 0.5",
+    "real_recall": "share of authentic images scored at or below 0.5",
+}
 
 
 def format_value(value: Any) -> str:
@@ -77,6 +106,15 @@ class _ImageRow:
 
 
 @dataclass
+class _Legend:
+    colormap: str
+    low: str
+    high: str
+    swatch: tuple[int, int, int] | None
+    swatch_label: str
+
+
+@dataclass
 class _Table:
     title: str
     columns: list[str]
@@ -104,11 +142,21 @@ class Section:
         self.items.append(_Table(title, list(columns), rows))
         return self
 
-    def metrics(self, metrics: dict, title: str = "", keys: Sequence[str] | None = None) -> "Section":
-        """A two-column metric/value table of flat metric keys (all keys, or ``keys`` in that order)."""
+    def metrics(self, metrics: dict, title: str = "", keys: Sequence[str] | None = None,
+                meanings: dict | None = None) -> "Section":
+        """A metric/value table of flat metric keys (all keys, or ``keys`` in that order), with a third column
+        saying what each means when ``meanings`` (e.g. :data:`METRIC_MEANINGS`) is given."""
         keys = list(keys) if keys is not None else list(metrics)
-        return self.table([{"metric": k, "value": metrics.get(k)} for k in keys if k in metrics],
-                          ["metric", "value"], title)
+        rows = [{"metric": k, "value": metrics.get(k), "meaning": (meanings or {}).get(k, "")}
+                for k in keys if k in metrics]
+        return self.table(rows, ["metric", "value", "meaning"] if meanings else ["metric", "value"], title)
+
+    def legend(self, colormap: str = "inferno", low: str = "0", high: str = "1",
+               swatch: tuple[int, int, int] | None = None, swatch_label: str = "") -> "Section":
+        """A colour bar of ``colormap`` from ``low`` to ``high`` (the heat maps' scale), and optionally a colour
+        ``swatch`` with its label (the overlay's colour)."""
+        self.items.append(_Legend(colormap, low, high, swatch, swatch_label))
+        return self
 
 
 class HtmlReport:
@@ -165,12 +213,31 @@ class HtmlReport:
                     if item.caption:
                         parts.append(f'<div class="caption">{esc(item.caption)}</div>')
                     parts.append("</div>")
+                elif isinstance(item, _Legend):
+                    parts.append(_legend_html(item))
                 else:
                     parts.append(_table_html(item))
             parts.append("</section>")
         parts.append("</body></html>")
         atomic_write_text(path, "\n".join(parts) + "\n", protect=protect)
         return path
+
+
+def _legend_html(legend: _Legend) -> str:
+    from .visualize import _colormap_lut
+
+    lut = _colormap_lut(legend.colormap)
+    stops = ", ".join("#%02x%02x%02x" % tuple(int(v) for v in lut[i]) for i in range(0, 256, 28)) + \
+        ", #%02x%02x%02x" % tuple(int(v) for v in lut[255])
+    esc = html.escape
+    out = [f'<div class="legend"><span>{esc(legend.low)}</span>'
+           f'<span class="ramp" style="background:linear-gradient(to right, {stops})"></span>'
+           f"<span>{esc(legend.high)}</span>"]
+    if legend.swatch is not None:
+        out.append(f'<span class="swatch" style="background:rgb{tuple(int(c) for c in legend.swatch)}"></span>'
+                   f"<span>{esc(legend.swatch_label)}</span>")
+    out.append("</div>")
+    return "".join(out)
 
 
 def _table_html(table: _Table) -> str:

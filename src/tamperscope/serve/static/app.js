@@ -4,6 +4,38 @@
   const $ = (id) => document.getElementById(id);
   const MB = 1024 * 1024;
   let maxUpload = 0;
+  // the session token the server wrote into this page; every POST carries it (cross-site pages cannot read it)
+  const token = (document.querySelector('meta[name="tamperscope-token"]') || {}).content || "";
+
+  function newJobId() {
+    const bytes = new Uint8Array(12);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // Poll /api/progress while an analysis runs: queue position, then windows done of total.
+  function watchProgress(job, name) {
+    const bar = $("progress");
+    let stopped = false;
+    async function poll() {
+      if (stopped) { return; }
+      try {
+        const state = await (await fetch("/api/progress?job=" + job)).json();
+        if (stopped) { return; }
+        if (state.state === "queued" && state.position) {
+          setStatus("busy", `Analysing ${name}: waiting for ${state.position} analysis(es) before it…`);
+        } else if (state.state === "running" && state.total > 1) {
+          bar.hidden = false;
+          bar.max = state.total;
+          bar.value = state.done;
+          setStatus("busy", `Analysing ${name}: ${state.done} of ${state.total} windows…`);
+        }
+      } catch (err) { /* the answer itself reports errors */ }
+      setTimeout(poll, 700);
+    }
+    setTimeout(poll, 400);
+    return () => { stopped = true; bar.hidden = true; };
+  }
 
   function setStatus(state, text) {
     const el = $("status");
@@ -61,17 +93,22 @@
       return;
     }
     setStatus("busy", `Analysing ${name}…`);
+    const job = newJobId();
     const params = new URLSearchParams({
+      job: job,
       model: $("model").value,
       tiles: $("tiles").checked ? "1" : "0",
       noiseprint: $("noiseprint").checked ? "1" : "0",
       raw_map: $("raw-map").checked ? "1" : "0",
     });
+    const stopWatching = watchProgress(job, name);
     try {
       const response = await fetch("/api/predict?" + params.toString(), {
-        method: "POST", body: blob, headers: { "Content-Type": "application/octet-stream" },
+        method: "POST", body: blob,
+        headers: { "Content-Type": "application/octet-stream", "X-Tamperscope-Token": token },
       });
       const result = await response.json();
+      stopWatching();
       if (!response.ok) {
         setStatus("error", result.error || `server error ${response.status}`);
         return;
@@ -79,6 +116,7 @@
       render(result, name);
       setStatus("done", `Done: ${name}`);
     } catch (err) {
+      stopWatching();
       setStatus("error", `request failed: ${err}`);
     }
   }
@@ -95,7 +133,8 @@
       select.appendChild(option);
     }
     maxUpload = info.max_upload_bytes;
-    $("limit").textContent = `Up to ${(maxUpload / MB).toFixed(0)} MB; JPEG, PNG, TIFF, WebP, BMP and more.`;
+    $("limit").textContent = `Up to ${(maxUpload / MB).toFixed(0)} MB and ${(info.max_pixels / 1e6).toFixed(0)} ` +
+      "megapixels; JPEG, PNG, TIFF, WebP, BMP and more.";
     $("noiseprint-option").hidden = !info.noiseprint;
   }
 
