@@ -19,6 +19,7 @@ _MODEL_MODULES = (
     "tamperscope.models.ifanet",
     "tamperscope.models.ela",
     "tamperscope.models.elaunet",
+    "tamperscope.models.copymove",
 )
 
 

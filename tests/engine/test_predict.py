@@ -367,8 +367,8 @@ def test_visualisations():
 
 
 def test_the_shipped_default_model(tmp_path):
-    """The bundled weights: ela-unet, under 25 MB, with its training size, recipe and validation calibration;
-    `predict` without --checkpoint uses it at the photo's own resolution."""
+    """The bundled weights: ela-unet fused with the copy-move expert, under 25 MB, with its training size, recipe
+    and validation calibration; `predict` without --checkpoint uses it at the photo's own resolution."""
     from tamperscope.checkpoint import read_checkpoint_config
 
     ref = predict_mod.default_weights_ref()
@@ -378,11 +378,16 @@ def test_the_shipped_default_model(tmp_path):
     assert "val" in cfg["calibration"]["data"] and "test" not in cfg["calibration"]["data"]  # chosen on val only
     assert cfg["config"]["global_context"] and cfg["config"]["detection_head"]
     assert cfg["calibration"]["mode"] == "absolute" and cfg["calibration"]["image"]["authentic_scores"]
+    expert = cfg["experts"]["copymove"]  # fused with the copy-move expert and its validation scores
+    assert expert["image"]["authentic_scores"] == sorted(expert["image"]["authentic_scores"])
+    assert expert["image"]["tampered_scores"]
     predictor = load_predictor(None)
-    assert predictor.name == "default (ela-unet)" and predictor.native_resolution
+    assert predictor.name == "default (ela-unet+copymove)" and predictor.native_resolution
+    assert list(predictor.experts) == ["copymove"] and load_predictor(None, experts=False).experts == {}
     _photo(tmp_path / "a.png", 70, 90)
     pred = tamperscope.predict(str(tmp_path / "a.png"))
     assert pred.probability.shape == (70, 90) and 0.0 <= pred.score <= 1.0
+    assert set(pred.experts) == {"ela-unet", "copymove"} and pred.score == max(pred.experts.values())
 
 
 def _map(hot: float, seed: int = 0) -> np.ndarray:
@@ -497,3 +502,88 @@ def test_the_rule_holds_on_real_photos(shared_data):
             assert_consistent(dataclasses.replace(pred, raw_map=True))
             seen.add(pred.verdict)
     assert seen == set(VERDICTS)
+
+
+# ------------------------------------------------------------------ issue 18: a manifest of what predict wrote
+
+
+def test_a_rerun_after_an_interrupted_run_replaces_exactly_its_own_outputs(tmp_path, run_dir, monkeypatch, capsys):
+    """A run killed after writing some outputs (before results.json) recorded them in predict-manifest.json, so
+    the next run replaces them; a recorded file the user changed since is kept."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        _photo(folder / f"p{i}.png", 40, 40, seed=i)
+    real = predict_mod.write_prediction_images
+    calls = []
+
+    def interrupted(pred, out_dir, stem, protect=(), manifest=None):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(stem)
+        return real(pred, out_dir, stem, protect, manifest)
+
+    monkeypatch.setattr(predict_mod, "write_prediction_images", interrupted)
+    args = ["predict", "--checkpoint", str(run_dir), str(folder), "--out", str(folder), "--no-progress"]
+    assert main(args) == 130
+    monkeypatch.undo()
+    assert (folder / "p0.heatmap.png").is_file() and not (folder / "results.json").exists()
+    manifest = json.loads((folder / "predict-manifest.json").read_text())
+    assert {"p0.heatmap.png", "p1.overlay.png", "p1.probability.png"} <= set(manifest["files"])
+    assert main(args) == 0  # its own earlier outputs are not "input files"
+    rows = list(csv.DictReader((folder / "results.csv").open()))
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    # the user edits one output: it is no longer ours, and is kept
+    _photo(folder / "p2.mask.png", 40, 40, seed=9)
+    edited = (folder / "p2.mask.png").read_bytes()
+    assert main(args) == 1
+    assert (folder / "p2.mask.png").read_bytes() == edited and "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_results_carry_each_inputs_sha256(tmp_path, run_dir):
+    import hashlib
+
+    _photo(tmp_path / "a.png", 40, 48)
+    assert main(["predict", "--checkpoint", str(run_dir), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 0
+    row = next(csv.DictReader((tmp_path / "o" / "results.csv").open()))
+    assert row["sha256"] == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    assert json.loads((tmp_path / "o" / "results.json").read_text())[0]["sha256"] == row["sha256"]
+    prob = np.asarray(Image.open(row["probability"]))
+    assert prob.dtype == np.uint16 and prob.shape == (40, 48)
+
+
+def test_unwritable_out_is_one_line(tmp_path, run_dir, monkeypatch, capsys):
+    import errno
+    import os
+    import tempfile
+
+    _photo(tmp_path / "a.png", 40, 40)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["predict", "--checkpoint", str(run_dir), str(tmp_path / "a.png"), "--out", str(blocker / "o"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(blocker / "o") in err and "Traceback" not in err
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)  # a full disk: not even a temp file
+    rc = main(["predict", "--checkpoint", str(run_dir), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
+               "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "No space left on device" in err and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("tamperscope predict: error: ") and str(tmp_path / "o") in err
+
+
+@pytest.mark.parametrize("config", ["[1, 2, 3]", '"just a string"', '{"format": "tamperscope-checkpoint"}'])
+def test_a_malformed_run_config_is_one_line(tmp_path, config, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(config)
+    _photo(tmp_path / "a.png", 40, 40)
+    assert main(["predict", "--checkpoint", str(run), str(tmp_path / "a.png"), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(run / "config.json") in err and "Traceback" not in err

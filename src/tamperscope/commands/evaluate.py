@@ -23,11 +23,16 @@ def add_arguments(p):
     p.add_argument("--group-by", choices=["region", "method", "area_bin", "area", "source", "generator_family"],
                    help="also report metrics per subgroup (needs metadata.jsonl beside the data)")
     p.add_argument("--out", help="write the metrics as flat JSON (atomically)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (compiles before it runs)")
+    p.add_argument("--no-experts", action="store_true",
+                   help="score a checkpoint's learned model without the experts it is fused with (the default "
+                        "model's copy-move expert); score an expert alone with --checkpoint copymove")
 
 
 def input_files(args) -> list[Path]:
-    """The files ``--out`` must never replace: the data list(s), the checkpoint's files, the saved maps."""
-    from ..data.datasets import parse_mix_spec
+    """The files ``--out`` must never replace: the data list(s) and every image, mask and ``metadata.jsonl`` they
+    name, the checkpoint's files, the saved maps."""
+    from ..data.datasets import load_evaluation_records, parse_mix_spec
 
     sources = [args.checkpoint, args.predictions]
     sources += [p for p, _ in parse_mix_spec(args.data[4:])] if args.data.startswith("mix:") else [args.data]
@@ -35,7 +40,27 @@ def input_files(args) -> list[Path]:
     for source in filter(None, sources):
         path = Path(source)
         files += [f for f in path.iterdir() if f.is_file()] if path.is_dir() else [path] if path.is_file() else []
+    for rec in load_evaluation_records(args.data):
+        files += [rec.image] + ([rec.mask] if rec.mask else [])
+        files.append(Path(rec.image).parent / "metadata.jsonl")
     return files
+
+
+def check_out(out: Path, inputs: list[Path]) -> None:
+    """Before any work: ``--out`` is no input, no folder, and its folder can be written."""
+    import os
+
+    from ..errors import UserError
+    from ..io import check_protected
+
+    check_protected(out, inputs)
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a file name such as {out / 'metrics.json'}")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write in {folder} (permission denied or read-only)")
 
 
 def run(args) -> int:
@@ -44,14 +69,15 @@ def run(args) -> int:
     from ..errors import UserError
 
     inputs = input_files(args) if args.out else []
-    if args.out and Path(args.out).resolve() in {f.resolve() for f in inputs}:  # checked before the work
-        raise UserError(f"--out {args.out}: refusing to overwrite an input file")
+    if args.out:  # checked before the work
+        check_out(Path(args.out), inputs)
     group_by = "area_bin" if args.group_by == "area" else args.group_by
     metrics, groups = evaluate_source(checkpoint=args.checkpoint, predictions=args.predictions, data=args.data,
                                       threshold=args.threshold, perturb=args.perturb, image_size=args.image_size,
                                       batch_size=args.batch_size, device=args.device, workers=args.workers,
                                       on_mismatch=args.on_mismatch, group_by=group_by, set_items=args.set,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress, compile=args.compile,
+                                      experts=not args.no_experts)
     print(format_table(metrics, f"{args.checkpoint or args.predictions} on {args.data}"
                                 + (f" ({args.perturb})" if args.perturb else "")))
     for value, m in (groups or {}).items():
@@ -62,6 +88,11 @@ def run(args) -> int:
         payload = dict(metrics)
         if groups:
             payload["groups"] = {str(k): v for k, v in groups.items()}
-        atomic_write_text(Path(args.out), json.dumps(payload, indent=2), protect=inputs)
+        text = json.dumps(payload, indent=2, allow_nan=False)
+        try:
+            atomic_write_text(Path(args.out), text, protect=inputs)
+        except UserError as exc:  # full disk, folder gone read-only: the computed metrics are not lost
+            print(text)
+            raise UserError(f"{exc}; the metrics are printed above as JSON") from None
         print(f"metrics written to {args.out}")
     return 0

@@ -1,5 +1,7 @@
-"""`tamperscope predict [--checkpoint RUN_OR_FILE] INPUT... [--out DIR]`: heat map, mask and overlay per photo,
-plus ``results.json`` and ``results.csv`` (see :mod:`tamperscope.engine.predict`), and one line per photo:
+"""`tamperscope predict [--checkpoint RUN_OR_FILE] INPUT... [--out DIR]`: heat map, mask, overlay and the raw 16-bit
+probability map per photo, plus ``results.json`` and ``results.csv`` (with each input's SHA-256), ``scores.json``
+(so ``evaluate --predictions DIR`` scores the folder) and ``predict-manifest.json`` (what was written, so a re-run
+replaces exactly that; see :mod:`tamperscope.engine.predict`), and one line per photo:
 ``tampered (score 0.910; 2 % of authentic validation photos score this high; 3.1 % of pixels flagged)``. The
 verdict is tampered, inconclusive or authentic; no region is drawn on an authentic photo unless ``--raw-map``.
 Bad files are reported one line each and skipped; the exit code is 1 when any input failed, 0 otherwise."""
@@ -31,12 +33,22 @@ def add_arguments(p):
                    help="slide windows over large photos at native resolution and stitch the maps")
     p.add_argument("--tile-size", type=int, default=None, metavar="PX",
                    help="window size in photo pixels (default: the model's input size)")
-    p.add_argument("--tile-overlap", type=float, default=DEFAULT_TILE_OVERLAP, help="window overlap in [0, 1)")
+    p.add_argument("--tile-overlap", type=float, default=DEFAULT_TILE_OVERLAP,
+                   help=f"window overlap in [0, 1) (default {DEFAULT_TILE_OVERLAP:g})")
     p.add_argument("--image-size", type=int, default=None,
                    help="model input size (default: the size the checkpoint was trained at, else 512)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass in --tiles mode")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--onnx-runtime", choices=("auto", "onnxruntime", "openvino"), default="auto",
+                   help="what runs a --checkpoint FILE.onnx (from `tamperscope export-onnx`): auto (default: "
+                        "OpenVINO if installed, else ONNX Runtime)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (the first photo of each size compiles first)")
+    p.add_argument("--no-experts", action="store_true",
+                   help="run the learned model without the experts its checkpoint fuses with it (the default "
+                        "model's copy-move expert); --checkpoint copymove runs that expert alone")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", dest="no_progress", help="deprecated name of --no-progress")
 
 
 def run(args) -> int:
@@ -49,10 +61,15 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     predictor = load_predictor(args.checkpoint, device=args.device, image_size=args.image_size,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, onnx_runtime=args.onnx_runtime,
+                               experts=not args.no_experts)
+    if args.compile:
+        from ..engine.compile import compile_model
+
+        compile_model(predictor.model)
     result = predict_files(predictor, args.inputs, args.out, threshold=args.threshold,
                            image_threshold=args.image_threshold, raw_map=args.raw_map, tiles=args.tiles,
-                           tile_size=args.tile_size, tile_overlap=args.tile_overlap, progress=not args.quiet)
+                           tile_size=args.tile_size, tile_overlap=args.tile_overlap, progress=not args.no_progress)
     for row in result.rows:
         if row["status"] == "ok":
             print(f"{row['input']}: {verdict_line(row)}")

@@ -7,6 +7,8 @@ Model choice (:func:`load_predictor`)
 - a run folder or a ``.safetensors`` checkpoint: loaded with :func:`tamperscope.checkpoint.load_checkpoint`;
   the model runs at the size it was trained at (:func:`trained_image_size`, else 512).
 - the name of a registered model without parameters (the ``ela`` baseline): built from its default config.
+- a ``.onnx`` file from ``tamperscope export-onnx``: its network run by ONNX Runtime or OpenVINO on the CPU, with
+  the checkpoint's calibration (:mod:`tamperscope.engine.onnx_runtime`).
 
 Any image size
 - A model whose class sets ``native_resolution = True`` (ELA: resampling would destroy the JPEG traces it reads)
@@ -65,6 +67,7 @@ from ..io import atomic_write_text, read_image, read_image_bytes, write_png
 from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
 from .evaluate import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
+from .experts import EXPERTS_KEY, build_experts, expert_maps
 
 PathLike = Union[str, os.PathLike]
 
@@ -76,10 +79,13 @@ DEFAULT_TILE_OVERLAP = 0.25
 NATIVE_TILE_PIXELS = 24_000_000
 NATIVE_TILE = 4096
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jfif", ".ppm", ".pgm")
-OUTPUT_KINDS = ("heatmap", "mask", "overlay")
-RESULT_FIELDS = ("input", "output_stem", "status", "score", "verdict", "confidence", "false_alarm_rate", "miss_rate",
-                 "tampered_area_pct", "raw_map", "model", "threshold", "image_threshold", "inconclusive_from", "width",
-                 "height", "tiles", "heatmap", "mask", "overlay", "error")
+OUTPUT_KINDS = ("heatmap", "mask", "overlay", "probability")
+RESULT_FIELDS = ("input", "sha256", "output_stem", "status", "score", "verdict", "confidence", "false_alarm_rate",
+                 "miss_rate", "tampered_area_pct", "raw_map", "model", "threshold", "image_threshold",
+                 "inconclusive_from", "width", "height", "tiles", "fired", "heatmap", "mask", "overlay", "probability",
+                 "error")
+MANIFEST = "predict-manifest.json"
+MANIFEST_TAG = "tamperscope predict"
 
 
 # --------------------------------------------------------------------------------------------- the result
@@ -103,6 +109,9 @@ class Prediction:
     #: the score before calibration, and the checkpoint's ``calibration["image"]`` (validation scores) or None
     raw_score: float | None = None
     reference: dict | None = field(default=None, repr=False)
+    #: each expert's image score (the learned model under its own name) when the model has experts
+    #: (:mod:`tamperscope.engine.experts`); ``score`` is their maximum
+    experts: dict[str, float] = field(default_factory=dict)
 
     @property
     def height(self) -> int:
@@ -145,6 +154,11 @@ class Prediction:
         return (len(values) - side if above else side) / len(values)
 
     @property
+    def fired(self) -> list[str]:
+        """The experts whose own score is above ``image_threshold``."""
+        return [name for name, score in self.experts.items() if score > self.image_threshold]
+
+    @property
     def false_alarm_rate(self) -> float | None:
         """Share of the validation set's authentic photos scoring at least this high (None without them)."""
         return self._share("authentic_scores", above=True)
@@ -184,14 +198,17 @@ class Prediction:
                 "raw_map": self.raw_map, "model": self.model, "threshold": self.threshold,
                 "image_threshold": self.image_threshold,
                 "inconclusive_from": None if self.inconclusive_from is None else round(self.inconclusive_from, 6),
-                "width": self.width, "height": self.height, "tiles": self.tiles}
+                "width": self.width, "height": self.height, "tiles": self.tiles,
+                **({"experts": {k: round(float(v), 6) for k, v in self.experts.items()}, "fired": self.fired}
+                   if self.experts else {})}
 
 
 def verdict_line(row: dict) -> str:
     """A :meth:`Prediction.to_dict` row in words: ``tampered (score 0.910; 2 % of authentic validation photos score
     this high; 3.1 % of pixels flagged)``."""
+    fired = f"; fired: {', '.join(row['fired'])}" if row.get("fired") else ""
     return (f"{row['verdict']} (score {row['score']:.3f}; {row['confidence']}; "
-            f"{row['tampered_area_pct']:.3g} % of pixels flagged)")
+            f"{row['tampered_area_pct']:.3g} % of pixels flagged{fired})")
 
 
 # --------------------------------------------------------------------------------------------- the model
@@ -206,6 +223,8 @@ class Predictor:
     device: torch.device
     name: str
     batch_size: int = 4
+    #: weight-free experts fused with the model on the whole photo (:mod:`tamperscope.engine.experts`)
+    experts: dict = field(default_factory=dict)
 
     @property
     def native_resolution(self) -> bool:
@@ -257,9 +276,17 @@ class Predictor:
             bound = calibrate_score(torch.tensor(float(reference["inconclusive_from"]), dtype=torch.float64),
                                     calibration)
             band = min(float(bound), float(image_threshold))
+        raw_score = uncalibrate_score(score, calibration)
+        scores = {}
+        if self.experts:  # fused on the whole photo: maximum map and score (engine.experts)
+            scores[getattr(self.model, "model_name", "") or "model"] = score
+            for name, (expert_prob, expert_score) in expert_maps(self.experts, image, self.device).items():
+                prob, scores[name] = np.maximum(prob, expert_prob), expert_score
+                if expert_score > score:  # this expert decides: its own validation scores give the rates
+                    score, raw_score, reference = expert_score, expert_score, self.experts[name][1]
         return Prediction(prob.astype(np.float32), score, float(threshold), self.name, image, path, n,
                           image_threshold=float(image_threshold), inconclusive_from=band, raw_map=bool(raw_map),
-                          raw_score=uncalibrate_score(score, calibration), reference=reference)
+                          raw_score=raw_score, reference=reference, experts=scores)
 
     def _tiled(self, image: np.ndarray, tile: int, overlap: float) -> tuple[np.ndarray, float, int]:
         h, w = image.shape[:2]
@@ -337,14 +364,17 @@ def _builtin_model(name: str):
 
 
 def load_predictor(checkpoint: PathLike | None = None, *, device: str | torch.device | None = "cpu",
-                   image_size: int | None = None, batch_size: int = 4) -> Predictor:
-    """Load the default model, a checkpoint, or a weight-free built-in model (see the module docstring)."""
+                   image_size: int | None = None, batch_size: int = 4, onnx_runtime: str = "auto",
+                   experts: bool = True) -> Predictor:
+    """Load the default model, a checkpoint, or a weight-free built-in model (see the module docstring), with the
+    experts the checkpoint names unless ``experts`` is False (:mod:`tamperscope.engine.experts`)."""
     from ..checkpoint import load_checkpoint, read_checkpoint_config
     from .runs import trained_image_size
 
     dev = resolve_device(device)
     if image_size is not None and (image_size < INPUT_MULTIPLE or image_size % INPUT_MULTIPLE):
         raise UserError(f"--image-size must be a positive multiple of {INPUT_MULTIPLE}, got {image_size}")
+    attached = None  # the experts the checkpoint names
     if names_default_model(checkpoint):
         ref = default_weights_ref()
         if not ref.is_file():
@@ -353,12 +383,18 @@ def load_predictor(checkpoint: PathLike | None = None, *, device: str | torch.de
         with resources.as_file(ref) as path:
             model = load_checkpoint(path, map_location="cpu")
             size = trained_image_size(str(path))
-        name = f"default ({model.model_name})"
+            attached = read_checkpoint_config(path).get(EXPERTS_KEY) if experts else None
+        name = f"default ({'+'.join([model.model_name, *(attached or {})])})"
+    elif str(checkpoint).endswith(".onnx"):  # `tamperscope export-onnx`, run by ONNX Runtime or OpenVINO
+        from .onnx_runtime import load_onnx_model
+
+        model, size, name, attached = load_onnx_model(checkpoint, onnx_runtime, image_size, experts)
     elif Path(checkpoint).exists():
         cfg = read_checkpoint_config(checkpoint)
         model = load_checkpoint(checkpoint, map_location="cpu")
         size = trained_image_size(str(checkpoint))
-        name = f"{cfg['model']} ({Path(checkpoint).name})"
+        attached = cfg.get(EXPERTS_KEY) if experts else None
+        name = f"{'+'.join([cfg['model'], *(attached or {})])} ({Path(checkpoint).name})"
     else:
         model = _builtin_model(str(checkpoint))
         if model is None:
@@ -368,7 +404,9 @@ def load_predictor(checkpoint: PathLike | None = None, *, device: str | torch.de
     size = image_size or size
     if size % INPUT_MULTIPLE:
         raise UserError(f"{checkpoint}: trained image size {size} is not a multiple of {INPUT_MULTIPLE}")
-    return Predictor(model.to(dev).eval(), int(size), dev, name, batch_size)
+    fused = build_experts(attached, str(checkpoint or DEFAULT_CHECKPOINT))
+    return Predictor(model.to(dev).eval(), int(size), dev, name, batch_size,
+                     {k: (m.to(dev), ref) for k, (m, ref) in fused.items()})
 
 
 @lru_cache(maxsize=2)
@@ -469,33 +507,120 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
     return stems
 
 
-def write_prediction_images(pred: Prediction, out_dir: PathLike, stem: str,
-                            protect: Iterable[PathLike] = ()) -> dict[str, str]:
-    """``<stem>.heatmap.png``, ``<stem>.mask.png`` and ``<stem>.overlay.png`` in ``out_dir``; returns the paths."""
+def check_finite(pred: Prediction, where: str) -> None:
+    """A map or score that is NaN or infinite (e.g. damaged weights) is an error, never a verdict."""
+    if not (math.isfinite(float(pred.score)) and bool(np.isfinite(pred.probability).all())):
+        raise UserError(f"{where}: the model {pred.model} gave non-finite outputs (NaN or infinity); its weights "
+                        "are probably damaged")
+
+
+def probability_png(prob: np.ndarray) -> bytes:
+    """The raw probability map as a 16-bit grey PNG (0–65535 = probability 0–1), readable by
+    ``evaluate --predictions`` (:func:`tamperscope.io.read_probability_map`)."""
+    from PIL import Image
+
+    values = np.round(np.clip(prob, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    buf = _io.BytesIO()
+    Image.fromarray(values).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def sha256_of(path: PathLike) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+class OutputManifest:
+    """What ``predict`` wrote into an output folder, ``predict-manifest.json``: ``{file name: [SHA-256, ...]}``.
+
+    Each file is recorded *before* it is written (with the digest of what it held until then), so a run that was
+    interrupted has recorded every file it may have touched; a later run replaces exactly the recorded files whose
+    content is still what a run wrote, and nothing else (a file the user edited or put there is kept)."""
+
+    def __init__(self, out_dir: PathLike):
+        self.path = Path(out_dir) / MANIFEST
+        self.files: dict[str, list[str]] = {}
+        self.foreign = False  # a file of that name that predict did not write
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+                files = data["files"] if isinstance(data, dict) and data.get("written_by") == MANIFEST_TAG else None
+                if not (isinstance(files, dict) and all(isinstance(v, list) for v in files.values())):
+                    raise ValueError
+                self.files = {str(k): [str(d) for d in v] for k, v in files.items()}
+            except (OSError, ValueError, KeyError, UnicodeDecodeError):
+                self.foreign = True
+
+    def ours(self, path: Path) -> bool:
+        """Whether ``path`` (in the folder) is a file a run recorded and still holds what that run wrote."""
+        digests = self.files.get(path.name)
+        return bool(digests) and (not path.exists() or sha256_of(path) in digests)
+
+    def record(self, path: Path, data: bytes, protect: Iterable[PathLike] = ()) -> None:
+        """Record ``path`` as about to receive ``data`` (call before writing it)."""
+        import hashlib
+
+        keep = [sha256_of(path)] if path.is_file() and self.ours(path) else []
+        new = hashlib.sha256(data).hexdigest()
+        self.files[path.name] = list(dict.fromkeys(keep + [new]))
+        body = {"written_by": MANIFEST_TAG, "files": self.files}
+        atomic_write_text(self.path, json.dumps(body, indent=1, sort_keys=True) + "\n", protect=protect)
+
+
+def _write_recorded(path: Path, data: bytes, manifest: OutputManifest | None, protect: list) -> None:
+    from ..io import atomic_write_bytes, check_protected
+
+    check_protected(path, protect)  # before the manifest names it
+    if manifest is not None:
+        manifest.record(path, data, protect)
+    atomic_write_bytes(path, data, protect=protect)
+
+
+def write_prediction_images(pred: Prediction, out_dir: PathLike, stem: str, protect: Iterable[PathLike] = (),
+                            manifest: OutputManifest | None = None) -> dict[str, str]:
+    """``<stem>.heatmap.png``, ``<stem>.mask.png``, ``<stem>.overlay.png`` and the raw map
+    ``<stem>.probability.png`` (16-bit, :func:`probability_png`) in ``out_dir``, each recorded in ``manifest``
+    before it is written; returns the paths."""
     out_dir = Path(out_dir)
     protect = list(protect)
-    images = {"heatmap": pred.heatmap(), "mask": pred.mask_png(), "overlay": pred.overlay()}
+    images = {"heatmap": _png(pred.heatmap()), "mask": _png(pred.mask_png()), "overlay": _png(pred.overlay()),
+              "probability": probability_png(pred.probability)}
     paths = {}
     for kind in OUTPUT_KINDS:
         target = out_dir / f"{stem}.{kind}.png"
-        write_png(target, images[kind], protect=protect)
+        _write_recorded(target, images[kind], manifest, protect)
         paths[kind] = str(target)
     return paths
 
 
-def write_results(rows: list[dict], out_dir: PathLike, protect: Iterable[PathLike] = ()) -> tuple[Path, Path]:
-    """``results.json`` (a list of rows) and ``results.csv`` (one row per input, :data:`RESULT_FIELDS`)."""
+def write_results(rows: list[dict], out_dir: PathLike, protect: Iterable[PathLike] = (),
+                  manifest: OutputManifest | None = None) -> tuple[Path, Path]:
+    """``results.json`` (a list of rows), ``results.csv`` (one row per input, :data:`RESULT_FIELDS`) and
+    ``scores.json`` (``{output stem: score}``, so that ``evaluate --predictions OUT`` scores this output)."""
     out_dir = Path(out_dir)
     protect = list(protect)
     json_path = out_dir / "results.json"
     csv_path = out_dir / "results.csv"
-    atomic_write_text(json_path, json.dumps(rows, indent=2) + "\n", protect=protect)
     buf = _io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=RESULT_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in RESULT_FIELDS})
-    atomic_write_text(csv_path, buf.getvalue(), protect=protect)
+        writer.writerow({k: ("" if row.get(k) is None else ";".join(row[k]) if isinstance(row.get(k), list)
+                             else row.get(k)) for k in RESULT_FIELDS})
+    scores = {r["output_stem"]: r["score"] for r in rows if r.get("status") == "ok"}
+    for path, text in ((json_path, json.dumps(rows, indent=2, allow_nan=False) + "\n"), (csv_path, buf.getvalue()),
+                       (out_dir / "scores.json", json.dumps(scores, indent=1, allow_nan=False) + "\n")):
+        _write_recorded(path, text.encode("utf-8"), manifest, protect)
     return json_path, csv_path
 
 
@@ -508,22 +633,33 @@ class BatchResult:
     results_csv: Path
 
 
-def files_not_written_by_predict(out_dir: Path) -> set[Path]:
-    """Files already in ``out_dir`` that no earlier ``predict`` into it wrote (by its ``results.json``): they
-    must never be overwritten, even when their names look like our outputs."""
+def files_not_written_by_predict(out_dir: Path, manifest: OutputManifest | None = None) -> set[Path]:
+    """Files already in ``out_dir`` that no earlier ``predict`` into it wrote (:class:`OutputManifest`; for
+    folders written before the manifest existed, the files its ``results.json`` lists): they must never be
+    overwritten, even when their names look like our outputs."""
     if not out_dir.is_dir():
         return set()
+    manifest = manifest or OutputManifest(out_dir)
     existing = {p.resolve() for p in out_dir.iterdir() if p.is_file()}
+    ours = {p for p in existing if manifest.ours(p)}
+    if not manifest.foreign:
+        ours.add(manifest.path.resolve())
+    if not manifest.files:
+        ours |= _legacy_outputs(out_dir)
+    return existing - ours
+
+
+def _legacy_outputs(out_dir: Path) -> set[Path]:
+    """The files a ``predict`` from before :class:`OutputManifest` wrote, by its ``results.json``."""
     try:
         rows = json.loads((out_dir / "results.json").read_text())
-    except (OSError, ValueError):  # no earlier results: every file there is the user's
-        return existing
+    except (OSError, ValueError):
+        return set()
     if not (isinstance(rows, list) and all(isinstance(r, dict) and "status" in r for r in rows)):
-        return existing
+        return set()
     ours = {(out_dir / name).resolve() for name in ("results.json", "results.csv")}
-    ours |= {(out_dir / Path(r[kind]).name).resolve() for r in rows for kind in OUTPUT_KINDS
-             if isinstance(r.get(kind), str)}
-    return existing - ours
+    return ours | {(out_dir / Path(r[kind]).name).resolve() for r in rows for kind in OUTPUT_KINDS
+                   if isinstance(r.get(kind), str)}
 
 
 def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: PathLike, *,
@@ -531,10 +667,12 @@ def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: Path
                   raw_map: bool = False, tiles: bool = False, tile_size: int | None = None,
                   tile_overlap: float = DEFAULT_TILE_OVERLAP, progress: bool = True,
                   report: Callable[[str], None] | None = None) -> BatchResult:
-    """Predict every image of ``items`` into ``out_dir``; a bad file is reported (one line) and skipped.
+    """Predict every image of ``items`` into ``out_dir``; a bad file is reported (one line) and skipped, and so is a
+    non-finite map or score (:func:`check_finite`). Each result row carries the input's SHA-256.
 
     Nothing is ever written over an input file, nor over a file in ``out_dir`` that an earlier ``predict`` did not
-    write (:func:`files_not_written_by_predict`; all go to the writers' ``protect`` list)."""
+    write (:func:`files_not_written_by_predict`; all go to the writers' ``protect`` list); every file written is
+    recorded first in the folder's :class:`OutputManifest`."""
     from tqdm import tqdm
 
     report = report or (lambda line: tqdm.write(line, file=sys.stderr))
@@ -542,8 +680,12 @@ def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: Path
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir}: exists and is not a folder")
     files, problems = collect_inputs(items)
-    foreign = files_not_written_by_predict(out_dir)
-    for name in ("results.json", "results.csv"):
+    manifest = OutputManifest(out_dir)
+    if manifest.foreign:
+        raise UserError(f"--out {out_dir}: holds a {MANIFEST} that tamperscope predict did not write; "
+                        "choose another --out")
+    foreign = files_not_written_by_predict(out_dir, manifest)
+    for name in ("results.json", "results.csv", "scores.json"):
         if (out_dir / name).resolve() in foreign:
             raise UserError(f"--out {out_dir}: holds a {name} that tamperscope predict did not write; "
                             f"choose another --out")
@@ -552,22 +694,32 @@ def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: Path
     for item, problem in problems:
         report(f"failed: {item}: {problem}")
         rows.append({"input": item, "status": "error", "error": f"{item}: {problem}"})
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out_dir}: folder is not writable")
     for path, stem in tqdm(list(zip(files, output_stems(files))), desc="predict", unit="img",
                            disable=not progress, leave=False):
         try:
+            digest = sha256_of(path)
             pred = predictor.predict_array(read_image(path), threshold=threshold, image_threshold=image_threshold,
                                            raw_map=raw_map, tiles=tiles, tile_size=tile_size,
                                            tile_overlap=tile_overlap, path=str(path))
-            written = write_prediction_images(pred, out_dir, stem, protect)
-        except (ImageReadError, UserError, MemoryError, RuntimeError, cv2.error) as exc:
+            check_finite(pred, str(path))
+            written = write_prediction_images(pred, out_dir, stem, protect, manifest)
+        except (ImageReadError, UserError, MemoryError, RuntimeError, cv2.error, OSError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if not message.startswith(str(path)):
+            if isinstance(exc, OSError) and not isinstance(exc, UserError):
+                message = exc.strerror or message
+            if not message.startswith(str(path)) and not message.startswith(str(out_dir)):
                 message = f"{path}: {message}"
             report(f"failed: {message}")
             rows.append({"input": str(path), "output_stem": stem, "status": "error", "error": message})
             continue
-        rows.append({**pred.to_dict(), "output_stem": stem, "status": "ok", **written, "error": None})
-    json_path, csv_path = write_results(rows, out_dir, protect)
+        rows.append({**pred.to_dict(), "sha256": digest, "output_stem": stem, "status": "ok", **written,
+                     "error": None})
+    json_path, csv_path = write_results(rows, out_dir, protect, manifest)
     n_ok = sum(r["status"] == "ok" for r in rows)
     return BatchResult(rows, n_ok, len(rows) - n_ok, json_path, csv_path)

@@ -6,6 +6,7 @@ from ..checkpoint import load_checkpoint, read_checkpoint_config
 from ..errors import UserError
 from .distributed import init_distributed
 from .evaluate import evaluate_model, evaluate_predictions, evaluation_dataset
+from .experts import EXPERTS_KEY, ExpertFusion, build_experts
 
 
 def resolve_checkpoint(spec: str) -> str:
@@ -30,8 +31,9 @@ def trained_image_size(checkpoint: str) -> int:
     return int(train.get("image_size") or 512)
 
 
-def load_for_inference(checkpoint: str, device, set_items=()):
-    """A checkpoint (run folder / file), ``default``, or the name of a weight-free built-in model such as ``ela``."""
+def load_for_inference(checkpoint: str, device, set_items=(), experts: bool = True):
+    """A checkpoint (run folder / file), ``default``, or the name of a weight-free built-in model such as ``ela``;
+    a checkpoint that names experts comes fused with them unless ``experts`` is False (engine.experts)."""
     from pathlib import Path
 
     from ..commands.profile import parse_overrides
@@ -45,6 +47,9 @@ def load_for_inference(checkpoint: str, device, set_items=()):
                             "built-in model such as 'ela')")
         return model.to(device).eval()
     model = load_checkpoint(checkpoint, map_location="cpu", **parse_overrides(list(set_items)))
+    spec = read_checkpoint_config(checkpoint).get(EXPERTS_KEY) if experts else None
+    if spec:
+        model = ExpertFusion(model, build_experts(spec, checkpoint))
     return model.to(device).eval()
 
 
@@ -57,8 +62,9 @@ def trained_image_size_or_default(checkpoint: str) -> int:
 
 def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, perturb=None, image_size=None,
                     batch_size=8, device="auto", workers=2, on_mismatch="error", group_by=None, set_items=(),
-                    model=None, progress=True):
-    """Metrics (and per-group metrics) of a checkpoint/model or a predictions folder on ``data``."""
+                    model=None, progress=True, compile=False, experts=True):
+    """Metrics (and per-group metrics) of a checkpoint/model or a predictions folder on ``data``; ``experts=False``
+    scores a fused checkpoint's learned model alone."""
     from ..data.datasets import load_evaluation_records
     from ..data.transforms import parse_perturb
 
@@ -70,10 +76,14 @@ def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, p
     else:
         rank, world, dev = init_distributed(device)
         if model is None:
-            model = load_for_inference(checkpoint, dev, set_items)
+            model = load_for_inference(checkpoint, dev, set_items, experts)
             size = image_size or trained_image_size_or_default(checkpoint)
         else:
             model, size = model.to(dev).eval(), image_size or 512
+        if compile:
+            from .compile import compile_model
+
+            compile_model(model)
         ds = evaluation_dataset(model, records, size, on_mismatch=on_mismatch,
                                 perturb=parse_perturb(perturb) if perturb else None)
         acc, _ = evaluate_model(model, ds, batch_size=batch_size, device=dev, threshold=threshold,

@@ -1,0 +1,76 @@
+"""Score the learned model alone, the copy-move expert alone and their fusion on one dataset, in one pass
+(each network runs once per photo), grouped by the "method" of metadata.jsonl (the copy-move transform) and
+with authentic photos as their own group (docs/MODELS.md, "Copy-move expert").
+
+    python benchmarks/copymove/evaluate.py --data CM_SET/list.json --authentic configs/default-model/test_photos.json \
+        --checkpoint FUSED.safetensors --per-group 20 --out results.json
+
+--per-group N keeps the first N forgeries of each transform and every k-th authentic photo so that about N*4
+authentic photos remain (a subsample, said in the output).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from tamperscope.data.datasets import load_evaluation_records
+from tamperscope.engine.experts import expert_maps
+from tamperscope.engine.predict import load_predictor
+from tamperscope.io import read_image, read_mask
+from tamperscope.metrics import MetricAccumulator
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="copy-move forgeries (list.json with metadata.jsonl)")
+    ap.add_argument("--authentic", help="authentic photos (a list or folder)")
+    ap.add_argument("--checkpoint", required=True, help="a checkpoint that names the copymove expert")
+    ap.add_argument("--per-group", type=int, default=0, help="at most this many forgeries per transform (0: all)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    forged = load_evaluation_records(args.data)
+    if args.per_group:
+        by_method = defaultdict(list)
+        for rec in forged:
+            by_method[rec.meta.get("method")].append(rec)
+        forged = [rec for recs in by_method.values() for rec in recs[: args.per_group]]
+    authentic = load_evaluation_records(args.authentic) if args.authentic else []
+    if args.per_group and authentic:
+        step = max(1, len(authentic) // (4 * args.per_group))
+        authentic = authentic[::step]
+    predictor = load_predictor(args.checkpoint, experts=True)
+    experts = predictor.experts
+    predictor.experts = {}  # the learned model alone; the experts run beside it below
+    acc = {name: MetricAccumulator() for name in ("learned", "copymove", "fused")}
+    times = []
+    records = forged + authentic
+    for i, rec in enumerate(records):
+        image = read_image(rec.image)
+        gt = read_mask(rec.mask, image.shape[:2]) if rec.mask else np.zeros(image.shape[:2], bool)
+        learned = predictor.predict_array(image)
+        t = time.perf_counter()
+        cm_prob, cm_score = expert_maps(experts, image, predictor.device)["copymove"]
+        times.append((image.shape[0] * image.shape[1], time.perf_counter() - t))
+        group = {"method": rec.meta.get("method", "copy-move") if rec.mask else "authentic"}
+        for name, prob, score in (("learned", learned.probability, learned.score), ("copymove", cm_prob, cm_score),
+                                  ("fused", np.maximum(learned.probability, cm_prob), max(learned.score, cm_score))):
+            acc[name].add(i, prob, gt, score=score, label=int(bool(rec.mask)), groups=group)
+        print(f"{i + 1}/{len(records)} {group['method']} learned {learned.score:.2f} copymove {cm_score:.2f}",
+              flush=True)
+    keys = ("pixel_f1", "pixel_auc", "image_auc", "fake_recall", "real_recall", "n_images")
+    out = {"n_forged": len(forged), "n_authentic": len(authentic),
+           "copymove_seconds_per_megapixel": sum(t for _, t in times) / (sum(p for p, _ in times) / 1e6)}
+    for name, a in acc.items():
+        out[name] = {"all": {k: a.compute().get(k) for k in keys},
+                     **{g: {k: v.get(k) for k in keys} for g, v in a.compute("method").items()}}
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

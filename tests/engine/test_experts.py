@@ -1,0 +1,102 @@
+"""Experts fused with a learned model (engine/experts.py) in predict and in dataset evaluation."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tamperscope.checkpoint import read_checkpoint_config, save_checkpoint
+from tamperscope.engine.evaluate import model_probabilities
+from tamperscope.engine.experts import ExpertFusion, attach_experts, build_experts
+from tamperscope.engine.predict import load_predictor
+from tamperscope.errors import UserError
+from tamperscope.nn.norm import imagenet_normalize
+from tamperscope.registry import create_model
+
+SMALL = {"min_area": 300, "min_distance": 30, "max_jump": 32}
+
+
+def texture(size=192, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = cv2.resize(rng.uniform(0, 255, (12, 12, 3)).astype(np.float32), (size, size),
+                        interpolation=cv2.INTER_CUBIC)
+    fine = cv2.GaussianBlur(rng.uniform(-40, 40, (size, size, 3)).astype(np.float32), (0, 0), 1.2)
+    return np.clip(coarse + fine, 0, 255).astype(np.uint8)
+
+
+def forged(seed=0):
+    """A texture with a 50×50 square copied 100 pixels away; the mask marks both copies."""
+    img = texture(seed=seed)
+    out, gt = img.copy(), np.zeros(img.shape[:2], bool)
+    out[110:160, 120:170] = img[20:70, 20:70]
+    gt[20:70, 20:70] = gt[110:160, 120:170] = True
+    return out, gt
+
+REFERENCE = {"authentic_scores": [0.01, 0.02, 0.3], "tampered_scores": [0.6, 0.9]}
+
+
+@pytest.fixture()
+def fused_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    plain = save_checkpoint(create_model("ela-unet", widths=[4, 8]), tmp_path / "plain.safetensors")
+    out = tmp_path / "fused.safetensors"
+    attach_experts(plain, out, {"copymove": {"config": SMALL, "image": REFERENCE}})
+    return plain, out
+
+
+def test_attach_keeps_the_weights_and_names_the_experts(fused_checkpoint):
+    plain, fused = fused_checkpoint
+    assert read_checkpoint_config(fused)["experts"]["copymove"]["config"] == SMALL
+    assert "experts" not in read_checkpoint_config(plain)
+    a, b = (load_predictor(p).model.state_dict() for p in (plain, fused))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_attach_refuses_to_replace_its_input_and_unknown_experts(fused_checkpoint, tmp_path):
+    plain, _ = fused_checkpoint
+    with pytest.raises(UserError, match="must not replace"):
+        attach_experts(plain, plain, {"copymove": {}})
+    with pytest.raises(UserError, match="unknown expert"):
+        attach_experts(plain, tmp_path / "x.safetensors", {"nope": {}})
+    with pytest.raises(UserError, match="needs weights"):
+        build_experts({"segformer-b0": {}}, "x")
+
+
+def test_predict_fuses_the_copy_move_expert_and_says_which_fired(fused_checkpoint):
+    _, fused = fused_checkpoint
+    predictor = load_predictor(fused)
+    assert list(predictor.experts) == ["copymove"] and "copymove" in predictor.name
+    image, gt = forged()
+    pred = predictor.predict_array(image)
+    row = pred.to_dict()
+    assert set(row["experts"]) == {"ela-unet", "copymove"} and "copymove" in row["fired"]
+    assert pred.score == max(pred.experts.values()) > 0.5 and pred.verdict == "tampered"
+    assert pred.mask[gt].mean() > 0.7  # both copies drawn
+    assert pred.false_alarm_rate == 0.0  # the expert's own validation scores give the rate
+
+
+def test_without_experts_the_learned_model_answers_alone(fused_checkpoint):
+    _, fused = fused_checkpoint
+    alone = load_predictor(fused, experts=False)
+    assert alone.experts == {}
+    image, _ = forged()
+    assert "experts" not in alone.predict_array(image).to_dict()
+
+
+def test_an_authentic_photo_fires_no_expert(fused_checkpoint):
+    _, fused = fused_checkpoint
+    pred = load_predictor(fused).predict_array(texture(seed=5))
+    assert "copymove" not in pred.fired and pred.experts["copymove"] < 0.5
+    assert pred.score == pred.experts["ela-unet"]  # the learned model decides
+
+
+def test_fusion_model_is_the_maximum_of_the_calibrated_probabilities():
+    torch.manual_seed(0)
+    learned = create_model("ela-unet", widths=[4, 8]).eval()
+    expert = create_model("copymove", **SMALL)
+    fusion = ExpertFusion(learned, {"copymove": (expert, None)}).eval()
+    x = imagenet_normalize(torch.from_numpy(np.stack([forged()[0]])).permute(0, 3, 1, 2).float() / 255)
+    p, s = model_probabilities(fusion, x)
+    (pl, sl), (pe, se) = model_probabilities(learned, x), model_probabilities(expert, x)
+    torch.testing.assert_close(p, torch.maximum(pl, pe), atol=1e-5, rtol=0)
+    torch.testing.assert_close(s, torch.maximum(sl, se), atol=1e-5, rtol=0)
+    assert fusion.native_resolution and fusion.model_name == "ela-unet+copymove"

@@ -1,0 +1,108 @@
+"""The dense-field copy-move expert (models/copymove.py): features, field, fitting, both copies found."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tamperscope.errors import UserError
+from tamperscope.models.copymove import (DenseFieldCopyMove, linear_fit_error, mirror, zernike_features,
+                                         zernike_kernels)
+from tamperscope.nn.norm import imagenet_normalize
+from tamperscope.registry import create_model
+
+SMALL = {"min_area": 300, "min_distance": 30, "max_jump": 32}
+
+
+def texture(size=192, seed=0) -> np.ndarray:
+    """A natural-looking random texture: smoothed noise at two scales, in colour."""
+    rng = np.random.default_rng(seed)
+    coarse = cv2.resize(rng.uniform(0, 255, (12, 12, 3)).astype(np.float32), (size, size),
+                        interpolation=cv2.INTER_CUBIC)
+    fine = cv2.GaussianBlur(rng.uniform(-40, 40, (size, size, 3)).astype(np.float32), (0, 0), 1.2)
+    return np.clip(coarse + fine, 0, 255).astype(np.uint8)
+
+
+def forged(angle=0.0, seed=0):
+    img = texture(seed=seed)
+    out, gt = img.copy(), np.zeros(img.shape[:2], bool)
+    patch = img[20:70, 20:70]
+    if angle:
+        patch = cv2.warpAffine(patch, cv2.getRotationMatrix2D((25, 25), angle, 1.0), (50, 50))
+    out[110:160, 120:170] = patch
+    gt[20:70, 20:70] = gt[110:160, 120:170] = True
+    return out, gt
+
+
+def f1(mask, gt):
+    return 2 * (mask & gt).sum() / max(1, mask.sum() + gt.sum())
+
+
+def test_zernike_kernels_are_the_twelve_moments_of_order_five():
+    kernels, orders = zernike_kernels(16, 5)
+    assert len(orders) == 12 and kernels.shape == (12, 16, 16)
+    assert orders[0] == (0, 0) and (5, 5) in orders and all((n - m) % 2 == 0 for n, m in orders)
+
+
+def test_zernike_magnitudes_do_not_change_when_the_patch_rotates():
+    patch = texture(16, seed=3)[..., 0].astype(np.float32)
+    feats = [zernike_features(np.rot90(patch, k).copy(), 16, 5)[0, 0] for k in range(2)]
+    raw = [np.abs([(np.rot90(patch, k) * kk).sum() for kk in zernike_kernels(16, 5)[0]]) for k in range(2)]
+    np.testing.assert_allclose(raw[0], raw[1], rtol=1e-4, atol=1e-4)
+    assert feats[0].shape == (12,)
+
+
+def test_linear_fit_error_is_zero_on_an_affine_field_and_large_on_a_random_one():
+    y, x = np.mgrid[0:40, 0:40].astype(np.float32)
+    dy, dx = 0.1 * y - 0.2 * x + 30, 0.2 * y + 0.1 * x - 50  # a rotation with scaling, plus a shift
+    assert linear_fit_error(dy, dx, 6)[10:30, 10:30].max() < 1e-3
+    rng = np.random.default_rng(0)
+    noisy = linear_fit_error(rng.uniform(-100, 100, dy.shape).astype(np.float32), dx, 6)
+    assert noisy[10:30, 10:30].min() > 300
+
+
+def test_mirror_marks_the_matched_pixels():
+    mask = np.zeros((20, 20), bool)
+    mask[2:4, 2:4] = True
+    out = mirror(mask, np.full((20, 20), 10.0, np.float32), np.full((20, 20), 5.0, np.float32))
+    assert out[12:14, 7:9].all() and out.sum() == 8
+
+
+@pytest.mark.parametrize("angle", [0.0, 20.0])
+def test_both_copies_are_found_in_a_translated_or_rotated_copy(angle):
+    image, gt = forged(angle)
+    mask, area = create_model("copymove", **SMALL).detect(image)
+    assert f1(mask, gt) > 0.75, f1(mask, gt)
+    assert mask[gt][: gt.sum() // 2].mean() > 0.7  # the source, not only the pasted copy
+    assert area >= SMALL["min_area"]
+
+
+def test_an_authentic_texture_gives_no_detection_and_the_contract_holds():
+    model = create_model("copymove", **SMALL)
+    image = texture(seed=5)
+    x = imagenet_normalize(torch.from_numpy(np.stack([image, forged()[0]])).permute(0, 3, 1, 2).float() / 255)
+    out = model(x)
+    assert out["mask_logits"].shape == (2, 1, 192, 192) and out["image_logit"].shape == (2,)
+    probs = torch.sigmoid(out["image_logit"])
+    assert probs[0] < 0.5 < probs[1]
+    assert (torch.sigmoid(out["mask_logits"][0]) < 0.5).all()
+
+
+def test_the_same_photo_gives_the_same_result():
+    image, _ = forged(seed=2)
+    a, b = (create_model("copymove", **SMALL).detect(image)[0] for _ in range(2))
+    assert np.array_equal(a, b)
+
+
+def test_large_photos_are_analysed_downscaled_and_answered_at_full_size():
+    image, gt = forged()
+    big = cv2.resize(image, (384, 384), interpolation=cv2.INTER_CUBIC)
+    mask, _ = create_model("copymove", **SMALL, max_pixels=192 * 192).detect(big)
+    assert mask.shape == (384, 384)
+    assert f1(mask, cv2.resize(gt.astype(np.uint8), (384, 384), interpolation=cv2.INTER_NEAREST) > 0) > 0.7
+
+
+def test_bad_config_and_training_are_refused():
+    with pytest.raises(UserError, match="min_area"):
+        DenseFieldCopyMove(min_area=0)
+    with pytest.raises(UserError, match="not trainable"):
+        create_model("copymove").param_groups(0.0)
