@@ -103,3 +103,20 @@ def test_html_report_rejects_bad_images(tmp_path):
     with pytest.raises(UserError, match="uint8"):
         report.write(tmp_path / "x.html")
     assert format_value(None) == "–" and format_value(2) == "2" and format_value(0.5) == "0.5000"
+
+
+def test_forgeries_of_an_older_generator_are_set_aside_not_deleted(tmp_path, capsys):
+    from tamperscope.commands.demo import _set_aside_older_forgeries
+    from tamperscope.data.brgen.pipeline import FORMAT_VERSION, RUN_FILE, STATE_DIR
+
+    folder = tmp_path / "forgeries"
+    (folder / STATE_DIR).mkdir(parents=True)
+    (folder / STATE_DIR / RUN_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION}))
+    _set_aside_older_forgeries(folder)  # the current format resumes in place
+    assert folder.is_dir()
+    (folder / STATE_DIR / RUN_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION - 1}))
+    (folder / "keep.txt").write_text("x")
+    _set_aside_older_forgeries(folder)
+    moved = tmp_path / f"forgeries.format-{FORMAT_VERSION - 1}"
+    assert not folder.exists() and (moved / "keep.txt").read_text() == "x"
+    assert "older version" in capsys.readouterr().err

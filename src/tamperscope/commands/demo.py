@@ -92,6 +92,25 @@ def _predictor(args):
     return load_predictor(args.checkpoint, device=args.device)
 
 
+def _set_aside_older_forgeries(folder: Path) -> None:
+    """A demo folder left by an older version of the generator cannot be resumed: move it to
+    ``forgeries.format-N`` (nothing is deleted) so that the demo builds its forgeries anew."""
+    from ..data.brgen.pipeline import FORMAT_VERSION, RUN_FILE, STATE_DIR
+
+    try:
+        version = json.loads((folder / STATE_DIR / RUN_FILE).read_text()).get("format_version")
+    except (OSError, ValueError, AttributeError):
+        return
+    if version != FORMAT_VERSION:
+        target = folder.with_name(f"{folder.name}.format-{version}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = folder.with_name(f"{folder.name}.format-{version}-{n}")
+        folder.rename(target)
+        print(f"note: {folder} was made by an older version of the generator; moved to {target}", file=sys.stderr)
+
+
 def run(args) -> int:
     import numpy as np
     from tqdm import tqdm
@@ -114,6 +133,7 @@ def run(args) -> int:
     n_photos = _write_photos(out / "photos", args.max_side)
     print(f"[1/4] {n_photos} sample photos from scikit-image, saved as JPEG (quality {CAMERA_JPEG_QUALITY}) "
           f"in {out / 'photos'}")
+    _set_aside_older_forgeries(out / "forgeries")
     # every built-in kind: inpainting, splicing and copy-move (the generator's default is inpainting only)
     summary = generate(GenerateOptions(photos=out / "photos", out=out / "forgeries", n=args.n, seed=args.seed,
                                        max_side=args.max_side, methods=BUILTIN_METHODS, progress=not args.no_progress))
