@@ -8,8 +8,9 @@ validation photos (for the false-alarm and miss rates that ``predict`` reports w
 Fusion rule (resolved choice, docs/MODELS.md): every probability is already on a scale where 0.5 is the operating
 point chosen on validation data (the learned model's calibration; the copy-move expert's own size rule), so the
 fused map is the pixel-wise maximum and the fused score the maximum score: the photo is called tampered when any
-expert calls it so, and each expert's regions are drawn. An expert sees the whole photo, never a tile or a
-padded copy (a copy-move's two copies may lie in different tiles).
+expert calls it so, and each expert's regions are drawn. In ``predict`` an expert sees the whole photo, never a
+tile (a copy-move's two copies may lie in different tiles); in dataset evaluation (:class:`ExpertFusion`) it sees
+what the learned model sees, the photo padded to a multiple of 32.
 """
 from __future__ import annotations
 
