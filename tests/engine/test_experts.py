@@ -1,5 +1,4 @@
 """Experts fused with a learned model (engine/experts.py) in predict and in dataset evaluation."""
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,24 +12,6 @@ from tamperscope.nn.norm import imagenet_normalize
 from tamperscope.registry import create_model
 
 SMALL = {"min_area": 300, "min_distance": 30, "max_jump": 32}
-
-
-def texture(size=192, seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    coarse = cv2.resize(rng.uniform(0, 255, (12, 12, 3)).astype(np.float32), (size, size),
-                        interpolation=cv2.INTER_CUBIC)
-    fine = cv2.GaussianBlur(rng.uniform(-40, 40, (size, size, 3)).astype(np.float32), (0, 0), 1.2)
-    return np.clip(coarse + fine, 0, 255).astype(np.uint8)
-
-
-def forged(seed=0):
-    """A texture with a 50×50 square copied 100 pixels away; the mask marks both copies."""
-    img = texture(seed=seed)
-    out, gt = img.copy(), np.zeros(img.shape[:2], bool)
-    out[110:160, 120:170] = img[20:70, 20:70]
-    gt[20:70, 20:70] = gt[110:160, 120:170] = True
-    return out, gt
-
 REFERENCE = {"authentic_scores": [0.01, 0.02, 0.3], "tampered_scores": [0.6, 0.9]}
 
 
@@ -61,11 +42,11 @@ def test_attach_refuses_to_replace_its_input_and_unknown_experts(fused_checkpoin
         build_experts({"segformer-b0": {}}, "x")
 
 
-def test_predict_fuses_the_copy_move_expert_and_says_which_fired(fused_checkpoint):
+def test_predict_fuses_the_copy_move_expert_and_says_which_fired(fused_checkpoint, copy_move):
     _, fused = fused_checkpoint
     predictor = load_predictor(fused)
     assert list(predictor.experts) == ["copymove"] and "copymove" in predictor.name
-    image, gt = forged()
+    image, gt = copy_move.forged()
     pred = predictor.predict_array(image)
     row = pred.to_dict()
     assert set(row["experts"]) == {"ela-unet", "copymove"} and "copymove" in row["fired"]
@@ -74,27 +55,28 @@ def test_predict_fuses_the_copy_move_expert_and_says_which_fired(fused_checkpoin
     assert pred.false_alarm_rate == 0.0  # the expert's own validation scores give the rate
 
 
-def test_without_experts_the_learned_model_answers_alone(fused_checkpoint):
+def test_without_experts_the_learned_model_answers_alone(fused_checkpoint, copy_move):
     _, fused = fused_checkpoint
     alone = load_predictor(fused, experts=False)
     assert alone.experts == {}
-    image, _ = forged()
+    image, _ = copy_move.forged()
     assert "experts" not in alone.predict_array(image).to_dict()
 
 
-def test_an_authentic_photo_fires_no_expert(fused_checkpoint):
+def test_an_authentic_photo_fires_no_expert(fused_checkpoint, copy_move):
     _, fused = fused_checkpoint
-    pred = load_predictor(fused).predict_array(texture(seed=5))
+    pred = load_predictor(fused).predict_array(copy_move.texture(seed=5))
     assert "copymove" not in pred.fired and pred.experts["copymove"] < 0.5
     assert pred.score == pred.experts["ela-unet"]  # the learned model decides
 
 
-def test_fusion_model_is_the_maximum_of_the_calibrated_probabilities():
+def test_fusion_model_is_the_maximum_of_the_calibrated_probabilities(copy_move):
     torch.manual_seed(0)
     learned = create_model("ela-unet", widths=[4, 8]).eval()
     expert = create_model("copymove", **SMALL)
     fusion = ExpertFusion(learned, {"copymove": (expert, None)}).eval()
-    x = imagenet_normalize(torch.from_numpy(np.stack([forged()[0]])).permute(0, 3, 1, 2).float() / 255)
+    batch = np.stack([copy_move.forged()[0]])
+    x = imagenet_normalize(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
     p, s = model_probabilities(fusion, x)
     (pl, sl), (pe, se) = model_probabilities(learned, x), model_probabilities(expert, x)
     torch.testing.assert_close(p, torch.maximum(pl, pe), atol=1e-5, rtol=0)

@@ -13,26 +13,6 @@ from tamperscope.registry import create_model
 SMALL = {"min_area": 300, "min_distance": 30, "max_jump": 32}
 
 
-def texture(size=192, seed=0) -> np.ndarray:
-    """A natural-looking random texture: smoothed noise at two scales, in colour."""
-    rng = np.random.default_rng(seed)
-    coarse = cv2.resize(rng.uniform(0, 255, (12, 12, 3)).astype(np.float32), (size, size),
-                        interpolation=cv2.INTER_CUBIC)
-    fine = cv2.GaussianBlur(rng.uniform(-40, 40, (size, size, 3)).astype(np.float32), (0, 0), 1.2)
-    return np.clip(coarse + fine, 0, 255).astype(np.uint8)
-
-
-def forged(angle=0.0, seed=0):
-    img = texture(seed=seed)
-    out, gt = img.copy(), np.zeros(img.shape[:2], bool)
-    patch = img[20:70, 20:70]
-    if angle:
-        patch = cv2.warpAffine(patch, cv2.getRotationMatrix2D((25, 25), angle, 1.0), (50, 50))
-    out[110:160, 120:170] = patch
-    gt[20:70, 20:70] = gt[110:160, 120:170] = True
-    return out, gt
-
-
 def f1(mask, gt):
     return 2 * (mask & gt).sum() / max(1, mask.sum() + gt.sum())
 
@@ -43,8 +23,8 @@ def test_zernike_kernels_are_the_twelve_moments_of_order_five():
     assert orders[0] == (0, 0) and (5, 5) in orders and all((n - m) % 2 == 0 for n, m in orders)
 
 
-def test_zernike_magnitudes_do_not_change_when_the_patch_rotates():
-    patch = texture(16, seed=3)[..., 0].astype(np.float32)
+def test_zernike_magnitudes_do_not_change_when_the_patch_rotates(copy_move):
+    patch = copy_move.texture(16, seed=3)[..., 0].astype(np.float32)
     feats = [zernike_features(np.rot90(patch, k).copy(), 16, 5)[0, 0] for k in range(2)]
     raw = [np.abs([(np.rot90(patch, k) * kk).sum() for kk in zernike_kernels(16, 5)[0]]) for k in range(2)]
     np.testing.assert_allclose(raw[0], raw[1], rtol=1e-4, atol=1e-4)
@@ -68,18 +48,19 @@ def test_mirror_marks_the_matched_pixels():
 
 
 @pytest.mark.parametrize("angle", [0.0, 20.0])
-def test_both_copies_are_found_in_a_translated_or_rotated_copy(angle):
-    image, gt = forged(angle)
+def test_both_copies_are_found_in_a_translated_or_rotated_copy(angle, copy_move):
+    image, gt = copy_move.forged(angle)
     mask, area = create_model("copymove", **SMALL).detect(image)
     assert f1(mask, gt) > 0.75, f1(mask, gt)
     assert mask[gt][: gt.sum() // 2].mean() > 0.7  # the source, not only the pasted copy
     assert area >= SMALL["min_area"]
 
 
-def test_an_authentic_texture_gives_no_detection_and_the_contract_holds():
+def test_an_authentic_texture_gives_no_detection_and_the_contract_holds(copy_move):
     model = create_model("copymove", **SMALL)
-    image = texture(seed=5)
-    x = imagenet_normalize(torch.from_numpy(np.stack([image, forged()[0]])).permute(0, 3, 1, 2).float() / 255)
+    image = copy_move.texture(seed=5)
+    batch = np.stack([image, copy_move.forged()[0]])
+    x = imagenet_normalize(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
     out = model(x)
     assert out["mask_logits"].shape == (2, 1, 192, 192) and out["image_logit"].shape == (2,)
     probs = torch.sigmoid(out["image_logit"])
@@ -87,14 +68,14 @@ def test_an_authentic_texture_gives_no_detection_and_the_contract_holds():
     assert (torch.sigmoid(out["mask_logits"][0]) < 0.5).all()
 
 
-def test_the_same_photo_gives_the_same_result():
-    image, _ = forged(seed=2)
+def test_the_same_photo_gives_the_same_result(copy_move):
+    image, _ = copy_move.forged(seed=2)
     a, b = (create_model("copymove", **SMALL).detect(image)[0] for _ in range(2))
     assert np.array_equal(a, b)
 
 
-def test_large_photos_are_analysed_downscaled_and_answered_at_full_size():
-    image, gt = forged()
+def test_large_photos_are_analysed_downscaled_and_answered_at_full_size(copy_move):
+    image, gt = copy_move.forged()
     big = cv2.resize(image, (384, 384), interpolation=cv2.INTER_CUBIC)
     mask, _ = create_model("copymove", **SMALL, max_pixels=192 * 192).detect(big)
     assert mask.shape == (384, 384)
