@@ -34,7 +34,7 @@ def _kind_of(photos, kind, seed=0):
 def test_each_kind_edits_its_region_only(photos, kind, monkeypatch):
     """Without the final JPEG, the pixels outside the (slightly dilated, for feathered splices) mask equal the
     sample drawn authentic-side: the edit is the only difference (a splice feathers at most 3 σ = 7.5 px out)."""
-    monkeypatch.setattr(synthetic, "final_save", lambda image, rng: ("png", None))
+    monkeypatch.setattr(synthetic, "final_save", lambda image, rng, prob: ("png", None))
     i, s = _kind_of(photos, kind)
     mask = s["mask"]
     assert mask.dtype == bool and 0 < mask.sum() < mask.size
@@ -58,6 +58,25 @@ def test_samples_are_reproducible_and_independent(photos):
     assert c["image"].shape != a["image"].shape or np.any(c["image"] != a["image"])
     au = make_sample(photos, 9, 1, False)
     assert au["mask"] is None and "kind" not in au["meta"]
+
+
+def test_compression_probabilities_make_never_compressed_samples(photos):
+    """history_prob = jpeg_prob = 0: no sample is ever JPEG-compressed outside its edit (lossless sources stay
+    lossless, saved as PNG); 1: every sample is finally a JPEG. The defaults draw the same bytes as before."""
+    untouched = 0
+    for i in range(12):
+        s = make_sample(photos, i, 5, False, history_prob=0.0, jpeg_prob=0.0)
+        assert s["format"] == "png" and s["quality"] is None
+        rng = np.random.default_rng([5, i])  # the sample's own draws: photo, then window
+        photo = photos[int(rng.integers(len(photos)))]
+        window, resized = synthetic.photo_window(photo, rng, 640)
+        np.testing.assert_array_equal(s["image"], window)  # no history added, stored losslessly
+        untouched += photo.lossless and not resized
+    assert untouched
+    always = [make_sample(photos, i, 5, True, jpeg_prob=1.0)["format"] for i in range(12)]
+    assert set(always) == {"jpg"}
+    np.testing.assert_array_equal(make_sample(photos, 3, 5, True)["image"],
+                                  make_sample(photos, 3, 5, True, history_prob=0.8, jpeg_prob=0.75)["image"])
 
 
 def test_mix_of_kinds_formats_and_splice_sources(photos):
@@ -141,3 +160,10 @@ def test_synthesize_refuses_bad_arguments(tmp_path, capsys):
     capsys.readouterr()
     assert main(["synthesize", "--photos", str(photos), "--out", str(tmp_path / "o"), "--tampered", "1"]) == 2
     assert "no readable photo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--history-prob", "--jpeg-prob"])
+def test_cli_rejects_a_probability_outside_0_1(tmp_path, capsys, flag):
+    write_png(tmp_path / "p.png", np.zeros((64, 64, 3), np.uint8))
+    assert main(["synthesize", "--photos", str(tmp_path), "--out", str(tmp_path / "out"), flag, "1.5"]) != 0
+    assert f"{flag} must be a probability" in capsys.readouterr().err

@@ -225,3 +225,21 @@ def test_a_fixed_size_model_exports_at_its_size(tmp_path, capsys):
         assert abs(sa - sb) <= TOL
     with pytest.raises(UserError, match="takes 64×64 inputs"):
         load_predictor(str(out), image_size=96)
+
+
+@needs_onnx
+def test_top_pooling_head_exports_with_size_dependent_counts(tmp_path):
+    """head_pooling "top": the top-share counts of the bottleneck and of the logits stay functions of the photo
+    size in the graph, so the exported score equals PyTorch's at sizes other than the traced one."""
+    torch.manual_seed(1)
+    model = tamperscope.create_model("ela-unet", widths=[4, 8, 16], global_context=True, detection_head=True,
+                                     head_pooling="top").eval()
+    ckpt = save_checkpoint(model, tmp_path / "top.safetensors", extra={"train": {"image_size": 64}})
+    out = tmp_path / "top.onnx"
+    assert main(["export-onnx", str(ckpt), str(out)]) == 0
+    eager, fast = load_predictor(str(ckpt), experts=False), load_predictor(str(out), experts=False)
+    for i, (h, w) in enumerate([(64, 64), (250, 330)]):  # top 0.1 % of the logits: 1 and 22 values
+        rgb = photo(h, w, seed=20 + i)
+        a, b = eager.predict_array(rgb), fast.predict_array(rgb)
+        np.testing.assert_allclose(b.probability, a.probability, rtol=0, atol=TOL)
+        assert abs(b.raw_score - a.raw_score) <= TOL

@@ -13,6 +13,7 @@ from tamperscope.cli import main
 from tamperscope.data.transforms import jpeg_roundtrip
 from tamperscope.errors import UserError
 from tamperscope.nn.error_level import error_level
+from tamperscope.models.elaunet import with_context
 from tamperscope.nn.norm import imagenet_normalize
 
 
@@ -213,3 +214,47 @@ def test_detection_head_is_trained_on_the_image_label():
     torch.testing.assert_close(terms["total"], terms["bce"] + terms["dice"] + 0.25 * terms["cls"])
     terms["total"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.parameters())
+
+
+def test_top_pooling_is_steady_across_photo_sizes_where_maxima_grow():
+    """head_pooling "top": on statistically identical photos of 64² and 1024² positions, the pooled statistics move
+    far less than the maxima of head_pooling "max" (the reason for the option: a head trained on windows must not
+    read a large photo as suspicious), while a forged patch of 2 % of the photo still raises every statistic."""
+    pooled = {}
+    for name in ("max", "top"):
+        model = tamperscope.create_model("ela-unet", global_context=True, detection_head=True, widths=[4, 8],
+                                         head_pooling=name)
+        small, large = (model.pooled(torch.randn(1, 16, s, s, generator=torch.Generator().manual_seed(s)),
+                                     torch.randn(1, 1, 4 * s, 4 * s, generator=torch.Generator().manual_seed(s + 1)))
+                        for s in (8, 256))
+        pooled[name] = (small, large)
+        assert small.shape == large.shape == (1, 2 * 16 + 2)
+    drift = {name: (large - small)[0, 16:].abs().mean().item() for name, (small, large) in pooled.items()}
+    assert drift["top"] < 0.35 * drift["max"], drift
+    model = tamperscope.create_model("ela-unet", global_context=True, detection_head=True, widths=[4, 8],
+                                     head_pooling="top")
+    bottom, half = torch.randn(1, 16, 64, 64), torch.randn(1, 1, 256, 256)
+    forged_bottom, forged_half = bottom.clone(), half.clone()
+    forged_bottom[..., :9, :9] += 3.0  # 2 % of the positions
+    forged_half[..., :36, :36] += 3.0
+    before, after = model.pooled(bottom, half)[0, 16:], model.pooled(forged_bottom, forged_half)[0, 16:]
+    assert bool((after > before + 1.0).all())
+
+
+def test_head_pooling_is_checked_and_max_is_the_former_head():
+    with pytest.raises(UserError, match="head_pooling must be one of max, top"):
+        tamperscope.create_model("ela-unet", detection_head=True, head_pooling="mean")
+    torch.manual_seed(0)
+    model = tamperscope.create_model("ela-unet", global_context=True, detection_head=True, widths=[4, 8]).eval()
+    x = imagenet_normalize(torch.rand(1, 3, 64, 96))
+    with torch.no_grad():
+        out = model(x)
+        grabbed = {}
+        model.out.register_forward_hook(lambda m, i, o: grabbed.__setitem__("half", o))
+        model.down[-1].register_forward_hook(lambda m, i, o: grabbed.__setitem__("bottom", o))
+        model(x)
+        bottom, flat = with_context(grabbed["bottom"]), grabbed["half"].flatten(1)
+        k = max(1, flat.shape[1] // 100)
+        former = torch.cat([bottom.mean((2, 3)), bottom.amax((2, 3)), flat.amax(1, keepdim=True),
+                            flat.topk(k, dim=1).values.mean(1, keepdim=True)], 1)
+    torch.testing.assert_close(out["image_logit"], model.head(former).squeeze(1), rtol=0, atol=0)

@@ -8,7 +8,7 @@ forgery from an authentic sample is the edit itself:
    which erases its JPEG traces), then a window of at most ``max_side`` pixels is cut with its corner on the
    8-pixel JPEG grid (so a camera JPEG keeps its aligned block grid).
 2. **First history** (:func:`camera_history`): a lossless or resized photo is JPEG-compressed at a random
-   quality (65-98) with probability 0.8, as a camera or an earlier save would.
+   quality (65-98) with probability ``history_prob`` (0.8), as a camera or an earlier save would.
 3. **Edit** (only for tampered samples; :data:`FORGERY_KINDS`) over an object-like, stuff-like or background
    region (:class:`tamperscope.data.brgen.regions.BuiltinRegions`, 2-20 %, 20-60 % or 80-95 % of the window):
    ``splice``       content of a photo from another source (another camera or set) with its own history:
@@ -21,10 +21,11 @@ forgery from an authentic sample is the edit itself:
    ``double_jpeg``  the region's own content compressed once more at another quality, on the photo's grid
                     (aligned) or shifted by 1-7 pixels (misaligned), content unchanged;
    ``retouch``      a local edit of the region: brightness/contrast/gamma, blur, sharpening or added noise.
-4. **Final save** (:func:`final_save`): JPEG at quality 70-100 with probability 0.75 (the whole photo shares the
-   last compression, forgery or not), else kept lossless (PNG).
+4. **Final save** (:func:`final_save`): JPEG at quality 70-100 with probability ``jpeg_prob`` (0.75; the whole
+   photo shares the last compression, forgery or not), else kept lossless (PNG).
 
-Authentic samples go through steps 1, 2 and 4 with the same probabilities. Every random draw of sample ``i``
+Authentic samples go through steps 1, 2 and 4 with the same probabilities. Lowering ``history_prob`` and
+``jpeg_prob`` makes more samples that were never compressed at all (forgeries and authentic alike). Every random draw of sample ``i``
 comes from ``numpy.random.default_rng([seed, i])``, so a sample never depends on the others (shardable and
 reproducible byte for byte).
 """
@@ -51,6 +52,8 @@ INPAINTERS = ("cvTelea", "cvNS", "exemplar", "pseudoLDM")
 #: region type → (probability, area range as a fraction of the window)
 REGION_PLAN = {"thing": (0.6, (0.02, 0.20)), "stuff": (0.3, (0.20, 0.60)), "background": (0.1, (0.80, 0.95))}
 JPEG_GRID = 8
+#: step 2's and step 4's probabilities of a JPEG compression
+HISTORY_PROB, JPEG_PROB = 0.8, 0.75
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
 
@@ -79,9 +82,11 @@ def photo_window(photo: Photo, rng: np.random.Generator, max_side: int) -> tuple
     return np.ascontiguousarray(image[y:y + th, x:x + tw]), resized
 
 
-def camera_history(image: np.ndarray, rng: np.random.Generator, lossless: bool) -> np.ndarray:
-    """Step 2: a JPEG history for a window that has none (lossless source or resampled)."""
-    if lossless and rng.random() < 0.8:
+def camera_history(image: np.ndarray, rng: np.random.Generator, lossless: bool,
+                   prob: float = HISTORY_PROB) -> np.ndarray:
+    """Step 2: a JPEG history, with probability ``prob``, for a window that has none (lossless source or
+    resampled)."""
+    if lossless and rng.random() < prob:
         return jpeg_roundtrip(image, int(rng.integers(65, 99)))
     return image
 
@@ -163,19 +168,20 @@ def retouch(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tu
     return composite(image, np.clip(y, 0, 255).round().astype(np.uint8), mask), {"op": op}
 
 
-def final_save(image: np.ndarray, rng: np.random.Generator) -> tuple[str, int | None]:
-    """Step 4: ``("jpg", quality)`` or ``("png", None)``."""
-    if rng.random() < 0.75:
+def final_save(image: np.ndarray, rng: np.random.Generator, prob: float = JPEG_PROB) -> tuple[str, int | None]:
+    """Step 4: ``("jpg", quality)`` with probability ``prob``, else ``("png", None)``."""
+    if rng.random() < prob:
         return "jpg", int(rng.integers(70, 101))
     return "png", None
 
 
-def make_sample(photos: list[Photo], index: int, seed: int, tampered: bool, max_side: int = 640) -> dict:
+def make_sample(photos: list[Photo], index: int, seed: int, tampered: bool, max_side: int = 640,
+                history_prob: float = HISTORY_PROB, jpeg_prob: float = JPEG_PROB) -> dict:
     """Sample ``index``: ``{"image", "mask" (bool or None), "format", "quality", "meta"}`` (module docstring)."""
     rng = np.random.default_rng([seed, index])
     photo = photos[int(rng.integers(len(photos)))]
     window, resized = photo_window(photo, rng, max_side)
-    image = camera_history(window, rng, photo.lossless or resized)
+    image = camera_history(window, rng, photo.lossless or resized, history_prob)
     meta = {"photo_source": photo.source, "resized": resized}
     mask = None
     if tampered:
@@ -199,7 +205,7 @@ def make_sample(photos: list[Photo], index: int, seed: int, tampered: bool, max_
         else:
             image, params = retouch(image, mask, rng)
         meta.update(kind=kind, region=region, area=round(float(mask.mean()), 4), params=params)
-    fmt, quality = final_save(image, rng)
+    fmt, quality = final_save(image, rng, jpeg_prob)
     meta.update(format=fmt, quality=quality)
     return {"image": image, "mask": mask, "format": fmt, "quality": quality, "meta": meta}
 
@@ -260,9 +266,9 @@ def _encode(sample: dict) -> bytes:
 
 
 def _write_one(job: tuple) -> dict:
-    photos, out, index, seed, tampered, max_side = job
+    photos, out, index, seed, tampered, max_side, history_prob, jpeg_prob = job
     folder, stem = ("Tp", f"tp_{index:06d}") if tampered else ("Au", f"au_{index:06d}")
-    sample = make_sample(photos, index, seed, tampered, max_side)
+    sample = make_sample(photos, index, seed, tampered, max_side, history_prob, jpeg_prob)
     name = f"{folder}/{stem}.{sample['format']}"
     mask = f"Gt/{stem}_gt.png" if tampered else "Negative"
     # a finished sample is kept (resume): the draw is the same, so are its bytes; the mask is written first
@@ -281,7 +287,8 @@ def _work(job: tuple) -> dict:
 
 
 def write_synthetic(photos: list[Photo], out: str | Path, tampered: int, authentic: int, seed: int,
-                    max_side: int = 640, workers: int = 1, progress: bool = True) -> Path:
+                    max_side: int = 640, workers: int = 1, progress: bool = True,
+                    history_prob: float = HISTORY_PROB, jpeg_prob: float = JPEG_PROB) -> Path:
     """Write ``tampered`` forgeries and ``authentic`` samples under ``out`` (``Tp/``, ``Gt/``, ``Au/``), the list
     ``out/list.json`` (IMDL-BenCo, relative paths) and ``out/meta.jsonl`` (what was drawn for each sample).
     Existing samples are kept, so an interrupted run continues where it stopped."""
@@ -292,8 +299,8 @@ def write_synthetic(photos: list[Photo], out: str | Path, tampered: int, authent
     for sub in ("Tp", "Gt", "Au"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     # tampered samples use indices 0..T-1, authentic ones T..T+A-1: no two samples share a random stream
-    jobs = [(out, i, seed, True, max_side) for i in range(tampered)]
-    jobs += [(out, tampered + i, seed, False, max_side) for i in range(authentic)]
+    jobs = [(out, i, seed, True, max_side, history_prob, jpeg_prob) for i in range(tampered)]
+    jobs += [(out, tampered + i, seed, False, max_side, history_prob, jpeg_prob) for i in range(authentic)]
     _PHOTOS = photos
     bar = dict(total=len(jobs), desc="synthesize", unit="img", disable=not progress)
     if workers > 1:

@@ -24,9 +24,13 @@ and a U-Net (Ronneberger et al., MICCAI 2015) as the localiser.
   bottleneck features get a twin ``(x − μ) / σ``, with μ and σ the per-channel mean and standard deviation over
   the whole photo (the whole window in training). A region is then suspicious because it differs from the rest
   of its own photo, whatever the photo's overall compression or noise level.
-- With ``detection_head``: the image logit comes from a small MLP (64 hidden units) over the bottleneck's
-  global average and maximum, the maximum and the top-1 % mean of the mask logits, trained with BCE on the image
-  label (weight ``cls_weight``); without it, the maximum mask logit.
+- With ``detection_head``: the image logit comes from a small MLP (64 hidden units) over pooled statistics,
+  trained with BCE on the image label (weight ``cls_weight``); without it, the maximum mask logit. With
+  ``head_pooling: max`` the statistics are the bottleneck's global average and maximum and the maximum and the
+  top-1 % mean of the mask logits. Maxima grow with the number of pixels, so a head trained on 256-pixel windows
+  reads a 12-megapixel photo as suspicious; ``head_pooling: top`` replaces each maximum by the mean of the top
+  share (1 % of the bottleneck's positions, 0.1 % of the logits), which stays put on an authentic photo of any
+  size while a forged region of that share still dominates it.
 - Network: a stride-2 3×3 stem (BN, ReLU) to ``widths[0]`` channels at half resolution, then a U-Net over
   ``widths`` (24, 48, 96, 192): two 3×3 conv-BN-ReLU per level, 2×2 max-pooling down, bilinear ×2 up with
   the skip concatenated, a 1×1 conv to one logit map, bilinear ×2 back to the input size.
@@ -57,7 +61,7 @@ PAPER = ("tamperscope's own model: error-level analysis (Krawetz, Black Hat 2007
          "(Ronneberger et al., MICCAI 2015)")
 DEFAULT_CONFIG = {"qualities": [90, 75], "error_scale": 8.0, "ela_map": False, "ela_prior": False,
                   "residual": False, "residual_scale": 4.0, "global_context": False, "detection_head": False,
-                  "widths": [24, 48, 96, 192], "dice_weight": 1.0, "cls_weight": 0.5}
+                  "head_pooling": "max", "widths": [24, 48, 96, 192], "dice_weight": 1.0, "cls_weight": 0.5}
 ELA_PRIOR_EPS = 1e-4
 #: SRM's three residual filters kept by RGB-N (Zhou et al., CVPR 2018, §3.2), each with its own normaliser
 SRM_KERNELS = (
@@ -66,7 +70,9 @@ SRM_KERNELS = (
               [-1, 2, -2, 2, -1]]) / 12.0,
     np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]) / 2.0,
 )
-TOP_DIVISOR = 100  # the top 1 % of the half-resolution logits
+TOP_DIVISOR = 100  # the top 1 % (of the half-resolution logits; with head_pooling "top", of the bottleneck too)
+PEAK_DIVISOR = 1000  # head_pooling "top": the top 0.1 % of the logits stands for their maximum
+HEAD_POOLINGS = ("max", "top")
 PRESETS = {
     # the CPU recipe of the default model (configs/default-model.yaml)
     "default": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 20, "warmup_epochs": 0.2,
@@ -94,8 +100,8 @@ class ErrorLevelUNet(TamperModel):
 
     def __init__(self, qualities=(90, 75), error_scale: float = 8.0, ela_map: bool = False, ela_prior: bool = False,
                  residual: bool = False, residual_scale: float = 4.0, global_context: bool = False,
-                 detection_head: bool = False, widths=(24, 48, 96, 192), dice_weight: float = 1.0,
-                 cls_weight: float = 0.5):
+                 detection_head: bool = False, head_pooling: str = "max", widths=(24, 48, 96, 192),
+                 dice_weight: float = 1.0, cls_weight: float = 0.5):
         super().__init__()
         qualities, widths = tuple(int(q) for q in qualities), tuple(int(w) for w in widths)
         if any(not 1 <= q <= 100 for q in qualities):
@@ -105,11 +111,13 @@ class ErrorLevelUNet(TamperModel):
         if error_scale <= 0 or residual_scale <= 0:
             raise UserError(f"ela-unet: error_scale and residual_scale must be positive, got {error_scale}, "
                             f"{residual_scale}")
+        if head_pooling not in HEAD_POOLINGS:
+            raise UserError(f"ela-unet: head_pooling must be one of {', '.join(HEAD_POOLINGS)}, got {head_pooling!r}")
         if ela_prior and not ela_map:
             raise UserError("ela-unet: ela_prior needs ela_map (the prior is that input channel)")
         self.qualities, self.error_scale, self.dice_weight = qualities, float(error_scale), float(dice_weight)
         self.residual_scale, self.cls_weight = float(residual_scale), float(cls_weight)
-        self.global_context = bool(global_context)
+        self.global_context, self.head_pooling = bool(global_context), head_pooling
         self.ela = ErrorLevelAnalysis() if ela_map else None
         if residual:
             self.register_buffer("srm", torch.tensor(np.stack(SRM_KERNELS), dtype=torch.float32)[:, None],
@@ -191,10 +199,16 @@ class ErrorLevelUNet(TamperModel):
             logits = logits + torch.logit(feats[:, -1:].clamp(ELA_PRIOR_EPS, 1.0 - ELA_PRIOR_EPS))
         if self.head is None:
             return {"mask_logits": logits, "image_logit": max_pool_image_logit(logits)}
+        return {"mask_logits": logits, "image_logit": self.head(self.pooled(bottom, half)).squeeze(1)}
+
+    def pooled(self, bottom: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+        """The detection head's input (module docstring, ``head_pooling``): ``B × (2·C + 2)``."""
         flat = half.flatten(1)
-        top = flat.topk(top_count(flat.shape[1]), dim=1).values.mean(1)
-        pooled = torch.cat([bottom.mean((2, 3)), bottom.amax((2, 3)), flat.amax(1, keepdim=True), top[:, None]], 1)
-        return {"mask_logits": logits, "image_logit": self.head(pooled).squeeze(1)}
+        top = top_mean(flat, TOP_DIVISOR)[:, None]
+        if self.head_pooling == "max":
+            return torch.cat([bottom.mean((2, 3)), bottom.amax((2, 3)), flat.amax(1, keepdim=True), top], 1)
+        return torch.cat([bottom.mean((2, 3)), top_mean(bottom.flatten(2), TOP_DIVISOR),
+                          top_mean(flat, PEAK_DIVISOR)[:, None], top], 1)
 
     def loss(self, outputs: dict, batch: dict) -> dict:
         seg = bce(outputs["mask_logits"], batch["mask"])
@@ -206,10 +220,15 @@ class ErrorLevelUNet(TamperModel):
         return terms
 
 
-def top_count(n):
-    """``max(1, ⌊n / 100⌋)`` (the top 1 %) in integer arithmetic, so that a traced (ONNX) graph keeps it a function
-    of the input size instead of a constant (equal to the former ``int(0.01 * n)`` for every n)."""
-    return torch.sym_max(1, n // TOP_DIVISOR)
+def top_count(n, divisor: int = TOP_DIVISOR):
+    """``max(1, ⌊n / divisor⌋)`` (the top 1 % by default) in integer arithmetic, so that a traced (ONNX) graph keeps
+    it a function of the input size instead of a constant (equal to the former ``int(0.01 * n)`` for every n)."""
+    return torch.sym_max(1, n // divisor)
+
+
+def top_mean(x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """Mean of the top ``1 / divisor`` share of the last axis (:func:`top_count`)."""
+    return x.topk(top_count(x.shape[-1], divisor), dim=-1).values.mean(-1)
 
 
 def context_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
