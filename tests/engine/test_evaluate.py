@@ -200,7 +200,7 @@ def test_a_map_turned_90_degrees_is_an_error_not_a_stretch(bright_data, tmp_path
 def test_false_alarm_threshold_is_the_tightest_within_the_rate():
     """Against a brute-force oracle on random score lists with ties: at most the rate of authentic scores lie
     strictly above the threshold, and no lower threshold keeps that."""
-    from tamperscope.engine.evaluate import false_alarm_threshold
+    from tamperscope.inference import false_alarm_threshold
 
     rng = np.random.default_rng(0)
     for _ in range(500):
@@ -222,7 +222,7 @@ def test_false_alarm_threshold_is_the_tightest_within_the_rate():
 def test_calibrated_scores_and_maps():
     """The image score is shifted like the map (p > t becomes > 0.5), the inverse gives the raw score back, and
     a pixel-only calibration (no image block) leaves the score alone."""
-    from tamperscope.engine.evaluate import calibrate_map, calibrate_score, model_probabilities, uncalibrate_score
+    from tamperscope.inference import calibrate_map, calibrate_score, model_probabilities, uncalibrate_score
 
     raw = torch.tensor([0.0, 0.1, 0.3, 0.30000001, 0.7, 1.0], dtype=torch.float64)
     cal = {"mode": "absolute", "threshold": 0.4, "image": {"threshold": 0.3, "inconclusive_from": 0.1}}

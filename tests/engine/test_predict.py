@@ -443,7 +443,7 @@ def _calibration(threshold: float, image_threshold: float, inconclusive_from: fl
 def test_a_calibrated_model_predicts_with_its_operating_points(run_dir):
     """The score is the calibrated one, the band its calibrated bound, the rates read from the raw score; tiling
     keeps the image score the maximum of the windows."""
-    from tamperscope.engine.evaluate import calibrate_score
+    from tamperscope.inference import calibrate_score
 
     plain = load_predictor(str(run_dir))
     rgb = np.random.default_rng(7).integers(0, 256, size=(50, 70, 3), dtype=np.uint8)

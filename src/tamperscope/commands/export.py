@@ -4,14 +4,14 @@ how the bundled default model was made and how a model is shared or passed to ``
 
 ``--calibrate VAL``: the model's two operating points, chosen on a *validation* set (a JSON list or a ``mix:``
 spec) in one pass and stored in the file's ``calibration``, applied at inference only
-(:func:`tamperscope.engine.evaluate.model_probabilities`) so that 0.5, the default of predict, serve and
+(:func:`tamperscope.inference.model_probabilities`) so that 0.5, the default of predict, serve and
 evaluate, is each of them:
 
 - pixels: the absolute threshold t (0.01, ..., 0.04, 0.05, 0.10, ..., 0.95) that maximises the mean per-image
   pixel F1 of the tampered images (a model trained with Dice terms on many authentic windows is often
   conservative at 0.5);
 - the image score: the smallest threshold above which at most ``--max-false-alarm`` (default 10 %) of the
-  authentic images score (:func:`tamperscope.engine.evaluate.false_alarm_threshold`), and the same at 2.5 times
+  authentic images score (:func:`tamperscope.inference.false_alarm_threshold`), and the same at 2.5 times
   that rate, from which ``predict`` calls a photo inconclusive. The sorted validation scores of the authentic and
   the tampered images are kept, so that ``predict`` can say how rare a score is.
 
@@ -139,7 +139,7 @@ def calibrate(model, data: str, args, image_size: int) -> dict:
 
 def image_calibration(scores, labels, max_false_alarm: float, data: str) -> dict:
     """The ``image`` block of the calibration from validation ``scores`` (raw image probabilities) and ``labels``."""
-    from ..engine.evaluate import false_alarm_threshold
+    from ..inference import false_alarm_threshold
     from ..errors import UserError
 
     authentic, tampered = sorted(scores[labels == 0].tolist()), sorted(scores[labels == 1].tolist())

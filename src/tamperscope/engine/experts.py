@@ -21,7 +21,7 @@ from ..models.base import TamperModel
 from ..nn.norm import imagenet_normalize
 from ..registry import create_model, list_models
 from ..errors import UserError
-from .evaluate import model_probabilities
+from ..inference import model_probabilities
 
 EXPERTS_KEY = "experts"
 MAIN = "model"

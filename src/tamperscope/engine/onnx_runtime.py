@@ -115,8 +115,8 @@ def fresh_preprocessor(name: str, config: dict):
 
 
 def probabilities(mask_logits, image_logit, calibration: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """What ``predict`` shows: the calibrated probabilities (:func:`tamperscope.engine.evaluate.model_probabilities`)."""
-    from .evaluate import calibrate_map, calibrate_score
+    """What ``predict`` shows: the calibrated probabilities (:func:`tamperscope.inference.model_probabilities`)."""
+    from ..inference import calibrate_map, calibrate_score
 
     mask = calibrate_map(torch.sigmoid(torch.as_tensor(mask_logits).float()), calibration)
     return mask, calibrate_score(torch.sigmoid(torch.as_tensor(image_logit).double().reshape(-1)), calibration)

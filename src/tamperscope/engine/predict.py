@@ -30,7 +30,7 @@ Tiling (``tiles=True``, for large photos)
 
 Verdict, regions and confidence
 - The map and the image score are the model's probabilities after its calibration (``export --calibrate``,
-  :func:`tamperscope.engine.evaluate.model_probabilities`): absolute, never normalised per photo, with 0.5 the
+  :func:`tamperscope.inference.model_probabilities`): absolute, never normalised per photo, with 0.5 the
   operating points chosen on validation data (for the score: at most 10 % of the authentic photos above it).
 - ``verdict`` is ``"tampered"`` when the score is above ``image_threshold`` (strict, as the metrics) and at least
   one pixel is above ``threshold``; ``"inconclusive"`` when the score is above ``image_threshold`` but no pixel
@@ -63,10 +63,10 @@ import torch
 
 from ..data.transforms import INPUT_MULTIPLE, JPEG_GRID, pad_to_multiple
 from ..errors import ImageReadError, UserError
+from ..inference import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
 from ..io import atomic_write_text, read_image, read_image_bytes, write_png
 from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
-from .evaluate import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
 from .experts import EXPERTS_KEY, build_experts, expert_maps
 
 PathLike = Union[str, os.PathLike]

@@ -37,10 +37,11 @@ from tqdm import tqdm
 from ..checkpoint import (checkpoint_config, format_key_report, load_weights, read_state_dict, read_weights_file,
                           save_state_dict)
 from ..errors import UserError
+from ..inference import autocast_for
 from ..io import atomic_write_text
 from ..registry import create_model, get_entry, merge_config
 from .distributed import ResumableSampler, barrier, init_distributed, is_main, merge_validation_sums
-from .evaluate import autocast_for, evaluate_model
+from .evaluate import evaluate_model
 
 TRAIN_DEFAULTS = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.05, "epochs": 10, "warmup_epochs": 0,
                   "schedule": "cosine", "min_lr": 0.0, "batch_size": 8, "betas": [0.9, 0.999]}

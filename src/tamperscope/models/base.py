@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..inference import model_probabilities
 
 
 class TamperModel(nn.Module):
@@ -84,8 +85,6 @@ class TamperModel(nn.Module):
     def predict_probabilities(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(mask probability B×1×H×W, image probability B)``, calibrated when the model carries a
         ``calibration``."""
-        from ..engine.evaluate import model_probabilities
-
         return model_probabilities(self, image)
 
 
