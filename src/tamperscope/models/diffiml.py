@@ -377,7 +377,7 @@ class DiffIML(TamperModel):
         """For ``tamperscope profile`` (paper 002 Table 4): GMACs of one denoiser call and of the
         full 8-step sampling for N = 1 and N = 5, and the latency of N = 1 and N = 5 measured alternately in
         one run (flip TTA off, as in Table 4)."""
-        from ..engine.profile import count_gmacs_split, time_forward
+        from ..complexity import count_gmacs_split, time_forward
 
         saved = (self.ensemble_size, self.flip_tta)
         h = image_size // 8
