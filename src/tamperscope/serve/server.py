@@ -349,9 +349,9 @@ class ServeApp:
         """Decode an uploaded image (type checked by content), wait for its turn (``ticket``: its place in
         :attr:`queue`, or None to join now) and return the JSON answer. Raises :class:`RequestStopped` when the
         wait or the analysis runs out of time or ``cancelled()`` says the client has gone."""
-        from ..commands.noiseprint import stretch_to_uint8
         from ..engine.predict import check_finite
         from ..io import check_image_bytes, read_image_bytes
+        from ..report.visualize import stretch_to_uint8
 
         if model_id not in self.models:
             raise UserError(f"unknown model id {model_id!r}")
@@ -414,10 +414,9 @@ class ServeApp:
         return pred, noise
 
     def _noiseprint_map(self, rgb: np.ndarray) -> np.ndarray:
-        import torch
+        from ..backbones.dncnn import photo_noise_map
 
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 256.0  # TruFor scaling
-        return self.noiseprint.forward_rgb01(x.to(self.device))[0, 0].float().cpu().numpy()
+        return photo_noise_map(self.noiseprint, rgb, self.device)
 
 
 class Handler(BaseHTTPRequestHandler):
