@@ -351,9 +351,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     """Rebuild the model a checkpoint describes and load its weights (no pickle involved).
 
     ``overrides`` change config keys that do not affect the weights (e.g. ensemble size)."""
+    return model_from_checkpoint(path, read_checkpoint_config(path), map_location, strict, overrides)
+
+
+def model_from_checkpoint(path: str | Path, cfg: dict, map_location: str | torch.device = "cpu", strict: bool = True,
+                          overrides: dict | None = None):
+    """:func:`load_checkpoint` with the checkpoint's config ``cfg`` (:func:`read_checkpoint_config`) already read."""
     from .registry import create_model
 
-    cfg = read_checkpoint_config(path)
+    overrides = dict(overrides or {})
     calibration = cfg.get("calibration")
     if calibration and calibration.get("mode") != "absolute":
         raise UserError(f"{path}: calibration mode {calibration.get('mode')!r} is no longer supported (per-photo "
@@ -365,7 +371,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     model = create_model(cfg["model"], **config)
     weights = checkpoint_weights_path(path)
     load_weights(model, read_weights_file(weights, map_location), f"{weights} (model '{cfg['model']}')", strict)
-    model.config = cfg["config"] | {k: v for k, v in overrides.items()}
+    model.config = cfg["config"] | overrides
     if calibration:  # chosen on validation data by `tamperscope export --calibrate`
         model.calibration = calibration
     return model

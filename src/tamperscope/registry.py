@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -84,6 +85,21 @@ def merge_config(defaults: dict, overrides: dict, *, where: str) -> dict:
         if isinstance(out[key], dict) and isinstance(value, dict):
             out[key] = merge_config(out[key], value, where=f"{where}.{key}")
         else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(items) -> dict:
+    """``["ensemble_size=1", "flip_tta=false"]`` -> ``{"ensemble_size": 1, "flip_tta": False}``: each value read as
+    JSON, else kept as text (the ``--set KEY=VALUE`` options)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"a config override must be KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
             out[key] = value
     return out
 

@@ -250,13 +250,13 @@ def test_checkpoint_default_names_the_bundled_model_in_every_command(tmp_path, m
     named `default` in the working directory still wins); without the bundled file it is a one-line error."""
     from pathlib import Path
 
-    from tamperscope.engine import predict as predict_mod
-    from tamperscope.engine.runs import resolve_checkpoint
+    from tamperscope.engine import loading as loading_mod
+    from tamperscope.engine.loading import resolve_checkpoint
 
     from .synthetic import make_dataset
 
     data = make_dataset(tmp_path / "data", n_tampered=2, n_authentic=1) / "list.json"
-    bundled = str(predict_mod.default_weights_ref())
+    bundled = str(loading_mod.default_weights_ref())
     assert resolve_checkpoint("default") == bundled and resolve_checkpoint("runs/x") == "runs/x"
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     assert main(["evaluate", "--checkpoint", "default", "--data", str(data), "--out", str(a), "--workers", "0",
@@ -271,7 +271,7 @@ def test_checkpoint_default_names_the_bundled_model_in_every_command(tmp_path, m
     (tmp_path / "default").mkdir()
     assert resolve_checkpoint("default") == "default"  # the user's own folder
     monkeypatch.chdir(Path(bundled).parent.parent)
-    monkeypatch.setattr(predict_mod, "default_weights_ref", lambda: tmp_path / "missing.safetensors")
+    monkeypatch.setattr(loading_mod, "default_weights_ref", lambda: tmp_path / "missing.safetensors")
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", "default", "--data", str(data), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()

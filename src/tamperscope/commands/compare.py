@@ -30,6 +30,7 @@ def add_arguments(p):
 def parse_named_data(items: list[str]) -> dict[str, str]:
     """``["casia=a.json", "b_folder"]`` -> ``{"casia": "a.json", "b_folder": "b_folder"}`` (unique names)."""
     from ..errors import UserError
+    from ..inference import check_image_size
 
     out: dict[str, str] = {}
     for item in items:
@@ -67,15 +68,17 @@ def run(args) -> int:
     from ..data.datasets import load_evaluation_records
     from ..engine.distributed import init_distributed
     from ..engine.evaluate import METRIC_KEYS
-    from ..engine.robustness import load_benchmark_model, unique_labels
+    from ..engine.loading import load_model
+    from ..engine.robustness import unique_labels
     from ..engine.runs import evaluate_source
     from ..errors import UserError
     from ..io import atomic_write_bytes, atomic_write_text, read_image
+    from ..registry import parse_overrides
     from ..report.compare import (COMPARE_METRICS, example_grid_png, mean_over_datasets, pick_examples, to_html,
                                   to_markdown)
 
-    if args.image_size is not None and (args.image_size < 32 or args.image_size % 32):
-        raise UserError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    if args.image_size is not None:
+        check_image_size(args.image_size, "--image-size")
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else COMPARE_METRICS
     unknown = [m for m in metrics if m not in METRIC_KEYS]
     if unknown:
@@ -95,7 +98,8 @@ def run(args) -> int:
     bar = tqdm(total=len(labels) * len(datasets), desc="compare", unit="eval", disable=args.no_progress,
                dynamic_ncols=True)
     for spec, label in zip(runs, labels):
-        model, size = load_benchmark_model(spec, device, args.set, args.image_size)
+        loaded = load_model(spec, device, parse_overrides(args.set), image_size=args.image_size)
+        model, size = loaded.fused(), loaded.image_size
         models_info[label] = {"checkpoint": str(spec), "image_size": size}
         results[label] = {}
         for name, path in datasets.items():

@@ -83,7 +83,8 @@ def _write_photos(dest: Path, max_side: int) -> int:
 
 
 def _predictor(args):
-    from ..engine.predict import default_model_available, load_predictor
+    from ..engine.loading import default_model_available
+    from ..engine.predict import load_predictor
 
     if args.checkpoint is None and not default_model_available():
         print("tamperscope demo: no default model is installed; using the weight-free 'ela' baseline instead",

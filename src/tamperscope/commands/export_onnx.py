@@ -28,7 +28,7 @@ def run(args) -> int:
     from ..checkpoint import read_checkpoint_config
     from ..engine.experts import EXPERTS_KEY
     from ..engine.onnx_runtime import OPSET, export_onnx
-    from ..engine.runs import resolve_checkpoint
+    from ..engine.loading import resolve_checkpoint
     from ..engine.predict import load_predictor
     from ..errors import UserError
 

@@ -54,12 +54,15 @@ def add_arguments(p):
 def run(args) -> int:
     from ..engine.predict import load_predictor, predict_files, verdict_line
     from ..errors import UserError
+    from ..inference import check_image_size
 
     for flag, value in (("--threshold", args.threshold), ("--image-threshold", args.image_threshold)):
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{flag} must be in [0, 1], got {value}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.image_size is not None:
+        check_image_size(args.image_size, "--image-size")
     predictor = load_predictor(args.checkpoint, device=args.device, image_size=args.image_size,
                                batch_size=args.batch_size, onnx_runtime=args.onnx_runtime,
                                experts=not args.no_experts)

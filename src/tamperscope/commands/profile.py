@@ -22,19 +22,6 @@ def add_arguments(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def _row(r: dict) -> str:
     paper = ""
     if "paper_params_m" in r:
@@ -89,10 +76,12 @@ def markdown_table(rows: list[dict], image_size: int, device: str) -> str:
 
 def run(args) -> int:
     from ..engine.profile import profile_model
-    from ..registry import list_models
+    from ..inference import check_image_size
+    from ..registry import list_models, parse_overrides
 
     if not args.model and not args.all:
         raise ValueError("give a MODEL name or --all")
+    check_image_size(args.image_size, "--image-size")
     names = list_models() if args.all else [args.model]
     overrides = parse_overrides(args.set)
     if not args.json:

@@ -23,9 +23,11 @@ def run(args) -> int:
     from ..engine.robustness import (format_robustness, parse_kinds, parse_levels, run_robustness, sweep_plan,
                                      write_robustness)
     from ..errors import UserError
+    from ..inference import check_image_size
+    from ..registry import parse_overrides
 
-    if args.image_size is not None and (args.image_size < 32 or args.image_size % 32):
-        raise UserError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    if args.image_size is not None:
+        check_image_size(args.image_size, "--image-size")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     plan = sweep_plan(parse_kinds(args.kinds), parse_levels(args.levels))
@@ -33,7 +35,8 @@ def run(args) -> int:
                    input_paths([args.data], model_specs(args)))
     result = run_robustness(model_specs(args), args.data, plan, threshold=args.threshold, image_size=args.image_size,
                             batch_size=args.batch_size, device=args.device, workers=args.workers,
-                            on_mismatch=args.on_mismatch, set_items=args.set, progress=not args.no_progress)
+                            on_mismatch=args.on_mismatch, overrides=parse_overrides(args.set),
+                            progress=not args.no_progress)
     if is_main():
         print(format_robustness(result))
         written = write_robustness(result, args.out)

@@ -42,10 +42,10 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..engine.train import TrainOptions, train
-    from .profile import parse_overrides
+    from ..inference import check_image_size
+    from ..registry import parse_overrides
 
-    if args.image_size % 32:
-        raise ValueError(f"--image-size must be a multiple of 32, got {args.image_size}")
+    check_image_size(args.image_size, "--image-size")
     opts = TrainOptions(model=args.model, train=args.train, out=args.out, val=args.val, stage=args.stage,
                         preset=args.preset, config_file=args.config, pretrained=args.pretrained, resume=args.resume,
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,

@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ImageReadError, UserError
+from ..inference import DEFAULT_IMAGE_SIZE
 from ..io import DEFAULT_MAX_PIXELS, probe_image, read_image, read_mask
 from ..nn.norm import imagenet_normalize
 from .edges import canny_edge, edge_band
@@ -354,7 +355,7 @@ class ForensicsDataset(Dataset):
     the augmentation. ``canny_dilate`` is the dilation of the ``"canny"`` edge variant.
     """
 
-    def __init__(self, records: Sequence[Record] | BalancedMixture, image_size: int = 512, augment: bool = False,
+    def __init__(self, records: Sequence[Record] | BalancedMixture, image_size: int = DEFAULT_IMAGE_SIZE, augment: bool = False,
                  edge: str | None = None, edge_width: int = 7, on_mismatch: str = "error",
                  perturb: str | tuple[str, float] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  seed: int = 0, forgery_ops: bool = True, augment_config: AugmentConfig | None = None,

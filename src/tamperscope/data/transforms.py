@@ -44,10 +44,10 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
+from ..inference import INPUT_MULTIPLE
 
 PERTURB_KINDS = ("jpeg", "blur", "noise", "gamma", "resize")
 JPEG_GRID = 16  # side of a 4:2:0 JPEG minimum coded unit
-INPUT_MULTIPLE = 32  # native-resolution inputs are padded to a multiple of the coarsest feature stride
 
 
 @dataclass(frozen=True)

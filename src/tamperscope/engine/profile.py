@@ -8,6 +8,7 @@ import warnings
 import torch
 
 from ..complexity import count_gmacs, count_gmacs_split, count_parameters, time_forward
+from ..inference import DEFAULT_IMAGE_SIZE, check_image_size
 from ..registry import create_model, get_entry
 
 #: numbers the papers report, shown beside our measurements (FRD-Net Table 2, DiffIML Table 4)
@@ -21,7 +22,7 @@ PAPER_COMPLEXITY = {
 }
 
 
-def meta_complexity(name: str, image_size: int = 512, with_gmacs: bool = True, **overrides) -> dict:
+def meta_complexity(name: str, image_size: int = DEFAULT_IMAGE_SIZE, with_gmacs: bool = True, **overrides) -> dict:
     """Parameters and GMACs computed on the meta device (no weights materialised, no arithmetic). Construction
     warnings (e.g. about weights not given) are not shown: nothing here trains or predicts."""
     with warnings.catch_warnings():
@@ -42,15 +43,14 @@ def meta_complexity(name: str, image_size: int = 512, with_gmacs: bool = True, *
     return out
 
 
-def profile_model(name: str, image_size: int = 512, batch_size: int = 1, device: str = "cpu", warmup: int = 1,
-                  iters: int = 3, best_batch: bool = False, autocast: bool = True, model=None, on_stage=None,
-                  **overrides) -> dict:
+def profile_model(name: str, image_size: int = DEFAULT_IMAGE_SIZE, batch_size: int = 1, device: str = "cpu",
+                  warmup: int = 1, iters: int = 3, best_batch: bool = False, autocast: bool = True, model=None,
+                  on_stage=None, **overrides) -> dict:
     """Profile a registered model (or a given instance). Returns flat keys: ``params_m``,
     ``trainable_params_m``, ``gmacs``, ``latency_ms`` (batch 1), ``images_per_s`` (at ``batch_size``, or the
     best of 1, 2, 4, … when ``best_batch``), ``best_batch_size``, ``peak_mem_mb``, plus model extras.
     ``on_stage(text, done, total)``, when given, is called before each stage (progress for the command)."""
-    if image_size % 32:
-        raise ValueError(f"--image-size must be a multiple of 32, got {image_size}")
+    check_image_size(image_size)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available")

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ..checkpoint import (checkpoint_config, format_key_report, load_weights, read_state_dict, read_weights_file,
                           save_state_dict)
 from ..errors import UserError
-from ..inference import autocast_for
+from ..inference import DEFAULT_IMAGE_SIZE, autocast_for
 from ..io import atomic_write_text
 from ..registry import create_model, get_entry, merge_config
 from .distributed import ResumableSampler, barrier, init_distributed, is_main, merge_validation_sums
@@ -61,7 +61,7 @@ class TrainOptions:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    image_size: int = 512
+    image_size: int = DEFAULT_IMAGE_SIZE
     device: str = "auto"
     workers: int = 2
     accum: int | None = None  # None: what the preset's global batch needs (global_accumulation), else 1
