@@ -348,7 +348,7 @@ class IFANet(TamperModel):
             y = F.pad(x01, (radius, radius, radius, radius), mode="reflect")
             y = F.conv2d(y, g.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
             return F.conv2d(y, g.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
-        from ..data.transforms import jpeg_roundtrip
+        from ..nn.jpeg import jpeg_roundtrip
 
         rgb = (x01.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         back = np.stack([jpeg_roundtrip(np.ascontiguousarray(im), self.lowpass_quality) for im in rgb])
