@@ -40,7 +40,7 @@ def model_probabilities(model, images: torch.Tensor) -> tuple[torch.Tensor, torc
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast_for(device):
         out = model(images)
-    calibration = getattr(model, "calibration", None)
+    calibration = model.calibration
     probs = calibrate_map(torch.sigmoid(out["mask_logits"].float()), calibration)
     return probs, calibrate_score(torch.sigmoid(out["image_logit"].double().reshape(-1)), calibration)
 

@@ -112,5 +112,5 @@ def create_model(name: str, **overrides):
     model.model_name = name
     # a value the constructor resolved (e.g. NFA-ViT's train_noise_branch from whether weights were given) is
     # recorded, so the checkpoint rebuilds the same model without the weight files
-    model.config = config | getattr(model, "resolved_config", {})
+    model.config = config | model.resolved_config()
     return model

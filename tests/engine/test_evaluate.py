@@ -55,7 +55,7 @@ def test_native_maps_line_up_with_the_ground_truth_under_perturbations(bright_da
 def test_evaluation_dataset_follows_the_model(bright_data):
     records = load_dataset_spec(str(bright_data))
     assert evaluation_dataset(BrightIsTampered(), records, 64).resolution == "native"
-    assert evaluation_dataset(torch.nn.Identity(), records, 64).resolution == "resize"
+    assert evaluation_dataset(TamperModel(), records, 64).resolution == "resize"
 
 
 def test_robustness_clean_row_equals_evaluate_for_a_native_model(bright_data, tmp_path):

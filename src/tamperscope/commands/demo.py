@@ -201,7 +201,7 @@ def run(args) -> int:
 
 def _always_marks(predictor) -> bool:
     """Whether the model is the ELA baseline, whose map marks every photo (recompression differences)."""
-    return getattr(predictor.model, "model_name", None) == "ela" or predictor.name == "ela"
+    return predictor.model.model_name == "ela" or predictor.name == "ela"
 
 
 def _fmt(value) -> str:

@@ -39,7 +39,7 @@ def evaluation_dataset(model, records, image_size: int, *, on_mismatch: str = "e
     ``perturb``: a parsed ``(kind, level)`` or None. Used by evaluate, robustness, compare and export."""
     from ..data.datasets import ForensicsDataset
 
-    resolution = "native" if getattr(model, "native_resolution", False) else "resize"
+    resolution = "native" if model.native_resolution else "resize"
     return ForensicsDataset(records, image_size=image_size, augment=False, on_mismatch=on_mismatch, perturb=perturb,
                             resolution=resolution)
 

@@ -223,7 +223,7 @@ class Predictor:
 
     @property
     def native_resolution(self) -> bool:
-        return bool(getattr(self.model, "native_resolution", False))
+        return bool(self.model.native_resolution)
 
     def _run(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
@@ -264,7 +264,7 @@ class Predictor:
             prob, score, n = self._tiled(image, tile_size or self.image_size, tile_overlap)
         else:
             (prob, score), n = self.maps([image])[0], 1
-        calibration = getattr(self.model, "calibration", None)
+        calibration = self.model.calibration
         reference = (calibration or {}).get("image")
         band = None
         if reference:  # the raw inconclusive bound, calibrated as the score is
@@ -274,7 +274,7 @@ class Predictor:
         raw_score = uncalibrate_score(score, calibration)
         scores = {}
         if self.experts:  # fused on the whole photo: maximum map and score (engine.experts)
-            scores[getattr(self.model, "model_name", "") or "model"] = score
+            scores[self.model.model_name or "model"] = score
             for name, (expert_prob, expert_score) in expert_maps(self.experts, image, self.device).items():
                 prob, scores[name] = np.maximum(prob, expert_prob), expert_score
                 if expert_score > score:  # this expert decides: its own validation scores give the rates

@@ -94,8 +94,7 @@ def profile_model(name: str, image_size: int = DEFAULT_IMAGE_SIZE, batch_size: i
     else:  # process-wide peak resident set size (Linux reports KiB)
         result["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report("model extras")
-    if hasattr(model, "profile_extras"):
-        result.update(model.profile_extras(image_size=image_size, device=dev))
+    result.update(model.profile_extras(image_size=image_size, device=dev))
     if entry is not None and name in PAPER_COMPLEXITY:
         result.update({f"paper_{k}": v for k, v in PAPER_COMPLEXITY[name].items()})
     return result

@@ -339,15 +339,11 @@ def load_pretrained_stage(model, source: str) -> None:
 
     path = Path(source)
     sd = read_state_dict(checkpoint_weights_path(path) if path.is_dir() else path)
-    left_out: list[str] = []
-    if hasattr(model, "load_pretrained_stage"):
-        try:
-            missing, unexpected, left_out = model.load_pretrained_stage(sd)
-        except RuntimeError as exc:  # torch's size-mismatch report
-            raise UserError(f"--pretrained {source}: weights do not fit the model "
-                            f"({str(exc).splitlines()[-1].strip()[:200]})") from None
-    else:
-        missing, unexpected = load_weights(model, sd, f"--pretrained {source}", strict=False)
+    try:
+        missing, unexpected, left_out = model.load_pretrained_stage(sd, f"--pretrained {source}")
+    except RuntimeError as exc:  # torch's size-mismatch report
+        raise UserError(f"--pretrained {source}: weights do not fit the model "
+                        f"({str(exc).splitlines()[-1].strip()[:200]})") from None
     if is_main():
         print(format_key_report(f"--pretrained {source}", list(missing), list(unexpected)))
         if left_out:
@@ -389,7 +385,7 @@ class Trainer:
             if not train_cfg or "config" not in saved:
                 raise UserError(f"{self.run.path / 'config.json'}: no training configuration to resume from")
             # keys added to a model after the run was saved take the value the run was trained with
-            model_cfg = getattr(entry.cls, "legacy_config", {}) | saved["config"]
+            model_cfg = dict(entry.cls.legacy_config) | saved["config"]
             check_resume_options(self.run.path, train_cfg, opts, self.world)
         else:
             if self.run.exists() and is_main():
@@ -415,8 +411,7 @@ class Trainer:
         # on resume the run's state already holds every weight: external weight files are not re-read
         model = create_model(opts.model, **({k: (None if k.endswith("_weights") and resume_state else v)
                                                for k, v in model_cfg.items()}))
-        model.config = merge_config(entry.default_config, model_cfg, where=opts.model) | getattr(
-            model, "resolved_config", {})
+        model.config = merge_config(entry.default_config, model_cfg, where=opts.model) | model.resolved_config()
         if model.stages:
             model.set_stage(model.config.get("stage"))
         if opts.pretrained and not resume_state:
@@ -432,7 +427,7 @@ class Trainer:
         if req.get("edge") == "canny":  # the width of the Canny variant is its dilation kernel
             common["canny_dilate"] = req.get("edge_width", 5)
         # native-resolution models train on grid-aligned crops of the photo and validate on whole photos
-        native = getattr(model, "native_resolution", False)
+        native = model.native_resolution
         train_records = load_dataset_spec(self.opts.train, seed=train_cfg["seed"])
         augment_config, forgery_ops = augment_policy(req.get("augment", "full"))
         train_ds = ForensicsDataset(train_records, augment=train_cfg["augment"], on_mismatch=self.opts.on_mismatch,
@@ -552,7 +547,7 @@ class Trainer:
         # a new run starts its own log; a resumed one continues the log truncated to its state (_truncate_log)
         log = open(log_path, "a" if resume_state else "w", buffering=1) if is_main() else None
         if is_main():
-            print(f"training {self.opts.model}{' stage ' + model.stage if getattr(model, 'stage', None) else ''}: "
+            print(f"training {self.opts.model}{' stage ' + model.stage if model.stage else ''}: "
                   f"{len(train_ds)} train images, {len(val_ds) if val_ds else 0} val, {total_steps} steps "
                   f"({steps_per_epoch}/epoch), batch {bs}×{accum}×{self.world}, device {self.device}, "
                   f"preset {train_cfg.get('preset')}")

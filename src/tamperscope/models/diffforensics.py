@@ -247,7 +247,7 @@ class DiffForensics(TamperModel):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if getattr(self, "stage", None) == "pretrain":
+        if self.stage == "pretrain":
             self.encoder.eval()
         return self
 

@@ -55,6 +55,8 @@ Further choices of this implementation (not in the paper):
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
@@ -194,7 +196,7 @@ class DiffIML(TamperModel):
     stages = ("lightvae", "denoiser")
     #: labelled GMAC counts that ``tamperscope models`` shows: the default config (N = 5 members, flip TTA, as the
     #: official test code and the paper's main tables) and without flip TTA (as Table 4's efficiency numbers)
-    complexity_variants = {"flip TTA, default": {}, "no TTA": {"flip_tta": False}}
+    complexity_variants = MappingProxyType({"flip TTA, default": {}, "no TTA": {"flip_tta": False}})
 
     def __init__(self, stage: str = "denoiser", encoder_variant: str = "b3", encoder_weights: str | None = None,
                  drop_path_rate: float = 0.1, condition_channels: int = 128, unet_channels: int = 128,
@@ -261,9 +263,9 @@ class DiffIML(TamperModel):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if getattr(self, "stage", None) == "denoiser":
+        if self.stage == "denoiser":
             self.lightvae.eval()
-        elif getattr(self, "stage", None) == "lightvae":
+        elif self.stage == "lightvae":
             self.condition_encoder.eval()
             self.denoiser.eval()
         return self
@@ -296,14 +298,14 @@ class DiffIML(TamperModel):
             raise UserError(format_key_report(f"{source}: LightVAE weights do not fit",
                                               result.missing_keys, result.unexpected_keys))
 
-    def load_pretrained_stage(self, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
+    def load_pretrained_stage(self, state_dict: dict, where: str = "pretrained weights"
+                              ) -> tuple[list[str], list[str], list[str]]:
         """Start a stage from an earlier run. Denoiser stage: only the LightVAE weights are taken; the other
         keys of the earlier run are returned as left out. Returns (missing, unexpected, left out)."""
         if self.stage != "denoiser":
-            result = self.load_state_dict(state_dict, strict=False)
-            return list(result.missing_keys), list(result.unexpected_keys), []
-        prefix, sub = self._lightvae_keys(state_dict, "--pretrained")
-        result = self._load_lightvae_state(sub, "--pretrained")
+            return super().load_pretrained_stage(state_dict, where)
+        prefix, sub = self._lightvae_keys(state_dict, where)
+        result = self._load_lightvae_state(sub, where)
         taken = {prefix + k for k in sub}
         ignored = sorted(k for k in state_dict if k not in taken)
         return (["lightvae." + k for k in result.missing_keys], [prefix + k for k in result.unexpected_keys],

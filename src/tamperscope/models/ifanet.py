@@ -270,7 +270,8 @@ class IFANet(TamperModel):
             self.mae.requires_grad_(prior)
         self.trained_stage.fill_(STAGES.index(stage))
 
-    def load_pretrained_stage(self, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
+    def load_pretrained_stage(self, state_dict: dict, where: str = "pretrained weights"
+                              ) -> tuple[list[str], list[str], list[str]]:
         """Main stage from a realness-prior run: take its ``mae.*`` weights only (the rest of that run was never
         trained: returned as left out) and copy the trained decoder into the Adaptive Decoder; otherwise load
         everything. Returns (missing, unexpected, left out)."""
@@ -286,9 +287,9 @@ class IFANet(TamperModel):
                 self.adaptive_decoder.load_state_dict(self.mae.decoder.state_dict())
             ignored = sorted(k for k in state_dict if not k.startswith("mae."))
             return ["mae." + k for k in result.missing_keys], ["mae." + k for k in result.unexpected_keys], ignored
-        result = self.load_state_dict(state_dict, strict=False)
+        loaded = super().load_pretrained_stage(state_dict, where)
         self.trained_stage.fill_(STAGES.index(self.stage))
-        return list(result.missing_keys), list(result.unexpected_keys), []
+        return loaded
 
     def selection_metric(self) -> tuple[str, str]:
         """Paper 000 §4.1: the main stage is selected on val pixel IoU (early stopping, patience 10)."""

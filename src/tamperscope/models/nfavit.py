@@ -49,6 +49,7 @@ contain the Noiseprint++ tensors (GRIP non-commercial licence) — do not redist
 from __future__ import annotations
 
 import warnings
+from types import MappingProxyType
 from typing import Iterator, NamedTuple
 
 import torch
@@ -134,7 +135,7 @@ class NFAViT(TamperModel):
     decoder + GAP/Linear detection head. See the module docstring for every resolved ambiguity."""
 
     #: config values of runs saved before the key existed (their noise branch was always frozen)
-    legacy_config = {"train_noise_branch": False}
+    legacy_config = MappingProxyType({"train_noise_branch": False})
 
     def __init__(self, noise_extractor: str = "noiseprint++", noiseprint_weights: str | None = None,
                  noise_variant: str = "b0", noise_mit_weights: str | None = None,
@@ -171,8 +172,6 @@ class NFAViT(TamperModel):
                               "trained (straight-through top-k masks) instead of frozen; give noise_mit_weights "
                               "(ImageNet MiT-b0) to keep it frozen as in the paper", stacklevel=2)
         self.train_noise_branch = bool(train_noise_branch)
-        #: the config value the constructor resolved (stored in checkpoints, so a resumed run keeps it)
-        self.resolved_config = {"train_noise_branch": self.train_noise_branch}
         self.noise_encoder.requires_grad_(self.train_noise_branch)
         if noise_mit_weights:
             load_mit_weights(self.noise_encoder, noise_mit_weights)
@@ -180,7 +179,12 @@ class NFAViT(TamperModel):
             load_mit_weights(self.image_encoder, image_mit_weights)
         self._extractor_checked = False
 
+    def resolved_config(self) -> dict:
+        """The noise branch's resolved trainability (stored in checkpoints, so a resumed run keeps it)."""
+        return {"train_noise_branch": self.train_noise_branch}
+
     # -- noise branch (its outputs are hard masks; a trained branch gets a straight-through gradient) --
+
     def _noise_block_tail(self, blk: MiTBlock, tokens: torch.Tensor, attn_out: torch.Tensor,
                           H: int, W: int) -> torch.Tensor:
         """Residuals around a computed attention output: standard pre-norm, or the BR-Gen quirk."""
