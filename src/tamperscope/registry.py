@@ -1,4 +1,4 @@
-"""Model registry: name -> (class, default config, paper reference, stages, training presets).
+"""Model registry: name -> (class, default config, paper reference, stages, training presets, tiny config).
 
 Every model module registers itself with :func:`register_model`; :func:`create_model` merges user
 overrides into the paper defaults and rejects unknown keys, so a typo in a config never goes unnoticed.
@@ -33,6 +33,9 @@ class ModelEntry:
     stages: tuple[str, ...] = ()
     train_presets: dict[str, dict] = field(default_factory=dict)
     description: str = ""
+    #: overrides that make a small model of the same architecture, for the contract tests every model inherits
+    #: (tests/models/test_contract.py); empty when the defaults are already small
+    tiny_config: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -40,12 +43,15 @@ _loaded = False
 
 
 def register_model(name: str, *, default_config: dict, paper: str, stages: tuple[str, ...] = (),
-                   train_presets: dict[str, dict] | None = None, description: str = ""):
+                   train_presets: dict[str, dict] | None = None, description: str = "",
+                   tiny_config: dict | None = None):
     """Class decorator: ``@register_model("frdnet", default_config={...}, paper="...")``."""
+
+    merge_config(default_config, tiny_config or {}, where=f"{name} tiny_config")  # a stale key fails at import
 
     def wrap(cls):
         _REGISTRY[name] = ModelEntry(name, cls, copy.deepcopy(default_config), paper, tuple(stages),
-                                     copy.deepcopy(train_presets or {}), description)
+                                     copy.deepcopy(train_presets or {}), description, copy.deepcopy(tiny_config or {}))
         return cls
 
     return wrap

@@ -369,4 +369,5 @@ class DiffForensics(TamperModel):
 
 register_model("diffforensics", default_config=DEFAULT_CONFIG, paper=PAPER, stages=DiffForensics.stages,
                train_presets=PRESETS,
-               description="DiffForensics: Simplex-DDPM pre-trained MiT/UNet with ECEM edge branches")(DiffForensics)
+               description="DiffForensics: Simplex-DDPM pre-trained MiT/UNet with ECEM edge branches",
+               tiny_config={"encoder_variant": "b0"})(DiffForensics)

@@ -493,4 +493,6 @@ class DiffIML(TamperModel):
 
 register_model("diffiml", default_config=DEFAULT_CONFIG, paper=PAPER, stages=DiffIML.stages,
                train_presets=TRAIN_PRESETS,
-               description="DiffIML: LightVAE + MiT-b3 condition + light UNet, DDIM 8 steps, ensemble of 5")(DiffIML)
+               description="DiffIML: LightVAE + MiT-b3 condition + light UNet, DDIM 8 steps, ensemble of 5",
+               tiny_config={"encoder_variant": "b0", "condition_channels": 32, "unet_channels": 32,
+                            "ensemble_size": 2, "num_inference_steps": 2, "flip_tta": False})(DiffIML)

@@ -203,7 +203,10 @@ class DualStreamSegmentationNetwork(nn.Module):
 
 
 @register_model("ifanet", default_config=DEFAULT_CONFIG, paper=PAPER, stages=STAGES, train_presets=TRAIN_PRESETS,
-                description="IFA-Net: frozen MAE realness prior + dual-stream MiT-b2 + TAPI/FiLM + adaptive decoder")
+                description="IFA-Net: frozen MAE realness prior + dual-stream MiT-b2 + TAPI/FiLM + adaptive decoder",
+                tiny_config={"mae_variant": "tiny", "mae_input_size": None, "mit_variant": "b0",
+                             "mit_embed_dims": [16, 32, 80, 128], "mit_depths": [1, 1, 1, 1], "decoder_dim": 32,
+                             "prompt_channels": [4, 8, 8, 16], "prompt_dim": 16})
 class IFANet(TamperModel):
     """IFA-Net (paper 000, §3). See the module docstring for every resolved ambiguity."""
 

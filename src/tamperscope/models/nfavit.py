@@ -243,7 +243,7 @@ class NFAViT(TamperModel):
         tokens = blocks[-1](tokens, H, W, attn_mask=noise_mask)
         return tokens_to_map(norm(tokens), H, W)
 
-    def stages(self, image: torch.Tensor, noise: torch.Tensor) -> Iterator[StageOutput]:
+    def encoder_stages(self, image: torch.Tensor, noise: torch.Tensor) -> Iterator[StageOutput]:
         """Noise stage i then image stage i, for i = 0..3; each stage's mask is dropped before the next. A trained
         noise branch (``train_noise_branch``) runs with gradients and gives NAA the straight-through mask."""
         trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.noise_encoder.parameters())
@@ -267,7 +267,7 @@ class NFAViT(TamperModel):
     def forward(self, image: torch.Tensor) -> dict:
         self._check_extractor()
         noise = self.noise_extractor(image)
-        feats = [s.feature for s in self.stages(image, noise)]
+        feats = [s.feature for s in self.encoder_stages(image, noise)]
         logits = self.decoder(feats)
         logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
         image_logit = self.classifier(feats[-1].mean(dim=(2, 3))).squeeze(1)
@@ -280,4 +280,5 @@ class NFAViT(TamperModel):
 
 
 register_model("nfavit", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
-               description="NFA-ViT: Noiseprint++-guided sparse MiT-b2 with NAA (BR-Gen)")(NFAViT)
+               description="NFA-ViT: Noiseprint++-guided sparse MiT-b2 with NAA (BR-Gen)",
+               tiny_config={"noise_extractor": "residual", "image_variant": "b0", "decoder_dim": 32})(NFAViT)
