@@ -1,27 +1,19 @@
 """Model registry: name -> (class, default config, paper reference, stages, training presets, tiny config).
 
-Every model module registers itself with :func:`register_model`; :func:`create_model` merges user
-overrides into the paper defaults and rejects unknown keys, so a typo in a config never goes unnoticed.
+Every module of :mod:`tamperscope.models` is imported on the first lookup and registers its models with
+:func:`register_model`, so a new method needs no line here; :func:`create_model` merges user overrides into the
+paper defaults and rejects unknown keys, so a typo in a config never goes unnoticed.
 """
 from __future__ import annotations
 
 import copy
 import importlib
 import json
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-_MODEL_MODULES = (
-    "tamperscope.models.segformer",
-    "tamperscope.models.frdnet",
-    "tamperscope.models.nfavit",
-    "tamperscope.models.diffiml",
-    "tamperscope.models.diffforensics",
-    "tamperscope.models.ifanet",
-    "tamperscope.models.ela",
-    "tamperscope.models.elaunet",
-    "tamperscope.models.copymove",
-)
+_MODELS_PACKAGE = "tamperscope.models"
 
 
 @dataclass
@@ -62,12 +54,9 @@ def _load_all() -> None:
     if _loaded:
         return
     _loaded = True
-    for mod in _MODEL_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # a method module that has not landed yet
-            if exc.name != mod:
-                raise
+    package = importlib.import_module(_MODELS_PACKAGE)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{_MODELS_PACKAGE}.{module.name}")
 
 
 def list_models() -> list[str]:
