@@ -64,8 +64,8 @@ from torch import nn
 
 from ..backbones.lightvae import SD_LATENT_SCALE, LightVAE, load_sd_vae_teacher, mask_to_pm1, pooled_f1, \
     sd_vae_mask_latent
-from ..backbones.mit import MixVisionTransformer
-from ..checkpoint import format_key_report, load_mit_weights, read_state_dict
+from ..backbones.mit import MixVisionTransformer, load_mit_weights
+from ..checkpoint import format_key_report, read_state_dict
 from ..errors import UserError
 from ..registry import register_model
 from .base import TamperModel, max_pool_image_logit

@@ -63,8 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.mit import MixVisionTransformer
-from ..checkpoint import load_mit_weights
+from ..backbones.mit import MixVisionTransformer, load_mit_weights
 from ..errors import UserError
 from ..nn.losses import dice_linear, dice_sq
 from ..nn.mlp import Mlp

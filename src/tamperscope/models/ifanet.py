@@ -64,8 +64,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.mae import MaskedAutoencoder, MAEEncoderOutput, complementary_noise, load_mae_weights
-from ..backbones.mit import MixVisionTransformer, tokens_to_map
-from ..checkpoint import load_all_mlp_head_weights, load_mit_weights, read_state_dict
+from ..backbones.mit import MixVisionTransformer, load_all_mlp_head_weights, load_mit_weights, tokens_to_map
+from ..checkpoint import read_state_dict
 from ..errors import UserError
 from ..nn.film import FiLM, PromptEncoder
 from ..nn.heads import AllMLPHead

@@ -57,8 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.dncnn import build_noise_extractor
-from ..backbones.mit import MiTBlock, MixVisionTransformer, tokens_to_map
-from ..checkpoint import load_mit_weights
+from ..backbones.mit import MiTBlock, MixVisionTransformer, load_mit_weights, tokens_to_map
 from ..nn.losses import bce
 from ..nn.sparse_attention import fix_sparse_mask, noise_guided_mask
 from ..registry import register_model
