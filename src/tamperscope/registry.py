@@ -34,15 +34,15 @@ _REGISTRY: dict[str, ModelEntry] = {}
 _loaded = False
 
 
-def register_model(name: str, *, default_config: dict, paper: str, stages: tuple[str, ...] = (),
-                   train_presets: dict[str, dict] | None = None, description: str = "",
-                   tiny_config: dict | None = None):
-    """Class decorator: ``@register_model("frdnet", default_config={...}, paper="...")``."""
+def register_model(name: str, *, default_config: dict, paper: str, train_presets: dict[str, dict] | None = None,
+                   description: str = "", tiny_config: dict | None = None):
+    """Class decorator: ``@register_model("frdnet", default_config={...}, paper="...")``; the stages are the
+    class's ``stages``."""
 
     merge_config(default_config, tiny_config or {}, where=f"{name} tiny_config")  # a stale key fails at import
 
     def wrap(cls):
-        _REGISTRY[name] = ModelEntry(name, cls, copy.deepcopy(default_config), paper, tuple(stages),
+        _REGISTRY[name] = ModelEntry(name, cls, copy.deepcopy(default_config), paper, tuple(cls.stages),
                                      copy.deepcopy(train_presets or {}), description, copy.deepcopy(tiny_config or {}))
         return cls
 

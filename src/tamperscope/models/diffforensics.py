@@ -168,6 +168,9 @@ class DiffForensicsDecoder(nn.Module):
         self.out_norm = nn.GroupNorm(groups, tail_channels)
 
 
+@register_model("diffforensics", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=PRESETS,
+                description="DiffForensics: Simplex-DDPM pre-trained MiT/UNet with ECEM edge branches",
+                tiny_config={"encoder_variant": "b0"})
 class DiffForensics(TamperModel):
     """DiffForensics; see the module docstring for every resolved ambiguity (no official code)."""
 
@@ -364,9 +367,3 @@ class DiffForensics(TamperModel):
         seed = int((index.long().cpu() * 1_000_003 + 7).sum().item()) % 2**62 if index is not None else 0
         loss = self.diffusion_loss(batch["image"], self._new_generator(batch["image"].device, seed))
         return {"val_loss": float(loss)}
-
-
-register_model("diffforensics", default_config=DEFAULT_CONFIG, paper=PAPER, stages=DiffForensics.stages,
-               train_presets=PRESETS,
-               description="DiffForensics: Simplex-DDPM pre-trained MiT/UNet with ECEM edge branches",
-               tiny_config={"encoder_variant": "b0"})(DiffForensics)

@@ -190,6 +190,10 @@ class LightUNet(nn.Module):
         return unet.conv_out(unet.conv_act(unet.conv_norm_out(hidden)))
 
 
+@register_model("diffiml", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
+                description="DiffIML: LightVAE + MiT-b3 condition + light UNet, DDIM 8 steps, ensemble of 5",
+                tiny_config={"encoder_variant": "b0", "condition_channels": 32, "unet_channels": 32,
+                             "ensemble_size": 2, "num_inference_steps": 2, "flip_tta": False})
 class DiffIML(TamperModel):
     """DiffIML with stages ``lightvae`` (distil/train the mask autoencoder) and ``denoiser`` (default)."""
 
@@ -489,10 +493,3 @@ class DiffIML(TamperModel):
             return {}
         recon, _ = self.lightvae(mask_to_pm1(mask[tampered]))
         return {"recon_f1": pooled_f1(recon, mask[tampered])}
-
-
-register_model("diffiml", default_config=DEFAULT_CONFIG, paper=PAPER, stages=DiffIML.stages,
-               train_presets=TRAIN_PRESETS,
-               description="DiffIML: LightVAE + MiT-b3 condition + light UNet, DDIM 8 steps, ensemble of 5",
-               tiny_config={"encoder_variant": "b0", "condition_channels": 32, "unet_channels": 32,
-                            "ensemble_size": 2, "num_inference_steps": 2, "flip_tta": False})(DiffIML)

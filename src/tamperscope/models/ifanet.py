@@ -202,7 +202,7 @@ class DualStreamSegmentationNetwork(nn.Module):
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@register_model("ifanet", default_config=DEFAULT_CONFIG, paper=PAPER, stages=STAGES, train_presets=TRAIN_PRESETS,
+@register_model("ifanet", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
                 description="IFA-Net: frozen MAE realness prior + dual-stream MiT-b2 + TAPI/FiLM + adaptive decoder",
                 tiny_config={"mae_variant": "tiny", "mae_input_size": None, "mit_variant": "b0",
                              "mit_embed_dims": [16, 32, 80, 128], "mit_depths": [1, 1, 1, 1], "decoder_dim": 32,

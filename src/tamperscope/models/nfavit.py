@@ -129,6 +129,9 @@ class WeightedDecoder(nn.Module):
         return self.pred(fused)
 
 
+@register_model("nfavit", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
+                description="NFA-ViT: Noiseprint++-guided sparse MiT-b2 with NAA (BR-Gen)",
+                tiny_config={"noise_extractor": "residual", "image_variant": "b0", "decoder_dim": 32})
 class NFAViT(TamperModel):
     """Noiseprint++ → MiT noise branch (Top-k masks) → MiT image branch (Fix-Sparse + NAA) → weighted
     decoder + GAP/Linear detection head. See the module docstring for every resolved ambiguity."""
@@ -276,8 +279,3 @@ class NFAViT(TamperModel):
         seg = bce(outputs["mask_logits"], batch["mask"])
         cls = bce(outputs["image_logit"], batch["label"])
         return {"total": seg + self.cls_weight * cls, "seg_bce": seg, "cls_bce": cls}
-
-
-register_model("nfavit", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
-               description="NFA-ViT: Noiseprint++-guided sparse MiT-b2 with NAA (BR-Gen)",
-               tiny_config={"noise_extractor": "residual", "image_variant": "b0", "decoder_dim": 32})(NFAViT)
