@@ -7,7 +7,6 @@ how the bundled default model was made and how a model is shared or passed to ``
 a test set: the choice is model selection."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 NAME = "export"
@@ -30,33 +29,10 @@ def add_arguments(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def last_state_weights(run: Path) -> Path:
-    """``model.safetensors`` of the run's last saved training state (``trainer_state.json``)."""
-    from ..errors import UserError
-
-    state_file = run / "trainer_state.json"
-    if not state_file.is_file():
-        raise UserError(f"{run}: no trainer_state.json (not a training run folder)")
-    weights = run / json.loads(state_file.read_text())["checkpoint"] / "model.safetensors"
-    if not weights.is_file():
-        raise UserError(f"{weights}: missing")
-    return weights
-
-
-def best_val_metrics(run: Path) -> dict | None:
-    """The validation row of the epoch the run selected (``metrics.jsonl`` + ``trainer_state.json``)."""
-    state_file, log = run / "trainer_state.json", run / "metrics.jsonl"
-    if not (state_file.is_file() and log.is_file()):
-        return None
-    best = (json.loads(state_file.read_text()).get("best") or {}).get("epoch")
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    match = [r for r in rows if r.get("type") == "val" and r.get("epoch") == best]
-    return match[-1] if match else None
-
-
 def run(args) -> int:
     from ..checkpoint import load_checkpoint, load_weights, read_checkpoint_config, read_weights_file, save_checkpoint
     from ..engine.loading import trained_image_size
+    from ..engine.train import RunFolder
     from ..errors import UserError
 
     src, out = Path(args.run), Path(args.out)
@@ -75,12 +51,12 @@ def run(args) -> int:
     cfg = read_checkpoint_config(src)
     model = load_checkpoint(src, map_location="cpu")
     if args.weights == "last":
-        last = last_state_weights(src)
+        last = RunFolder(src).last_state_weights()
         load_weights(model, read_weights_file(last), str(last))
         print(f"weights: the run's last state ({last.parent.name})")
     extra = {"train": cfg.get("train") or (cfg.get("extra") or {}).get("train") or {}, "source_run": src.name,
              "weights": args.weights,
-             "val": best_val_metrics(src) if args.weights == "selected" else None}
+             "val": RunFolder(src).best_val_metrics() if args.weights == "selected" else None}
     if args.calibrate:
         model.calibration = calibrate_and_report(model, args, trained_image_size(cfg))
     save_checkpoint(model, out, extra=extra)

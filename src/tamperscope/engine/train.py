@@ -261,7 +261,7 @@ class TrainState:
 
 
 class RunFolder:
-    """The files of one training run; see the module docstring."""
+    """The files of one training run (module docstring), as training writes them and ``export`` reads them."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -269,6 +269,28 @@ class RunFolder:
     @property
     def state_file(self) -> Path:
         return self.path / "trainer_state.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def last_state_weights(self) -> Path:
+        """``model.safetensors`` of the run's last saved training state."""
+        if not self.state_file.is_file():
+            raise UserError(f"{self.path}: no trainer_state.json (not a training run folder)")
+        weights = self.path / self.read_state()["checkpoint"] / "model.safetensors"
+        if not weights.is_file():
+            raise UserError(f"{weights}: missing")
+        return weights
+
+    def best_val_metrics(self) -> dict | None:
+        """The validation row of the epoch the run selected (``metrics.jsonl`` + ``trainer_state.json``)."""
+        if not (self.state_file.is_file() and self.log_file.is_file()):
+            return None
+        best = (self.read_state().get("best") or {}).get("epoch")
+        rows = [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
+        match = [r for r in rows if r.get("type") == "val" and r.get("epoch") == best]
+        return match[-1] if match else None
 
     def exists(self) -> bool:
         return self.state_file.is_file()
@@ -574,7 +596,7 @@ class Trainer:
             step_module = DistributedDataParallel(step_module, find_unused_parameters=True,
                                                   device_ids=[self.device.index] if self.device.type == "cuda" else None)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        log_path = self.run.path / "metrics.jsonl"
+        log_path = self.run.log_file
         if is_main() and not resume_state and log_path.is_file() and log_path.stat().st_size:
             # left by a run that failed before it saved any state: not this run's history
             print(f"tamperscope train: {log_path} is the log of an earlier run that saved no state; starting a "
@@ -717,7 +739,7 @@ class Trainer:
         if is_main():
             from ..report.plots import plot_training_curves
 
-            plot_training_curves(self.run.path / "metrics.jsonl", self.run.path / "curves.png")
+            plot_training_curves(self.run.log_file, self.run.path / "curves.png")
 
     def _save(self, fit: Fit) -> None:
         if self.world > 1:  # BN running statistics evolve per rank: rank 0's are the run's
@@ -753,7 +775,7 @@ class Trainer:
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines written after the resumed state, so the log equals an uninterrupted run's."""
-        path = self.run.path / "metrics.jsonl"
+        path = self.run.log_file
         if not path.is_file() or not is_main():
             return
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
