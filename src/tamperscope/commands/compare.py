@@ -30,7 +30,6 @@ def add_arguments(p):
 def parse_named_data(items: list[str]) -> dict[str, str]:
     """``["casia=a.json", "b_folder"]`` -> ``{"casia": "a.json", "b_folder": "b_folder"}`` (unique names)."""
     from ..errors import UserError
-    from ..inference import check_image_size
 
     out: dict[str, str] = {}
     for item in items:
@@ -72,6 +71,7 @@ def run(args) -> int:
     from ..engine.robustness import unique_labels
     from ..engine.runs import evaluate_source
     from ..errors import UserError
+    from ..inference import check_image_size
     from ..io import atomic_write_bytes, atomic_write_text, read_image
     from ..registry import parse_overrides
     from ..report.compare import (COMPARE_METRICS, example_grid_png, mean_over_datasets, pick_examples, to_html,
