@@ -553,8 +553,6 @@ class Trainer:
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         train_ds, val_ds = self._datasets(model, train_cfg)
-        from ..data.datasets import collate
-
         bs, accum = train_cfg["batch_size"], max(1, train_cfg["accum"])
         sampler = ResumableSampler(len(train_ds), seed=train_cfg["seed"], shuffle=True, rank=self.rank,
                                    world_size=self.world)
