@@ -223,14 +223,10 @@ def model_from_checkpoint(path: str | Path, cfg: dict, map_location: str | torch
     if calibration and calibration.get("mode") != "absolute":
         raise UserError(f"{path}: calibration mode {calibration.get('mode')!r} is no longer supported (per-photo "
                         "relative maps were removed); re-export it with `tamperscope export RUN FILE --calibrate VAL`")
-    config = dict(cfg["config"])
-    config.update(overrides)
-    for key in [k for k, v in config.items() if k.endswith("_weights") and isinstance(v, str)]:
-        config[key] = None  # the checkpoint already holds those weights; do not re-read external files
-    model = create_model(cfg["model"], **config)
+    # the checkpoint already holds the weights of the files its config names: they are not re-read
+    model = create_model(cfg["model"], weight_files=False, **(cfg["config"] | overrides))
     weights = checkpoint_weights_path(path)
     load_weights(model, read_weights_file(weights, map_location), f"{weights} (model '{cfg['model']}')", strict)
-    model.config = cfg["config"] | overrides
     if calibration:  # chosen on validation data by `tamperscope export --calibrate`
         model.calibration = calibration
     return model

@@ -99,11 +99,16 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def create_model(name: str, **overrides):
-    """Build a registered model with its paper defaults updated by ``overrides``."""
+def create_model(name: str, *, weight_files: bool = True, **overrides):
+    """Build a registered model with its paper defaults updated by ``overrides``; the one place that sets a model's
+    ``model_name`` and ``config``. ``weight_files=False`` builds it without reading the weight files its config
+    names (the ``*_weights`` paths: a checkpoint or a resumed run already holds those weights); the config still
+    records them."""
     entry = get_entry(name)
     config = merge_config(entry.default_config, overrides, where=name)
-    model = entry.cls(**config)
+    build = config if weight_files else {k: None if k.endswith("_weights") and isinstance(v, str) else v
+                                         for k, v in config.items()}
+    model = entry.cls(**build)
     model.model_name = name
     # a value the constructor resolved (e.g. NFA-ViT's train_noise_branch from whether weights were given) is
     # recorded, so the checkpoint rebuilds the same model without the weight files

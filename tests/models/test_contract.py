@@ -105,13 +105,15 @@ def test_save_load_round_trip(name, layout, tmp_path):
 
 @pytest.mark.parametrize("name", PARAMS)
 def test_config_round_trip(name):
-    """``model.config`` is JSON, holds only registered keys, and rebuilds a model of the same shape and config."""
+    """``model.config`` is JSON, holds only registered keys, and rebuilds a model of the same shape and config, with
+    or without reading the weight files it names."""
     model = tiny(name)
     config = json.loads(json.dumps(model.config))
     assert set(config) <= set(get_entry(name).default_config) | set(model.resolved_config())
-    again = create_model(name, **config)
-    assert again.config == model.config
-    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    for again in (create_model(name, **config), create_model(name, weight_files=False, **config)):
+        assert again.config == model.config  # weight_files=False: as a checkpoint or `train --resume` rebuilds it
+        assert {k: v.shape for k, v in again.state_dict().items()} == shapes
 
 
 @pytest.mark.parametrize("name", PARAMS)

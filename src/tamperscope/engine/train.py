@@ -39,7 +39,7 @@ from ..checkpoint import (checkpoint_config, format_key_report, load_weights, re
 from ..errors import UserError
 from ..inference import DEFAULT_IMAGE_SIZE, autocast_for
 from ..io import atomic_write_text
-from ..registry import create_model, get_entry, merge_config
+from ..registry import create_model, get_entry
 from .distributed import ResumableSampler, barrier, init_distributed, is_main, merge_validation_sums
 from .evaluate import evaluate_model
 
@@ -467,9 +467,7 @@ class Trainer:
         np.random.seed(train_cfg["seed"] % 2**32)
         random.seed(train_cfg["seed"])
         # on resume the run's state already holds every weight: external weight files are not re-read
-        model = create_model(opts.model, **({k: (None if k.endswith("_weights") and resume_state else v)
-                                               for k, v in model_cfg.items()}))
-        model.config = merge_config(entry.default_config, model_cfg, where=opts.model) | model.resolved_config()
+        model = create_model(opts.model, weight_files=not resume_state, **model_cfg)
         if model.stages:
             model.set_stage(model.config.get("stage"))
         if opts.pretrained and not resume_state:
