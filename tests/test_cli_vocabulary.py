@@ -96,7 +96,7 @@ def test_profile_shows_its_stages_unless_no_progress(capsys):
     ["profile", "ela", "--image-size", "100"],
 ])
 def test_one_image_size_rule_before_any_work(argv, tmp_path, monkeypatch, capsys):
-    """Every command checks --image-size with the one rule (tamperscope.inference.check_image_size) first."""
+    """Every command checks --image-size with the one rule (tamperscope.sizes.check_image_size) first."""
     from tamperscope.cli import main
 
     monkeypatch.chdir(tmp_path)

@@ -1,6 +1,6 @@
-"""Inference primitives below both the models and the engine (ARCHITECTURE.md, "Layers"): the input-size rules, bf16
-autocast, the model contract's probabilities, the operating points that ``tamperscope export --calibrate`` stores in
-a checkpoint, and the bilinear upsampling of a map to its photo."""
+"""Inference primitives below both the models and the engine (ARCHITECTURE.md, "Layers"): bf16 autocast, the model
+contract's probabilities, the operating points that ``tamperscope export --calibrate`` stores in a checkpoint, and
+the bilinear upsampling of a map to its photo (the input-size rules: :mod:`tamperscope.sizes`)."""
 from __future__ import annotations
 
 import math
@@ -9,21 +9,6 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from .errors import UserError
-
-#: square input size of a model whose training size is unknown (a built-in or a checkpoint without one)
-DEFAULT_IMAGE_SIZE = 512
-#: input sides are multiples of the coarsest feature stride; native-resolution inputs are padded to one
-INPUT_MULTIPLE = 32
-
-
-def check_image_size(size: int, name: str = "image size") -> int:
-    """``size`` when it is a positive multiple of :data:`INPUT_MULTIPLE`, else a :class:`UserError` about ``name``
-    (the command line passes its flag)."""
-    if size < INPUT_MULTIPLE or size % INPUT_MULTIPLE:
-        raise UserError(f"{name} must be a positive multiple of {INPUT_MULTIPLE}, got {size}")
-    return int(size)
 
 
 def autocast_for(device: torch.device):

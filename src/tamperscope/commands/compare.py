@@ -52,10 +52,10 @@ def run(args) -> int:
     from ..engine.compare import compare_models
     from ..engine.evaluate import METRIC_KEYS
     from ..errors import UserError
-    from ..inference import check_image_size
     from ..io import atomic_write_bytes, atomic_write_text, read_image
     from ..registry import parse_overrides
     from ..report.compare import COMPARE_METRICS, example_grid_png, mean_over_datasets, to_html, to_markdown
+    from ..sizes import check_image_size
 
     if args.image_size is not None:
         check_image_size(args.image_size, "--image-size")

@@ -67,8 +67,8 @@ def run(args) -> int:
     from ..engine.evaluate import format_table
     from ..engine.runs import evaluate_source
     from ..errors import UserError
-    from ..inference import check_image_size
     from ..registry import parse_overrides
+    from ..sizes import check_image_size
 
     inputs = input_files(args) if args.out else []
     if args.out:  # checked before the work

@@ -23,8 +23,8 @@ def run(args) -> int:
     from ..engine.robustness import (format_robustness, parse_kinds, parse_levels, run_robustness, sweep_plan,
                                      write_robustness)
     from ..errors import UserError
-    from ..inference import check_image_size
     from ..registry import parse_overrides
+    from ..sizes import check_image_size
 
     if args.image_size is not None:
         check_image_size(args.image_size, "--image-size")

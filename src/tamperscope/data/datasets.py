@@ -45,9 +45,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ImageReadError, UserError
-from ..inference import DEFAULT_IMAGE_SIZE
 from ..io import DEFAULT_MAX_PIXELS, probe_image, read_image, read_mask
 from ..nn.norm import imagenet_normalize
+from ..sizes import DEFAULT_IMAGE_SIZE
 from .edges import canny_edge, edge_band
 from .transforms import AugmentConfig, augment as augment_pair, parse_perturb, perturb as perturb_image
 from .transforms import (JPEG_GRID, augment_native, pad_to_multiple, photometric_config, resize_mask,

@@ -44,8 +44,8 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
-from ..inference import INPUT_MULTIPLE
 from ..nn.jpeg import jpeg_roundtrip
+from ..sizes import INPUT_MULTIPLE
 
 PERTURB_KINDS = ("jpeg", "blur", "noise", "gamma", "resize")
 JPEG_GRID = 16  # side of a 4:2:0 JPEG minimum coded unit

@@ -9,7 +9,7 @@ A model spec is one of
 - the name of a registered model without parameters (the ``ela`` baseline), built from its default config.
 
 The input size is the one the checkpoint was trained at (its ``train`` section, or a single file's
-``extra.train``), else :data:`~tamperscope.inference.DEFAULT_IMAGE_SIZE`; the checkpoint's config is read once.
+``extra.train``), else :data:`~tamperscope.sizes.DEFAULT_IMAGE_SIZE`; the checkpoint's config is read once.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..inference import DEFAULT_IMAGE_SIZE, INPUT_MULTIPLE, check_image_size
+from ..sizes import DEFAULT_IMAGE_SIZE, INPUT_MULTIPLE, check_image_size
 from .experts import EXPERTS_KEY, ExpertFusion, build_experts
 
 DEFAULT_WEIGHTS = "default.safetensors"
@@ -58,7 +58,7 @@ def resolve_checkpoint(spec) -> str:
 
 def trained_image_size(cfg: dict) -> int:
     """The input size a checkpoint config was trained at: a single file's ``extra.train`` or a run folder's
-    ``train`` section; :data:`~tamperscope.inference.DEFAULT_IMAGE_SIZE` when unknown."""
+    ``train`` section; :data:`~tamperscope.sizes.DEFAULT_IMAGE_SIZE` when unknown."""
     train = (cfg.get("extra") or {}).get("train") or cfg.get("train") or {}
     return int(train.get("image_size") or DEFAULT_IMAGE_SIZE)
 

@@ -59,11 +59,11 @@ import torch
 
 from ..data.transforms import JPEG_GRID, pad_to_multiple
 from ..errors import ImageReadError, UserError
-from ..inference import (INPUT_MULTIPLE, calibrate_score, check_image_size, model_probabilities, uncalibrate_score,
-                         upsample_to)
+from ..inference import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
 from ..io import atomic_write_text, read_image, read_image_bytes
 from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
+from ..sizes import INPUT_MULTIPLE, check_image_size
 from .experts import build_experts, expert_maps
 from .loading import load_model
 

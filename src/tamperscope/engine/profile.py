@@ -8,8 +8,8 @@ import warnings
 import torch
 
 from ..complexity import count_gmacs, count_gmacs_split, count_parameters, time_forward
-from ..inference import DEFAULT_IMAGE_SIZE, check_image_size
 from ..registry import create_model, get_entry
+from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
 
 #: numbers the papers report, shown beside our measurements (FRD-Net Table 2, DiffIML Table 4)
 PAPER_COMPLEXITY = {

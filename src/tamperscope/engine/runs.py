@@ -3,7 +3,7 @@ image size it was trained at, build the dataset, run, compute."""
 from __future__ import annotations
 
 from ..errors import UserError
-from ..inference import DEFAULT_IMAGE_SIZE
+from ..sizes import DEFAULT_IMAGE_SIZE
 from .distributed import init_distributed
 from .evaluate import evaluate_model, evaluate_predictions, evaluation_dataset
 from .loading import load_model

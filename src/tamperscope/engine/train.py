@@ -37,9 +37,10 @@ from tqdm import tqdm
 from ..checkpoint import (checkpoint_config, format_key_report, load_weights, read_state_dict, read_weights_file,
                           save_state_dict)
 from ..errors import UserError
-from ..inference import DEFAULT_IMAGE_SIZE, autocast_for
+from ..inference import autocast_for
 from ..io import atomic_write_text
 from ..registry import create_model, get_entry
+from ..sizes import DEFAULT_IMAGE_SIZE
 from .distributed import ResumableSampler, barrier, init_distributed, is_main, merge_validation_sums
 from .evaluate import evaluate_model
 
