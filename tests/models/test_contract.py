@@ -1,6 +1,7 @@
 """The model contract (ARCHITECTURE.md, "The model contract"; models/base.py), checked on every registered model at
 its registry ``tiny_config`` and 64 px, in the manner of segmentation_models_pytorch's ``tests/models/base.py``: a new
 model gets these tests without writing them. Its own test file checks what is particular to it."""
+import inspect
 import json
 
 import pytest
@@ -127,3 +128,16 @@ def test_declared_hooks(name):
     assert isinstance(model.native_resolution, bool) and isinstance(model.resolved_config(), dict)
     assert all(callable(getattr(model, part)) for part in model.compile_parts)
     assert tuple(model.stages) == get_entry(name).stages
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_constructor_defaults_agree_with_the_registered_defaults(name):
+    """A model states its defaults in its registered config and again as keyword defaults; they must not drift
+    apart (keys that the registered names of one class set apart, such as SegFormer's variant, aside)."""
+    entry = get_entry(name)
+    siblings = [get_entry(other) for other in MODELS if get_entry(other).cls is entry.cls]
+    varied = {k for k in entry.default_config if len({json.dumps(s.default_config[k]) for s in siblings}) > 1}
+    params = inspect.signature(entry.cls.__init__).parameters.items()
+    keyword = {k: p.default for k, p in params if p.default is not inspect.Parameter.empty and k not in varied}
+    registered = {k: v for k, v in entry.default_config.items() if k not in varied}
+    assert json.loads(json.dumps(keyword)) == json.loads(json.dumps(registered))
