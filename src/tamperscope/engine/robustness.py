@@ -43,39 +43,6 @@ IDENTITY_LEVEL = {"blur": 0.0, "noise": 0.0, "gamma": 1.0, "resize": 1.0}
 ROBUSTNESS_METRICS = ("pixel_f1", "pixel_iou", "pixel_auc", "image_auc")
 
 
-def parse_kinds(text: str | None) -> list[str]:
-    """``"jpeg,blur"`` -> ``["jpeg", "blur"]`` (all kinds when empty); unknown kinds raise a UserError."""
-    if not text:
-        return list(DEFAULT_LEVELS)
-    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in DEFAULT_LEVELS]
-    if unknown:
-        raise UserError(f"--kinds: unknown perturbation '{unknown[0]}'; choose from {', '.join(DEFAULT_LEVELS)}")
-    return list(dict.fromkeys(kinds))
-
-
-def parse_levels(items: list[str] | None) -> dict[str, tuple[float, ...]]:
-    """``["jpeg:90,70", "blur:3"]`` -> ``{"jpeg": (90.0, 70.0), "blur": (3.0,)}``; each level is validated."""
-    from ..data.transforms import parse_perturb
-
-    out: dict[str, tuple[float, ...]] = {}
-    for item in items or []:
-        kind, sep, values = item.partition(":")
-        kind = kind.strip().lower()
-        if not sep or not values.strip():
-            raise UserError(f"--levels '{item}': expected KIND:L1,L2,..., e.g. jpeg:90,70")
-        out[kind] = tuple(parse_perturb(f"{kind}:{v.strip()}")[1] for v in values.split(",") if v.strip())
-    return out
-
-
-def sweep_plan(kinds: list[str], levels: dict[str, tuple[float, ...]]) -> list[tuple[str, float]]:
-    """The (kind, level) pairs to run: ``levels[kind]`` when given, else the default grid of that kind."""
-    extra = [k for k in levels if k not in kinds]
-    if extra:
-        raise UserError(f"--levels names '{extra[0]}', which is not among --kinds ({', '.join(kinds)})")
-    return [(kind, float(level)) for kind in kinds for level in levels.get(kind, DEFAULT_LEVELS[kind])]
-
-
 def is_identity(kind: str, level: float) -> bool:
     return kind in IDENTITY_LEVEL and float(level) == IDENTITY_LEVEL[kind]
 
