@@ -4,6 +4,7 @@ model gets these tests without writing them. Its own test file checks what is pa
 import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -141,3 +142,15 @@ def test_constructor_defaults_agree_with_the_registered_defaults(name):
     keyword = {k: p.default for k, p in params if p.default is not inspect.Parameter.empty and k not in varied}
     registered = {k: v for k, v in entry.default_config.items() if k not in varied}
     assert json.loads(json.dumps(keyword)) == json.loads(json.dumps(registered))
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_any_photo_size_gives_a_map_of_that_size(name):
+    """``predict`` on a photo whose sides are not multiples of 32: resized to the model's input (or, for a
+    native-resolution model, padded at its own size) and the map brought back to the photo's size."""
+    from tamperscope.engine.predict import Predictor
+
+    rgb = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    pred = Predictor(tiny(name).eval(), SIZE, torch.device("cpu"), name).predict_array(rgb)
+    assert pred.probability.shape == (50, 70) and 0.0 <= pred.score <= 1.0
+    assert bool(((pred.probability >= 0) & (pred.probability <= 1)).all())
