@@ -355,8 +355,8 @@ class ForensicsDataset(Dataset):
     the augmentation. ``canny_dilate`` is the dilation of the ``"canny"`` edge variant.
     """
 
-    def __init__(self, records: Sequence[Record] | BalancedMixture, image_size: int = DEFAULT_IMAGE_SIZE, augment: bool = False,
-                 edge: str | None = None, edge_width: int = 7, on_mismatch: str = "error",
+    def __init__(self, records: Sequence[Record] | BalancedMixture, image_size: int = DEFAULT_IMAGE_SIZE,
+                 augment: bool = False, edge: str | None = None, edge_width: int = 7, on_mismatch: str = "error",
                  perturb: str | tuple[str, float] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  seed: int = 0, forgery_ops: bool = True, augment_config: AugmentConfig | None = None,
                  canny_dilate: int = 5, resolution: str = "resize"):

@@ -1,5 +1,5 @@
-"""Shared glue of the evaluation-style commands (evaluate, robustness, compare): load a checkpoint with the
-image size it was trained at, build the dataset, run, compute."""
+"""Shared glue of the evaluation-style commands (evaluate, robustness, compare): load a model at the image size it
+was trained at (:func:`tamperscope.engine.loading.load_model`), build the dataset, run, compute."""
 from __future__ import annotations
 
 from ..errors import UserError

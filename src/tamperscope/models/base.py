@@ -36,7 +36,8 @@ class TamperModel(nn.Module):
     #: ``S×S`` (resampling erases the JPEG traces ELA-style models read): predict, evaluation and training crops
     native_resolution: bool = False
     #: operating points applied to the mask and image probabilities at inference (never in training), chosen on
-    #: validation data by ``tamperscope export --calibrate`` and stored in the checkpoint (engine.evaluate)
+    #: validation data by ``tamperscope export --calibrate`` and stored in the checkpoint (engine.calibration,
+    #: applied by :func:`tamperscope.inference.model_probabilities`)
     calibration: dict | None = None
     #: methods that ``--compile`` compiles instead of the whole ``forward`` (:mod:`tamperscope.engine.compile`)
     compile_parts: tuple[str, ...] = ()
@@ -54,7 +55,8 @@ class TamperModel(nn.Module):
         checkpoint so that it rebuilds the same model without those files."""
         return {}
 
-    def load_pretrained_stage(self, state_dict: dict, where: str = "pretrained weights") -> tuple[list[str], list[str], list[str]]:
+    def load_pretrained_stage(self, state_dict: dict, where: str = "pretrained weights"
+                              ) -> tuple[list[str], list[str], list[str]]:
         """Start a stage from an earlier run's weights (``train --pretrained``); ``where`` names them in errors.
         Default: every weight that fits (``strict=False``). Returns (missing, unexpected, left out)."""
         missing, unexpected = load_weights(self, state_dict, where, strict=False)
