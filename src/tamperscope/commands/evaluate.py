@@ -75,6 +75,8 @@ def run(args) -> int:
         check_out(Path(args.out), inputs)
     if args.image_size is not None:
         check_image_size(args.image_size, "--image-size")
+    if args.perturb and args.predictions:
+        raise UserError("--perturb applies to a model, not to saved predictions")
     group_by = "area_bin" if args.group_by == "area" else args.group_by
     metrics, groups = evaluate_source(checkpoint=args.checkpoint, predictions=args.predictions, data=args.data,
                                       threshold=args.threshold, perturb=args.perturb, image_size=args.image_size,

@@ -21,7 +21,7 @@ def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, p
     records = load_evaluation_records(data)
     if predictions:
         if perturb:
-            raise UserError("--perturb applies to a model, not to saved predictions")
+            raise UserError(f"perturbation {perturb}: applies to a model, not to saved predictions")
         acc = evaluate_predictions(predictions, records, threshold, progress=progress, on_mismatch=on_mismatch)
     else:
         rank, world, dev = init_distributed(device)
