@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from tamperscope.backbones.lightvae import mask_to_pm1
 from tamperscope.data.edges import edge_band
-from tamperscope.engine.profile import count_gmacs_split
+from tamperscope.complexity import count_gmacs_split
 from tamperscope.io import read_mask
 from tamperscope.registry import create_model
 

@@ -165,7 +165,7 @@ def step(model, opt, batch: dict, clip: float | None) -> dict:
 @torch.no_grad()
 def pixel_f1_on(model, batch: dict, chunk: int = 16) -> dict:
     """Mean per-image pixel F1 at 0.5 of the model's inference output on a stacked batch, at its resolution."""
-    from tamperscope.engine.evaluate import model_probabilities
+    from tamperscope.inference import model_probabilities
     from tamperscope.metrics import MetricAccumulator
 
     model.eval()

@@ -21,7 +21,7 @@ def build_pair(variant: str):
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
     from tamperscope import create_model
-    from tamperscope.checkpoint import load_all_mlp_head_weights
+    from tamperscope.backbones.mit import load_all_mlp_head_weights
 
     dims = {"b0": [32, 64, 160, 256]}.get(variant, [64, 128, 320, 512])
     depths = {"b0": [2, 2, 2, 2], "b1": [2, 2, 2, 2], "b2": [3, 4, 6, 3], "b3": [3, 4, 18, 3]}[variant]

@@ -6,7 +6,7 @@ from PIL import Image
 
 from tamperscope.backbones.dncnn import DnCNN
 from tamperscope.cli import main
-from tamperscope.commands.noiseprint import stretch_to_uint8
+from tamperscope.report.visualize import stretch_to_uint8
 
 
 @pytest.fixture

@@ -85,3 +85,21 @@ def test_profile_shows_its_stages_unless_no_progress(capsys):
     assert '"params_m"' in captured.out
     assert main([*args, "--no-progress"]) == 0
     assert "counting GMACs" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "x.png", "--image-size", "100"],
+    ["evaluate", "--checkpoint", "ela", "--data", "d.json", "--image-size", "100"],
+    ["compare", "ela", "--data", "d.json", "--out", "o", "--image-size", "100"],
+    ["robustness", "ela", "--data", "d.json", "--out", "o", "--image-size", "100"],
+    ["train", "segformer-b0", "--train", "d.json", "--out", "o", "--image-size", "100"],
+    ["profile", "ela", "--image-size", "100"],
+])
+def test_one_image_size_rule_before_any_work(argv, tmp_path, monkeypatch, capsys):
+    """Every command checks --image-size with the one rule (tamperscope.sizes.check_image_size) first."""
+    from tamperscope.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tamperscope {argv[0]}: error: --image-size must be a positive multiple of 32, got 100"

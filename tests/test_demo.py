@@ -11,7 +11,7 @@ import tamperscope
 from tamperscope.checkpoint import save_checkpoint
 from tamperscope.cli import main
 from tamperscope.commands import demo as demo_cmd
-from tamperscope.engine import predict as predict_mod
+from tamperscope.engine import loading as loading_mod
 from tamperscope.errors import UserError
 from tamperscope.report.html import HtmlReport, format_value
 
@@ -57,7 +57,7 @@ def test_demo_end_to_end_then_ela_fallback(tmp_path, run_dir, monkeypatch, capsy
     assert all(Image.open(p).format == "JPEG" and max(Image.open(p).size) <= 128 for p in photos)
 
     # no default model installed: the demo says so and uses the weight-free ELA baseline (the forgeries resume)
-    monkeypatch.setattr(predict_mod, "default_weights_ref", lambda: tmp_path / "absent.safetensors")
+    monkeypatch.setattr(loading_mod, "default_weights_ref", lambda: tmp_path / "absent.safetensors")
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "using the weight-free 'ela' baseline" in captured.err

@@ -9,8 +9,8 @@ import torch
 import tamperscope
 from tamperscope.checkpoint import read_checkpoint_config, save_checkpoint
 from tamperscope.cli import main
-from tamperscope.commands.export import image_calibration
-from tamperscope.engine.evaluate import false_alarm_threshold
+from tamperscope.engine.calibration import image_calibration
+from tamperscope.inference import false_alarm_threshold
 from tamperscope.errors import UserError
 
 from engine.synthetic import make_dataset

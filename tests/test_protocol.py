@@ -71,9 +71,10 @@ def test_plans_of_multi_stage_models(protocol, capsys, tmp_path):
     ela = protocol.build_commands(args, protocol.BUDGETS["cpu"], ["ela"], tmp_path / "p")[0]
     assert ela["kind"] == "ela" and ela["argv"][:2] == ["python", "-c"]
     exec(ela["argv"][2], {})
-    from tamperscope.engine.runs import trained_image_size
+    from tamperscope.checkpoint import read_checkpoint_config
+    from tamperscope.engine.loading import trained_image_size
 
-    assert trained_image_size(str(tmp_path / "p" / "runs" / "ela")) == 128
+    assert trained_image_size(read_checkpoint_config(tmp_path / "p" / "runs" / "ela")) == 128
     assert protocol.step_done(ela, tmp_path / "p")
 
 

@@ -1,26 +1,19 @@
-"""Model registry: name -> (class, default config, paper reference, stages, training presets).
+"""Model registry: name -> (class, default config, paper reference, stages, training presets, tiny config).
 
-Every model module registers itself with :func:`register_model`; :func:`create_model` merges user
-overrides into the paper defaults and rejects unknown keys, so a typo in a config never goes unnoticed.
+Every module of :mod:`tamperscope.models` is imported on the first lookup and registers its models with
+:func:`register_model`, so a new method needs no line here; :func:`create_model` merges user overrides into the
+paper defaults and rejects unknown keys, so a typo in a config never goes unnoticed.
 """
 from __future__ import annotations
 
 import copy
 import importlib
+import json
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-_MODEL_MODULES = (
-    "tamperscope.models.segformer",
-    "tamperscope.models.frdnet",
-    "tamperscope.models.nfavit",
-    "tamperscope.models.diffiml",
-    "tamperscope.models.diffforensics",
-    "tamperscope.models.ifanet",
-    "tamperscope.models.ela",
-    "tamperscope.models.elaunet",
-    "tamperscope.models.copymove",
-)
+_MODELS_PACKAGE = "tamperscope.models"
 
 
 @dataclass
@@ -32,19 +25,25 @@ class ModelEntry:
     stages: tuple[str, ...] = ()
     train_presets: dict[str, dict] = field(default_factory=dict)
     description: str = ""
+    #: overrides that make a small model of the same architecture, for the contract tests every model inherits
+    #: (tests/models/test_contract.py); empty when the defaults are already small
+    tiny_config: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _loaded = False
 
 
-def register_model(name: str, *, default_config: dict, paper: str, stages: tuple[str, ...] = (),
-                   train_presets: dict[str, dict] | None = None, description: str = ""):
-    """Class decorator: ``@register_model("frdnet", default_config={...}, paper="...")``."""
+def register_model(name: str, *, default_config: dict, paper: str, train_presets: dict[str, dict] | None = None,
+                   description: str = "", tiny_config: dict | None = None):
+    """Class decorator: ``@register_model("frdnet", default_config={...}, paper="...")``; the stages are the
+    class's ``stages``."""
+
+    merge_config(default_config, tiny_config or {}, where=f"{name} tiny_config")  # a stale key fails at import
 
     def wrap(cls):
-        _REGISTRY[name] = ModelEntry(name, cls, copy.deepcopy(default_config), paper, tuple(stages),
-                                     copy.deepcopy(train_presets or {}), description)
+        _REGISTRY[name] = ModelEntry(name, cls, copy.deepcopy(default_config), paper, tuple(cls.stages),
+                                     copy.deepcopy(train_presets or {}), description, copy.deepcopy(tiny_config or {}))
         return cls
 
     return wrap
@@ -55,12 +54,9 @@ def _load_all() -> None:
     if _loaded:
         return
     _loaded = True
-    for mod in _MODEL_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # a method module that has not landed yet
-            if exc.name != mod:
-                raise
+    package = importlib.import_module(_MODELS_PACKAGE)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{_MODELS_PACKAGE}.{module.name}")
 
 
 def list_models() -> list[str]:
@@ -88,13 +84,33 @@ def merge_config(defaults: dict, overrides: dict, *, where: str) -> dict:
     return out
 
 
-def create_model(name: str, **overrides):
-    """Build a registered model with its paper defaults updated by ``overrides``."""
+def parse_overrides(items) -> dict:
+    """``["ensemble_size=1", "flip_tta=false"]`` -> ``{"ensemble_size": 1, "flip_tta": False}``: each value read as
+    JSON, else kept as text (the ``--set KEY=VALUE`` options)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"a config override must be KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def create_model(name: str, *, weight_files: bool = True, **overrides):
+    """Build a registered model with its paper defaults updated by ``overrides``; the one place that sets a model's
+    ``model_name`` and ``config``. ``weight_files=False`` builds it without reading the weight files its config
+    names (the ``*_weights`` paths: a checkpoint or a resumed run already holds those weights); the config still
+    records them."""
     entry = get_entry(name)
     config = merge_config(entry.default_config, overrides, where=name)
-    model = entry.cls(**config)
+    build = config if weight_files else {k: None if k.endswith("_weights") and isinstance(v, str) else v
+                                         for k, v in config.items()}
+    model = entry.cls(**build)
     model.model_name = name
     # a value the constructor resolved (e.g. NFA-ViT's train_noise_branch from whether weights were given) is
     # recorded, so the checkpoint rebuilds the same model without the weight files
-    model.config = config | getattr(model, "resolved_config", {})
+    model.config = config | model.resolved_config()
     return model

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from tamperscope.backbones.mit import MixVisionTransformer
-from tamperscope.checkpoint import load_all_mlp_head_weights, load_mit_weights
+from tamperscope.backbones.mit import MixVisionTransformer, load_all_mlp_head_weights, load_mit_weights
 from tamperscope.errors import UserError
 from tamperscope.registry import create_model
 

@@ -55,7 +55,7 @@ def test_native_maps_line_up_with_the_ground_truth_under_perturbations(bright_da
 def test_evaluation_dataset_follows_the_model(bright_data):
     records = load_dataset_spec(str(bright_data))
     assert evaluation_dataset(BrightIsTampered(), records, 64).resolution == "native"
-    assert evaluation_dataset(torch.nn.Identity(), records, 64).resolution == "resize"
+    assert evaluation_dataset(TamperModel(), records, 64).resolution == "resize"
 
 
 def test_robustness_clean_row_equals_evaluate_for_a_native_model(bright_data, tmp_path):
@@ -200,7 +200,7 @@ def test_a_map_turned_90_degrees_is_an_error_not_a_stretch(bright_data, tmp_path
 def test_false_alarm_threshold_is_the_tightest_within_the_rate():
     """Against a brute-force oracle on random score lists with ties: at most the rate of authentic scores lie
     strictly above the threshold, and no lower threshold keeps that."""
-    from tamperscope.engine.evaluate import false_alarm_threshold
+    from tamperscope.inference import false_alarm_threshold
 
     rng = np.random.default_rng(0)
     for _ in range(500):
@@ -222,7 +222,7 @@ def test_false_alarm_threshold_is_the_tightest_within_the_rate():
 def test_calibrated_scores_and_maps():
     """The image score is shifted like the map (p > t becomes > 0.5), the inverse gives the raw score back, and
     a pixel-only calibration (no image block) leaves the score alone."""
-    from tamperscope.engine.evaluate import calibrate_map, calibrate_score, model_probabilities, uncalibrate_score
+    from tamperscope.inference import calibrate_map, calibrate_score, model_probabilities, uncalibrate_score
 
     raw = torch.tensor([0.0, 0.1, 0.3, 0.30000001, 0.7, 1.0], dtype=torch.float64)
     cal = {"mode": "absolute", "threshold": 0.4, "image": {"threshold": 0.3, "inconclusive_from": 0.1}}
@@ -250,13 +250,13 @@ def test_checkpoint_default_names_the_bundled_model_in_every_command(tmp_path, m
     named `default` in the working directory still wins); without the bundled file it is a one-line error."""
     from pathlib import Path
 
-    from tamperscope.engine import predict as predict_mod
-    from tamperscope.engine.runs import resolve_checkpoint
+    from tamperscope.engine import loading as loading_mod
+    from tamperscope.engine.loading import resolve_checkpoint
 
     from .synthetic import make_dataset
 
     data = make_dataset(tmp_path / "data", n_tampered=2, n_authentic=1) / "list.json"
-    bundled = str(predict_mod.default_weights_ref())
+    bundled = str(loading_mod.default_weights_ref())
     assert resolve_checkpoint("default") == bundled and resolve_checkpoint("runs/x") == "runs/x"
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     assert main(["evaluate", "--checkpoint", "default", "--data", str(data), "--out", str(a), "--workers", "0",
@@ -271,7 +271,7 @@ def test_checkpoint_default_names_the_bundled_model_in_every_command(tmp_path, m
     (tmp_path / "default").mkdir()
     assert resolve_checkpoint("default") == "default"  # the user's own folder
     monkeypatch.chdir(Path(bundled).parent.parent)
-    monkeypatch.setattr(predict_mod, "default_weights_ref", lambda: tmp_path / "missing.safetensors")
+    monkeypatch.setattr(loading_mod, "default_weights_ref", lambda: tmp_path / "missing.safetensors")
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", "default", "--data", str(data), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()

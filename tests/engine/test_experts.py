@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tamperscope.checkpoint import read_checkpoint_config, save_checkpoint
-from tamperscope.engine.evaluate import model_probabilities
+from tamperscope.inference import model_probabilities
 from tamperscope.engine.experts import ExpertFusion, attach_experts, build_experts
 from tamperscope.engine.predict import load_predictor
 from tamperscope.errors import UserError

@@ -16,6 +16,7 @@ from PIL import Image
 import tamperscope
 from tamperscope.checkpoint import save_checkpoint
 from tamperscope.cli import main
+from tamperscope.engine import loading as loading_mod
 from tamperscope.engine import predict as predict_mod
 from tamperscope.engine.predict import (Prediction, collect_inputs, load_predictor, output_stems, tile_starts,
                                         tile_windows)
@@ -304,7 +305,7 @@ def test_python_api(tmp_path, run_dir):
 
 
 def test_default_model_missing_is_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(predict_mod, "default_weights_ref", lambda: tmp_path / "absent.safetensors")
+    monkeypatch.setattr(loading_mod, "default_weights_ref", lambda: tmp_path / "absent.safetensors")
     _photo(tmp_path / "a.png", 16, 16)
     with pytest.raises(UserError, match="no default model installed.*--checkpoint"):
         load_predictor(None)
@@ -316,13 +317,13 @@ def test_default_model_missing_is_one_line(tmp_path, monkeypatch, capsys):
 def test_default_model_is_loaded_from_the_package_path(tmp_path, monkeypatch, run_dir):
     model = tamperscope.load_checkpoint(run_dir)
     single = save_checkpoint(model, tmp_path / "weights" / "default.safetensors", extra={"train": {"image_size": 64}})
-    monkeypatch.setattr(predict_mod, "default_weights_ref", lambda: single)
+    monkeypatch.setattr(loading_mod, "default_weights_ref", lambda: single)
     predictor = load_predictor(None)
     assert predictor.name == "default (segformer-b0)" and predictor.image_size == 64
 
 
 def test_packaged_default_path_is_inside_the_package():
-    ref = predict_mod.default_weights_ref()
+    ref = loading_mod.default_weights_ref()
     assert str(ref).endswith(str(Path("tamperscope") / "weights" / "default.safetensors"))
 
 
@@ -371,7 +372,7 @@ def test_the_shipped_default_model(tmp_path):
     and validation calibration; `predict` without --checkpoint uses it at the photo's own resolution."""
     from tamperscope.checkpoint import read_checkpoint_config
 
-    ref = predict_mod.default_weights_ref()
+    ref = loading_mod.default_weights_ref()
     assert ref.is_file() and ref.stat().st_size <= 25 * 2**20
     cfg = read_checkpoint_config(ref)
     assert cfg["model"] == "ela-unet" and cfg["extra"]["train"]["image_size"] == 256
@@ -443,7 +444,7 @@ def _calibration(threshold: float, image_threshold: float, inconclusive_from: fl
 def test_a_calibrated_model_predicts_with_its_operating_points(run_dir):
     """The score is the calibrated one, the band its calibrated bound, the rates read from the raw score; tiling
     keeps the image score the maximum of the windows."""
-    from tamperscope.engine.evaluate import calibrate_score
+    from tamperscope.inference import calibrate_score
 
     plain = load_predictor(str(run_dir))
     rgb = np.random.default_rng(7).integers(0, 256, size=(50, 70, 3), dtype=np.uint8)

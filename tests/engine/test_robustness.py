@@ -7,8 +7,8 @@ import pytest
 import tamperscope
 from tamperscope.checkpoint import save_checkpoint
 from tamperscope.cli import main
-from tamperscope.engine.robustness import (DEFAULT_LEVELS, is_identity, parse_kinds, parse_levels, sweep_plan,
-                                           unique_labels)
+from tamperscope.commands.robustness import parse_kinds, parse_levels, sweep_plan
+from tamperscope.engine.robustness import DEFAULT_LEVELS, is_identity, unique_labels
 from tamperscope.engine.runs import evaluate_source
 from tamperscope.errors import UserError
 

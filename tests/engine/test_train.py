@@ -90,9 +90,10 @@ def test_train_and_evaluate_cli(tmp_path, capsys):
     assert rc == 0
     for f in ("config.json", "model.safetensors", "trainer_state.json", "metrics.jsonl", "curves.png"):
         assert (run / f).is_file(), f
-    from tamperscope.engine.runs import trained_image_size
+    from tamperscope.checkpoint import read_checkpoint_config
+    from tamperscope.engine.loading import trained_image_size
 
-    assert trained_image_size(str(run)) == 64  # evaluate/predict run the model at its training size
+    assert trained_image_size(read_checkpoint_config(run)) == 64  # evaluate/predict run the model at its training size
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r["type"] == "val"] == [0, 1]
     assert all("pixel_f1" in r for r in rows if r["type"] == "val")

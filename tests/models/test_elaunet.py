@@ -158,7 +158,7 @@ def test_engine_trains_on_crops_and_predicts_at_native_size(tmp_path):
 
 def test_calibrated_maps():
     """p > t becomes > 0.5, the same on every photo (absolute, never relative to the photo)."""
-    from tamperscope.engine.evaluate import calibrate_map
+    from tamperscope.inference import calibrate_map
 
     prob = torch.rand(2, 1, 20, 30, generator=torch.Generator().manual_seed(0))
     prob = prob * torch.tensor([1.0, 0.2]).view(2, 1, 1, 1)  # the second photo's map is 5× dimmer

@@ -103,7 +103,7 @@ def test_mask_shapes_full_config_at_512(full_model):
 def test_all_stages_full_config_at_128(full_model):
     image, noise = torch.randn(1, 3, 128, 128), torch.randn(1, 1, 128, 128)
     with torch.no_grad():
-        outs = list(full_model.stages(image, noise))
+        outs = list(full_model.encoder_stages(image, noise))
     heads, grids, dims = (1, 2, 5, 8), (32, 16, 8, 4), (64, 128, 320, 512)
     for o, h, g, c in zip(outs, heads, grids, dims):
         assert o.noise_mask.shape == (1, h, g * g, 16) and (o.noise_mask.sum(-1) == 16 // 4).all()
@@ -115,8 +115,8 @@ def test_image_branch_output_changes_with_noise_mask():
     m = _tiny()
     image = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
-        a = list(m.stages(image, torch.randn(1, 1, 128, 128)))
-        a_again = list(m.stages(image, torch.randn(1, 1, 128, 128)))
+        a = list(m.encoder_stages(image, torch.randn(1, 1, 128, 128)))
+        a_again = list(m.encoder_stages(image, torch.randn(1, 1, 128, 128)))
         stage1_map = torch.randn(1, 32, 32, 32)                  # input of stage 2 (16×16 queries, 4×4 keys)
         f_masked = m._image_stage(1, stage1_map, a[1].noise_mask)
         f_all_keys = m._image_stage(1, stage1_map, torch.ones(1, 2, 256, 16, dtype=torch.bool))

@@ -13,6 +13,8 @@
 * :class:`ResidualNoiseExtractor` — the weight-free fallback (resolved choice: no weights offline): the
   SRM 5×5 "KV" high-pass filter on BT.601 luminance of RGB [0,1], divided by each image's own standard
   deviation (unit std per image; a flat image, residual std < 1e-6, gives zeros). Fixed, no parameters.
+* :func:`photo_noise_map` — either extractor's ``H×W`` map of a uint8 RGB photo, scaled by 1/256 as TruFor's
+  loaders do (``tamperscope noiseprint`` and the web UI's Noiseprint++ view).
 
 The Noiseprint++ weights are GRIP-UNINA non-commercial: they are only read from a path the user gives.
 """
@@ -159,6 +161,15 @@ class ResidualNoiseExtractor(nn.Module):
         r = F.conv2d(F.pad(y, (2, 2, 2, 2), mode="reflect"), self.kernel.to(y.dtype))
         std = r.flatten(1).std(dim=1).view(-1, 1, 1, 1)
         return r * torch.where(std > FLAT_STD, 1.0 / std.clamp_min(FLAT_STD), torch.zeros_like(std))
+
+
+def photo_noise_map(extractor: nn.Module, rgb_uint8, device: str | torch.device = "cpu"):
+    """``H×W`` float32 numpy map of an ``H×W×3`` uint8 RGB photo: ``extractor.forward_rgb01(rgb / 256)``, as
+    TruFor's loaders scale it."""
+    import numpy as np
+
+    x = torch.from_numpy(np.ascontiguousarray(rgb_uint8)).permute(2, 0, 1)[None].to(device, torch.float32) / 256.0
+    return extractor.forward_rgb01(x)[0, 0].float().cpu().numpy()
 
 
 def build_noise_extractor(kind: str, weights: Any = None, brgen_compat: bool = False) -> nn.Module:

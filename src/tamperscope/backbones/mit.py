@@ -1,15 +1,25 @@
 """Mix Transformer (MiT) encoders b0–b5, the SegFormer backbone (Xie et al., NeurIPS 2021; NVlabs code).
 
 Own implementation with NVlabs attribute names (``patch_embed{i}``, ``block{i}``, ``norm{i}``), so
-``mit_b*.pth`` state dicts load as they are; :func:`tamperscope.checkpoint.load_mit_weights` also reads the
-HF layout. Attention runs through ``F.scaled_dot_product_attention``. Inputs may be any size; the stage grids
-are ceil(H/4), then halved (rounding up) per stage, exactly as the strided convolutions produce.
+``mit_b*.pth`` state dicts load as they are; :func:`load_mit_weights` also reads the HF layout.
+
+Attention runs through ``F.scaled_dot_product_attention``. Inputs may be any size; the stage grids are ceil(H/4),
+then halved (rounding up) per stage, exactly as the strided convolutions produce.
+
+Official layouts (:func:`load_mit_weights`, :func:`load_all_mlp_head_weights`): NVlabs/old-mmseg MiT
+(``mit_b*.pth``; ADE ``segformer.b*.512x512.ade.160k.pth`` with ``backbone.`` / ``decode_head.`` prefixes) and HF
+(``nvidia/mit-b*``, ``nvidia/segformer-b*-finetuned-ade-512-512``, split key/value).
 """
 from __future__ import annotations
+
+import re
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..checkpoint import format_key_report, read_state_dict, source_name
+from ..errors import UserError
 from ..nn.attention import DropPath, EfficientSelfAttention, MixFFN
 
 MIT_CONFIGS: dict[str, dict] = {
@@ -134,3 +144,144 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+# ----------------------------------------------------------------------------------------------
+# official SegFormer / MiT layouts
+
+_HF_BLOCK_RENAMES = (
+    ("layer_norm_1.", "norm1."), ("layer_norm_2.", "norm2."),
+    ("attention.self.query.", "attn.q."), ("attention.self.sr.", "attn.sr."),
+    ("attention.self.layer_norm.", "attn.norm."), ("attention.output.dense.", "attn.proj."),
+    ("mlp.dense1.", "mlp.fc1."), ("mlp.dwconv.dwconv.", "mlp.dwconv.dwconv."), ("mlp.dense2.", "mlp.fc2."),
+)
+
+
+def is_hf_segformer(sd: dict) -> bool:
+    return any(".encoder.patch_embeddings." in k or k.startswith("encoder.patch_embeddings.") for k in sd)
+
+
+def convert_hf_segformer(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF SegFormer keys → NVlabs keys (encoder keys unprefixed, head keys under ``decode_head.``).
+
+    The split ``key``/``value`` projections are concatenated back into ``kv`` (key rows first)."""
+    out: dict[str, torch.Tensor] = {}
+    pending_kv: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in sd.items():
+        k = re.sub(r"^(segformer\.)?encoder\.", "", key)
+        if k.startswith("decode_head."):
+            k = re.sub(r"^decode_head\.linear_c\.(\d+)\.", lambda m: f"decode_head.linear_c{int(m[1]) + 1}.", k)
+            k = k.replace("decode_head.linear_fuse.", "decode_head.linear_fuse.conv.")
+            k = k.replace("decode_head.batch_norm.", "decode_head.linear_fuse.bn.")
+            k = k.replace("decode_head.classifier.", "decode_head.linear_pred.")
+            out[k] = value
+            continue
+        if k.startswith("classifier."):
+            out[k.replace("classifier.", "head.")] = value
+            continue
+        m = re.match(r"patch_embeddings\.(\d+)\.(.*)", k)
+        if m:
+            rest = m[2].replace("layer_norm.", "norm.")
+            out[f"patch_embed{int(m[1]) + 1}.{rest}"] = value
+            continue
+        m = re.match(r"layer_norm\.(\d+)\.(.*)", k)
+        if m:
+            out[f"norm{int(m[1]) + 1}.{m[2]}"] = value
+            continue
+        m = re.match(r"block\.(\d+)\.(\d+)\.(.*)", k)
+        if m:
+            prefix, rest = f"block{int(m[1]) + 1}.{m[2]}.", m[3]
+            kv = re.match(r"attention\.self\.(key|value)\.(weight|bias)", rest)
+            if kv:
+                pending_kv.setdefault(f"{prefix}attn.kv.{kv[2]}", {})[kv[1]] = value
+                continue
+            for old, new in _HF_BLOCK_RENAMES:
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+                    break
+            out[prefix + rest] = value
+            continue
+        out[key] = value  # unknown keys are kept so they are reported as unexpected
+    for key, parts in pending_kv.items():
+        if set(parts) != {"key", "value"}:
+            raise UserError(f"HF SegFormer weights: {key} has only {', '.join(parts)}")
+        out[key] = torch.cat([parts["key"], parts["value"]], dim=0)
+    return out
+
+
+def to_nvlabs_segformer(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Any supported SegFormer layout → NVlabs names with the encoder under ``backbone.``."""
+    if is_hf_segformer(sd):
+        sd = convert_hf_segformer(sd)
+        return {(k if k.startswith("decode_head.") or k.startswith("head.") else f"backbone.{k}"): v
+                for k, v in sd.items()}
+    if any(k.startswith("backbone.") for k in sd):
+        return dict(sd)
+    if any(k.startswith("block1.") or k.startswith("patch_embed1.") for k in sd):
+        return {(k if k.startswith("head.") else f"backbone.{k}"): v for k, v in sd.items()}
+    raise UserError("weights are neither NVlabs/mmseg nor HF SegFormer layout "
+                    "(no patch_embed1.*, backbone.*, or segformer.encoder.* keys); convert mmseg ≥1.0 files offline")
+
+
+def load_mit_weights(encoder: torch.nn.Module, source: Any, prefix: str | None = None,
+                     name: str | None = None) -> dict:
+    """Load MiT encoder weights (NVlabs, ADE ``backbone.``, or HF layout) into our ``MixVisionTransformer``.
+
+    A 3-channel stem is averaged over input channels for a 1-channel encoder (clpbc/BR-Gen). Classifier
+    and decode-head keys are ignored; any missing encoder key raises one readable error.
+    Returns ``{"loaded": n, "ignored": [...], "adapted": [...]}``.
+    """
+    sd = read_state_dict(source)
+    source = source_name(source, name)
+    if prefix:
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if not sd:
+            raise UserError(f"{source}: no keys start with '{prefix}'")
+    sd = to_nvlabs_segformer(sd)
+    enc_sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    ignored = [k for k in sd if not k.startswith("backbone.")]
+    adapted = []
+    stem = "patch_embed1.proj.weight"
+    own = encoder.state_dict()
+    if stem in enc_sd and stem in own and enc_sd[stem].shape[1] != own[stem].shape[1]:
+        if own[stem].shape[1] == 1 and enc_sd[stem].shape[1] == 3:
+            enc_sd[stem] = enc_sd[stem].mean(dim=1, keepdim=True)
+            adapted.append(f"{stem}: 3-channel stem averaged to 1 channel")
+        else:
+            raise UserError(f"{source}: stem has {enc_sd[stem].shape[1]} input channels, encoder expects "
+                            f"{own[stem].shape[1]}")
+    missing = [k for k in own if k not in enc_sd]
+    unexpected = [k for k in enc_sd if k not in own]
+    shape_bad = [f"{k} {tuple(enc_sd[k].shape)} vs {tuple(own[k].shape)}"
+                 for k in own if k in enc_sd and enc_sd[k].shape != own[k].shape]
+    if missing or unexpected or shape_bad:
+        msg = format_key_report(f"{source}: MiT weights do not fit a MiT-{getattr(encoder, 'variant', '?')} encoder",
+                                missing, unexpected)
+        if shape_bad:
+            msg += f"; {len(shape_bad)} shape mismatch(es): " + ", ".join(shape_bad[:4])
+        raise UserError(msg)
+    encoder.load_state_dict(enc_sd, strict=True)
+    return {"loaded": len(enc_sd), "ignored": ignored, "adapted": adapted}
+
+
+def load_all_mlp_head_weights(head: torch.nn.Module, source: Any, keep_classifier: bool = False,
+                              name: str | None = None) -> dict:
+    """Load an ADE SegFormer decode head (NVlabs or HF layout) into :class:`~tamperscope.nn.heads.AllMLPHead`.
+
+    ``linear_c*`` and ``linear_fuse`` are kept; the 150-class ``linear_pred`` is skipped unless
+    ``keep_classifier`` and the shapes fit."""
+    sd = to_nvlabs_segformer(read_state_dict(source))
+    source = source_name(source, name)
+    head_sd = {k[len("decode_head."):]: v for k, v in sd.items() if k.startswith("decode_head.")}
+    head_sd.pop("conv_seg.weight", None), head_sd.pop("conv_seg.bias", None)
+    own = head.state_dict()
+    if not keep_classifier:
+        head_sd = {k: v for k, v in head_sd.items() if not k.startswith("linear_pred.")}
+    missing = [k for k in own if k not in head_sd and not k.startswith("linear_pred.")]
+    if missing:
+        raise UserError(format_key_report(f"{source}: decode head weights incomplete", missing, []))
+    bad = [k for k, v in head_sd.items() if k in own and v.shape != own[k].shape]
+    if bad:
+        raise UserError(f"{source}: decode head shape mismatch for {', '.join(bad[:4])} (wrong SegFormer variant?)")
+    head.load_state_dict(head_sd, strict=False)
+    return {"loaded": len(head_sd)}

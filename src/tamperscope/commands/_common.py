@@ -1,4 +1,5 @@
 """Argument groups shared by several sub-commands (not a command itself: the CLI skips ``_`` modules)."""
+from ..sizes import DEFAULT_IMAGE_SIZE
 
 
 def add_inference_arguments(p) -> None:
@@ -6,7 +7,8 @@ def add_inference_arguments(p) -> None:
     p.add_argument("--threshold", type=float, default=0.5,
                    help="pixel threshold for the thresholded pixel metrics (default 0.5; image-level decisions "
                         "stay at 0.5)")
-    p.add_argument("--image-size", type=int, help="model input size (default: the size it was trained at, else 512)")
+    p.add_argument("--image-size", type=int,
+                   help=f"model input size (default: the size it was trained at, else {DEFAULT_IMAGE_SIZE})")
     p.add_argument("--batch-size", type=int, default=8,
                    help="images per forward pass (default 8; models that read photos at their own size use 1)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")

@@ -48,34 +48,17 @@ def parse_named_data(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _examples_for(model, size, records, device, threshold, on_mismatch) -> list[dict]:
-    """Probability maps (at ground-truth resolution) and per-image F1 of ``model`` on a few records."""
-    from ..engine.evaluate import evaluation_dataset, iterate_maps
-    from ..metrics import pixel_stats
-
-    ds = evaluation_dataset(model, records, size, on_mismatch=on_mismatch)
-    out = []
-    for _, prob, gt, _, _, path in iterate_maps(model, ds, device=device, progress=False):
-        f1 = pixel_stats(prob, gt, threshold).get("f1") if gt.any() else None
-        out.append({"path": path, "gt": gt, "prob": prob, "f1": f1})
-    return out
-
-
 def run(args) -> int:
-    from tqdm import tqdm
-
-    from ..data.datasets import load_evaluation_records
-    from ..engine.distributed import init_distributed
+    from ..engine.compare import compare_models
     from ..engine.evaluate import METRIC_KEYS
-    from ..engine.robustness import load_benchmark_model, unique_labels
-    from ..engine.runs import evaluate_source
     from ..errors import UserError
     from ..io import atomic_write_bytes, atomic_write_text, read_image
-    from ..report.compare import (COMPARE_METRICS, example_grid_png, mean_over_datasets, pick_examples, to_html,
-                                  to_markdown)
+    from ..registry import parse_overrides
+    from ..report.compare import COMPARE_METRICS, example_grid_png, mean_over_datasets, to_html, to_markdown
+    from ..sizes import check_image_size
 
-    if args.image_size is not None and (args.image_size < 32 or args.image_size % 32):
-        raise UserError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    if args.image_size is not None:
+        check_image_size(args.image_size, "--image-size")
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else COMPARE_METRICS
     unknown = [m for m in metrics if m not in METRIC_KEYS]
     if unknown:
@@ -83,35 +66,11 @@ def run(args) -> int:
     datasets = parse_named_data(args.data)
     refuse_outputs(args.out, ("compare.md", "compare.html", "compare.json", "examples.png"),
                    input_paths(list(datasets.values()), model_specs(args)))
-    records = {name: load_evaluation_records(path) for name, path in datasets.items()}
-    chosen = {name: pick_examples(recs, args.examples) for name, recs in records.items()}
-    runs = model_specs(args)
-    labels = unique_labels(runs)
-    _, _, device = init_distributed(args.device)
-
-    results: dict[str, dict[str, dict]] = {}
-    models_info: dict[str, dict] = {}
-    examples: dict[tuple[str, int], dict] = {}
-    bar = tqdm(total=len(labels) * len(datasets), desc="compare", unit="eval", disable=args.no_progress,
-               dynamic_ncols=True)
-    for spec, label in zip(runs, labels):
-        model, size = load_benchmark_model(spec, device, args.set, args.image_size)
-        models_info[label] = {"checkpoint": str(spec), "image_size": size}
-        results[label] = {}
-        for name, path in datasets.items():
-            bar.set_postfix_str(f"{label} on {name}")
-            m, _ = evaluate_source(model=model, data=path, threshold=args.threshold, image_size=size,
-                                   batch_size=args.batch_size, device=str(device), workers=args.workers,
-                                   on_mismatch=args.on_mismatch, progress=False)
-            results[label][name] = m
-            for k, ex in enumerate(_examples_for(model, size, chosen[name], device, args.threshold,
-                                                 args.on_mismatch)):
-                row = examples.setdefault((name, k), {"name": f"{name}: {Path(ex['path']).stem}", "path": ex["path"],
-                                                      "gt": ex["gt"], "maps": {}, "f1": {}})
-                row["maps"][label], row["f1"][label] = ex["prob"], ex["f1"]
-            bar.update(1)
-        del model
-    bar.close()
+    results, models_info, examples = compare_models(
+        model_specs(args), datasets, examples=args.examples, threshold=args.threshold, image_size=args.image_size,
+        batch_size=args.batch_size, device=args.device, workers=args.workers, on_mismatch=args.on_mismatch,
+        overrides=parse_overrides(args.set), progress=not args.no_progress)
+    labels = list(models_info)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

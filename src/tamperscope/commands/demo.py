@@ -83,7 +83,8 @@ def _write_photos(dest: Path, max_side: int) -> int:
 
 
 def _predictor(args):
-    from ..engine.predict import default_model_available, load_predictor
+    from ..engine.loading import default_model_available
+    from ..engine.predict import load_predictor
 
     if args.checkpoint is None and not default_model_available():
         print("tamperscope demo: no default model is installed; using the weight-free 'ela' baseline instead",
@@ -200,7 +201,7 @@ def run(args) -> int:
 
 def _always_marks(predictor) -> bool:
     """Whether the model is the ELA baseline, whose map marks every photo (recompression differences)."""
-    return getattr(predictor.model, "model_name", None) == "ela" or predictor.name == "ela"
+    return predictor.model.model_name == "ela" or predictor.name == "ela"
 
 
 def _fmt(value) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..sizes import DEFAULT_IMAGE_SIZE
+
 NAME = "export-onnx"
 HELP = "write a model's network as an ONNX file for fast CPU inference (predict --checkpoint FILE.onnx)"
 
@@ -19,8 +21,8 @@ def add_arguments(p):
     p.add_argument("out", help="output file, ending in .onnx")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size of the graph for models that run at a fixed size (default: the size the "
-                        "checkpoint was trained at, else 512); models that read photos at their own size get "
-                        "dynamic height and width")
+                        f"checkpoint was trained at, else {DEFAULT_IMAGE_SIZE}); models that read photos at their own "
+                        "size get dynamic height and width")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
 
 
@@ -28,7 +30,7 @@ def run(args) -> int:
     from ..checkpoint import read_checkpoint_config
     from ..engine.experts import EXPERTS_KEY
     from ..engine.onnx_runtime import OPSET, export_onnx
-    from ..engine.runs import resolve_checkpoint
+    from ..engine.loading import resolve_checkpoint
     from ..engine.predict import load_predictor
     from ..errors import UserError
 

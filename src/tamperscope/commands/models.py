@@ -22,7 +22,7 @@ def model_row(name: str, with_gmacs: bool = True) -> dict:
     entry = get_entry(name)
     info = meta_complexity(name, with_gmacs=with_gmacs)
     row = {"name": name, "params_m": info["params_m"], "gmacs": info["gmacs"]}
-    variants = getattr(entry.cls, "complexity_variants", None)
+    variants = entry.cls.complexity_variants
     if variants and with_gmacs:
         row["gmacs_variants"] = {label: info["gmacs"] if not overrides else
                                  meta_complexity(name, with_gmacs=True, **overrides)["gmacs"]

@@ -15,8 +15,6 @@ import numpy as np
 NAME = "noiseprint"
 HELP = "extract the Noiseprint++ map of an image (.npy, optional viewable .png)"
 
-PNG_PERCENTILES = (1.0, 99.0)
-
 
 def add_arguments(p):
     p.add_argument("image", metavar="IMAGE", help="input image file")
@@ -27,30 +25,11 @@ def add_arguments(p):
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
-def stretch_to_uint8(noise_map: np.ndarray, percentiles: tuple[float, float] = PNG_PERCENTILES) -> np.ndarray:
-    """Robust display scaling: clip to the given percentiles and map linearly to 0–255."""
-    lo, hi = np.percentile(noise_map, percentiles)
-    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
-        return np.full(noise_map.shape, 128, dtype=np.uint8)
-    scaled = (np.clip(noise_map, lo, hi) - lo) / (hi - lo)
-    return np.round(scaled * 255.0).astype(np.uint8)
-
-
-def compute_noiseprint(rgb_uint8: np.ndarray, weights: str | None, device: str = "cpu") -> np.ndarray:
-    """``H×W`` float32 noiseprint of an ``H×W×3`` uint8 RGB image (fallback residual when ``weights`` is None)."""
-    import torch
-
-    from ..backbones.dncnn import NoiseprintExtractor, ResidualNoiseExtractor
-
-    extractor = NoiseprintExtractor(weights) if weights is not None else ResidualNoiseExtractor()
-    extractor = extractor.to(device).eval()
-    x = torch.from_numpy(np.ascontiguousarray(rgb_uint8)).permute(2, 0, 1)[None].to(device, torch.float32) / 256.0
-    return extractor.forward_rgb01(x)[0, 0].float().cpu().numpy()
-
-
 def run(args) -> int:
+    from ..backbones.dncnn import NoiseprintExtractor, ResidualNoiseExtractor, photo_noise_map
     from ..errors import UserError
     from ..io import atomic_write_bytes, read_image, write_png
+    from ..report.visualize import stretch_to_uint8
 
     if not str(args.out).lower().endswith(".npy"):
         raise UserError(f"{args.out}: --out must end in .npy")
@@ -60,7 +39,8 @@ def run(args) -> int:
     if args.weights is None:
         print("tamperscope noiseprint: no --weights given; writing the weight-free SRM residual "
               "(unit std), not Noiseprint++", file=sys.stderr)
-    noise_map = compute_noiseprint(rgb, args.weights, args.device)
+    extractor = NoiseprintExtractor(args.weights) if args.weights is not None else ResidualNoiseExtractor()
+    noise_map = photo_noise_map(extractor.to(args.device).eval(), rgb, args.device)
     buf = _io.BytesIO()
     np.save(buf, noise_map.astype(np.float32))
     inputs = [args.image] + ([args.weights] if args.weights else [])

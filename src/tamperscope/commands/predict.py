@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from ..sizes import DEFAULT_IMAGE_SIZE
+
 NAME = "predict"
 HELP = "localise manipulations in photos (files, folders, globs): heat map, mask, overlay and a results table"
 
@@ -36,7 +38,8 @@ def add_arguments(p):
     p.add_argument("--tile-overlap", type=float, default=DEFAULT_TILE_OVERLAP,
                    help=f"window overlap in [0, 1) (default {DEFAULT_TILE_OVERLAP:g})")
     p.add_argument("--image-size", type=int, default=None,
-                   help="model input size (default: the size the checkpoint was trained at, else 512)")
+                   help="model input size (default: the size the checkpoint was trained at, else "
+                        f"{DEFAULT_IMAGE_SIZE})")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass in --tiles mode")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--onnx-runtime", choices=("auto", "onnxruntime", "openvino"), default="auto",
@@ -54,12 +57,15 @@ def add_arguments(p):
 def run(args) -> int:
     from ..engine.predict import load_predictor, predict_files, verdict_line
     from ..errors import UserError
+    from ..sizes import check_image_size
 
     for flag, value in (("--threshold", args.threshold), ("--image-threshold", args.image_threshold)):
         if not 0.0 <= value <= 1.0:
             raise UserError(f"{flag} must be in [0, 1], got {value}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.image_size is not None:
+        check_image_size(args.image_size, "--image-size")
     predictor = load_predictor(args.checkpoint, device=args.device, image_size=args.image_size,
                                batch_size=args.batch_size, onnx_runtime=args.onnx_runtime,
                                experts=not args.no_experts)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from ..sizes import DEFAULT_IMAGE_SIZE
+
 NAME = "profile"
 HELP = "measure params, GMACs, latency, throughput and peak memory of a model (or --all)"
 
@@ -10,7 +12,8 @@ HELP = "measure params, GMACs, latency, throughput and peak memory of a model (o
 def add_arguments(p):
     p.add_argument("model", nargs="?", help="registered model name (see `tamperscope models`)")
     p.add_argument("--all", action="store_true", help="profile every registered model (complexity table)")
-    p.add_argument("--image-size", type=int, default=512, help="square input size in pixels (default 512)")
+    p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
+                   help=f"square input size in pixels (default {DEFAULT_IMAGE_SIZE})")
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the throughput measurement (default 1)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--iters", type=int, default=3, help="timed iterations (median reported)")
@@ -20,19 +23,6 @@ def add_arguments(p):
     p.add_argument("--markdown", metavar="FILE",
                    help="also write a Markdown table: measured values beside the papers' reported numbers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def parse_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def _row(r: dict) -> str:
@@ -89,10 +79,12 @@ def markdown_table(rows: list[dict], image_size: int, device: str) -> str:
 
 def run(args) -> int:
     from ..engine.profile import profile_model
-    from ..registry import list_models
+    from ..registry import list_models, parse_overrides
+    from ..sizes import check_image_size
 
     if not args.model and not args.all:
         raise ValueError("give a MODEL name or --all")
+    check_image_size(args.image_size, "--image-size")
     names = list_models() if args.all else [args.model]
     overrides = parse_overrides(args.set)
     if not args.json:

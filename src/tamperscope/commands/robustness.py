@@ -18,14 +18,55 @@ def add_arguments(p):
     add_inference_arguments(p)
 
 
-def run(args) -> int:
-    from ..engine.distributed import is_main
-    from ..engine.robustness import (format_robustness, parse_kinds, parse_levels, run_robustness, sweep_plan,
-                                     write_robustness)
+def parse_kinds(text: str | None) -> list[str]:
+    """``"jpeg,blur"`` -> ``["jpeg", "blur"]`` (all kinds when empty); unknown kinds raise a UserError."""
+    from ..engine.robustness import DEFAULT_LEVELS
     from ..errors import UserError
 
-    if args.image_size is not None and (args.image_size < 32 or args.image_size % 32):
-        raise UserError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    if not text:
+        return list(DEFAULT_LEVELS)
+    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in DEFAULT_LEVELS]
+    if unknown:
+        raise UserError(f"--kinds: unknown perturbation '{unknown[0]}'; choose from {', '.join(DEFAULT_LEVELS)}")
+    return list(dict.fromkeys(kinds))
+
+
+def parse_levels(items: list[str] | None) -> dict[str, tuple[float, ...]]:
+    """``["jpeg:90,70", "blur:3"]`` -> ``{"jpeg": (90.0, 70.0), "blur": (3.0,)}``; each level is validated."""
+    from ..data.transforms import parse_perturb
+    from ..errors import UserError
+
+    out: dict[str, tuple[float, ...]] = {}
+    for item in items or []:
+        kind, sep, values = item.partition(":")
+        kind = kind.strip().lower()
+        if not sep or not values.strip():
+            raise UserError(f"--levels '{item}': expected KIND:L1,L2,..., e.g. jpeg:90,70")
+        out[kind] = tuple(parse_perturb(f"{kind}:{v.strip()}")[1] for v in values.split(",") if v.strip())
+    return out
+
+
+def sweep_plan(kinds: list[str], levels: dict[str, tuple[float, ...]]) -> list[tuple[str, float]]:
+    """The (kind, level) pairs to run: ``levels[kind]`` when given, else the default grid of that kind."""
+    from ..engine.robustness import DEFAULT_LEVELS
+    from ..errors import UserError
+
+    extra = [k for k in levels if k not in kinds]
+    if extra:
+        raise UserError(f"--levels names '{extra[0]}', which is not among --kinds ({', '.join(kinds)})")
+    return [(kind, float(level)) for kind in kinds for level in levels.get(kind, DEFAULT_LEVELS[kind])]
+
+
+def run(args) -> int:
+    from ..engine.distributed import is_main
+    from ..engine.robustness import format_robustness, run_robustness, write_robustness
+    from ..errors import UserError
+    from ..registry import parse_overrides
+    from ..sizes import check_image_size
+
+    if args.image_size is not None:
+        check_image_size(args.image_size, "--image-size")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     plan = sweep_plan(parse_kinds(args.kinds), parse_levels(args.levels))
@@ -33,7 +74,8 @@ def run(args) -> int:
                    input_paths([args.data], model_specs(args)))
     result = run_robustness(model_specs(args), args.data, plan, threshold=args.threshold, image_size=args.image_size,
                             batch_size=args.batch_size, device=args.device, workers=args.workers,
-                            on_mismatch=args.on_mismatch, set_items=args.set, progress=not args.no_progress)
+                            on_mismatch=args.on_mismatch, overrides=parse_overrides(args.set),
+                            progress=not args.no_progress)
     if is_main():
         print(format_robustness(result))
         written = write_robustness(result, args.out)

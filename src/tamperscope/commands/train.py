@@ -1,6 +1,8 @@
 """`tamperscope train MODEL --train DATA [--val DATA] --out RUN ...` (one CPU to many GPUs via torchrun)."""
 from __future__ import annotations
 
+from ..sizes import DEFAULT_IMAGE_SIZE
+
 NAME = "train"
 HELP = "train a model (multi-GPU with torchrun; --resume continues exactly)"
 
@@ -18,7 +20,8 @@ def add_arguments(p):
     p.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="images per batch and process (default: the preset's)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
-    p.add_argument("--image-size", type=int, default=512, help="training input size in pixels (default 512)")
+    p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
+                   help=f"training input size in pixels (default {DEFAULT_IMAGE_SIZE})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--workers", type=int, default=2, help="data-loader processes")
     p.add_argument("--accum", type=int, default=None,
@@ -42,10 +45,10 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..engine.train import TrainOptions, train
-    from .profile import parse_overrides
+    from ..registry import parse_overrides
+    from ..sizes import check_image_size
 
-    if args.image_size % 32:
-        raise ValueError(f"--image-size must be a multiple of 32, got {args.image_size}")
+    check_image_size(args.image_size, "--image-size")
     opts = TrainOptions(model=args.model, train=args.train, out=args.out, val=args.val, stage=args.stage,
                         preset=args.preset, config_file=args.config, pretrained=args.pretrained, resume=args.resume,
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,

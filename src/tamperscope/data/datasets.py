@@ -47,6 +47,7 @@ from torch.utils.data import Dataset
 from ..errors import ImageReadError, UserError
 from ..io import DEFAULT_MAX_PIXELS, probe_image, read_image, read_mask
 from ..nn.norm import imagenet_normalize
+from ..sizes import DEFAULT_IMAGE_SIZE
 from .edges import canny_edge, edge_band
 from .transforms import AugmentConfig, augment as augment_pair, parse_perturb, perturb as perturb_image
 from .transforms import (JPEG_GRID, augment_native, pad_to_multiple, photometric_config, resize_mask,
@@ -354,8 +355,8 @@ class ForensicsDataset(Dataset):
     the augmentation. ``canny_dilate`` is the dilation of the ``"canny"`` edge variant.
     """
 
-    def __init__(self, records: Sequence[Record] | BalancedMixture, image_size: int = 512, augment: bool = False,
-                 edge: str | None = None, edge_width: int = 7, on_mismatch: str = "error",
+    def __init__(self, records: Sequence[Record] | BalancedMixture, image_size: int = DEFAULT_IMAGE_SIZE,
+                 augment: bool = False, edge: str | None = None, edge_width: int = 7, on_mismatch: str = "error",
                  perturb: str | tuple[str, float] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  seed: int = 0, forgery_ops: bool = True, augment_config: AugmentConfig | None = None,
                  canny_dilate: int = 5, resolution: str = "resize"):

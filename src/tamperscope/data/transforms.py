@@ -44,10 +44,11 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
+from ..nn.jpeg import jpeg_roundtrip
+from ..sizes import INPUT_MULTIPLE
 
 PERTURB_KINDS = ("jpeg", "blur", "noise", "gamma", "resize")
 JPEG_GRID = 16  # side of a 4:2:0 JPEG minimum coded unit
-INPUT_MULTIPLE = 32  # native-resolution inputs are padded to a multiple of the coarsest feature stride
 
 
 @dataclass(frozen=True)
@@ -107,14 +108,6 @@ def _random_window(rng: np.random.Generator, height: int, width: int, frac: tupl
     top = int(rng.integers(0, height - h + 1))
     left = int(rng.integers(0, width - w + 1))
     return top, left, h, w
-
-
-def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
-    """Encode an RGB uint8 image as JPEG at ``quality`` and decode it again (OpenCV/libjpeg, 4:2:0)."""
-    ok, enc = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise UserError(f"JPEG encoding failed at quality {quality}")
-    return cv2.cvtColor(cv2.imdecode(enc, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:

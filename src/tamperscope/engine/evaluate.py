@@ -5,83 +5,21 @@ whatever the batch size or number of processes."""
 from __future__ import annotations
 
 import json
-import math
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..inference import model_probabilities, upsample_to
 from ..metrics import MetricAccumulator
 from .distributed import ResumableSampler, is_main
 
 METRIC_KEYS = ("n_images", "n_tampered", "n_authentic", "pixel_f1", "pixel_iou", "pixel_auc", "pixel_f1_permuted",
                "pixel_f1_permuted_band", "pixel_f1_best", "pixel_f1_pooled", "image_auc", "image_acc",
                "image_balanced_acc", "image_eer", "image_f1", "fake_recall", "real_recall")
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA, nothing on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-@torch.no_grad()
-def model_probabilities(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask probabilities ``B×1×H×W`` float32, image probabilities ``B`` float64) from the model contract, both
-    passed through the model's ``calibration`` when it has one (:func:`calibrate_map`, :func:`calibrate_score`)."""
-    device = images.device
-    if device.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
-    with autocast_for(device):
-        out = model(images)
-    calibration = getattr(model, "calibration", None)
-    probs = calibrate_map(torch.sigmoid(out["mask_logits"].float()), calibration)
-    return probs, calibrate_score(torch.sigmoid(out["image_logit"].double().reshape(-1)), calibration)
-
-
-def logit_shift(prob: torch.Tensor, t: float) -> torch.Tensor:
-    """``prob`` with its logit moved by −logit(t), so that ``p > t`` becomes ``> 0.5`` (the ranking is kept)."""
-    shift = torch.logit(torch.tensor(float(t), dtype=torch.float64), eps=1e-12)
-    return torch.sigmoid(torch.logit(prob.double(), eps=1e-12) - shift).to(prob.dtype)
-
-
-def calibrate_map(prob: torch.Tensor, calibration: dict | None) -> torch.Tensor:
-    """Apply a checkpoint's pixel operating point ``{"mode": "absolute", "threshold": t, ...}``: ``p > t`` becomes
-    ``> 0.5`` (:func:`logit_shift`). ``None``: unchanged."""
-    return logit_shift(prob, calibration["threshold"]) if calibration else prob
-
-
-def calibrate_score(score: torch.Tensor, calibration: dict | None) -> torch.Tensor:
-    """Apply a checkpoint's image operating point ``calibration["image"]["threshold"]`` (the same shift as
-    :func:`calibrate_map`); unchanged without one."""
-    image = (calibration or {}).get("image")
-    return logit_shift(score, image["threshold"]) if image else score
-
-
-def uncalibrate_score(score: float, calibration: dict | None) -> float:
-    """The image probability before :func:`calibrate_score` (its inverse: the shift by −logit(1 − t))."""
-    image = (calibration or {}).get("image")
-    return float(logit_shift(torch.tensor(score, dtype=torch.float64), 1.0 - image["threshold"])) if image else score
-
-
-def false_alarm_threshold(authentic_scores, max_false_alarm: float) -> float:
-    """The smallest threshold ``t`` such that at most ``max_false_alarm`` of ``authentic_scores`` are ``> t``: the
-    order statistic ``a[n − 1 − k]`` with ``k = ⌊rate·n⌋`` allowed false alarms (ties stay at or below it), or 0
-    when every score may be above it."""
-    a = np.sort(np.asarray(authentic_scores, dtype=np.float64))
-    k = math.floor(max_false_alarm * len(a) + 1e-9)
-    return float(a[len(a) - 1 - k]) if k < len(a) else 0.0
-
-
-def upsample_to(prob: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """A ``1×h×w`` probability map bilinearly resized to ``size`` (H, W), as numpy float32."""
-    if tuple(prob.shape[-2:]) != tuple(size):
-        prob = F.interpolate(prob[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-    return prob[0].clamp_(0, 1).cpu().numpy()
 
 
 GROUP_KEYS = ("region", "method", "area_bin", "source", "generator_family")
@@ -101,7 +39,7 @@ def evaluation_dataset(model, records, image_size: int, *, on_mismatch: str = "e
     ``perturb``: a parsed ``(kind, level)`` or None. Used by evaluate, robustness, compare and export."""
     from ..data.datasets import ForensicsDataset
 
-    resolution = "native" if getattr(model, "native_resolution", False) else "resize"
+    resolution = "native" if model.native_resolution else "resize"
     return ForensicsDataset(records, image_size=image_size, augment=False, on_mismatch=on_mismatch, perturb=perturb,
                             resolution=resolution)
 

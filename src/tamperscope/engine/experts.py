@@ -21,7 +21,7 @@ from ..models.base import TamperModel
 from ..nn.norm import imagenet_normalize
 from ..registry import create_model, list_models
 from ..errors import UserError
-from .evaluate import model_probabilities
+from ..inference import model_probabilities
 
 EXPERTS_KEY = "experts"
 MAIN = "model"
@@ -64,7 +64,7 @@ class ExpertFusion(TamperModel):
         self.experts = torch.nn.ModuleDict({name: expert for name, (expert, _) in experts.items()})
         self.model_name = f"{model.model_name}+{'+'.join(experts)}"
         self.config = model.config
-        self.native_resolution = bool(getattr(model, "native_resolution", False))
+        self.native_resolution = model.native_resolution
 
     def forward(self, image: torch.Tensor) -> dict:
         probs, scores = model_probabilities(self.model, image)

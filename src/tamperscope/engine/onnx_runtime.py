@@ -115,8 +115,8 @@ def fresh_preprocessor(name: str, config: dict):
 
 
 def probabilities(mask_logits, image_logit, calibration: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """What ``predict`` shows: the calibrated probabilities (:func:`tamperscope.engine.evaluate.model_probabilities`)."""
-    from .evaluate import calibrate_map, calibrate_score
+    """What ``predict`` shows: the calibrated probabilities (:func:`tamperscope.inference.model_probabilities`)."""
+    from ..inference import calibrate_map, calibrate_score
 
     mask = calibrate_map(torch.sigmoid(torch.as_tensor(mask_logits).float()), calibration)
     return mask, calibrate_score(torch.sigmoid(torch.as_tensor(image_logit).double().reshape(-1)), calibration)
@@ -125,7 +125,7 @@ def probabilities(mask_logits, image_logit, calibration: dict | None) -> tuple[t
 def max_difference(model, session, images: torch.Tensor) -> float:
     """Largest absolute difference between the model's own ``forward`` (PyTorch) and ``export_inputs`` + the graph
     under ONNX Runtime on ``images``, over the calibrated probability map and image score."""
-    calibration = getattr(model, "calibration", None)
+    calibration = model.calibration
     with torch.inference_mode():
         out = model(images)
         ours = probabilities(out["mask_logits"], out["image_logit"], calibration)
@@ -150,8 +150,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, image_size: 
     if path.suffix != ONNX_SUFFIX:
         raise UserError(f"{path}: the output must end in {ONNX_SUFFIX}")
     model = model.to("cpu").eval()
-    name = getattr(model, "model_name", "") or type(model).__name__
-    native = bool(getattr(model, "native_resolution", False))
+    name = model.model_name or type(model).__name__
+    native = model.native_resolution
     split = splits_inputs(model)
     images = sample_images(native, image_size)
     with torch.inference_mode():

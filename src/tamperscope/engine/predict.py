@@ -1,12 +1,9 @@
 """Prediction on any photo: the ``tamperscope.predict`` API, sliding-window tiling, and the ``predict`` outputs.
 
 Model choice (:func:`load_predictor`)
-- ``None`` or ``"default"``: the bundled default model, ``tamperscope/weights/default.safetensors`` (found with
-  ``importlib.resources``); a missing file is a one-line :class:`UserError` telling the user to pass
-  ``--checkpoint``.
-- a run folder or a ``.safetensors`` checkpoint: loaded with :func:`tamperscope.checkpoint.load_checkpoint`;
-  the model runs at the size it was trained at (:func:`trained_image_size`, else 512).
-- the name of a registered model without parameters (the ``ela`` baseline): built from its default config.
+- ``None`` or ``"default"`` (the bundled default model), a run folder, a ``.safetensors`` checkpoint or the name of
+  a weight-free registered model (the ``ela`` baseline): :func:`tamperscope.engine.loading.load_model`; the model
+  runs at the size it was trained at, else 512.
 - a ``.onnx`` file from ``tamperscope export-onnx``: its network run by ONNX Runtime or OpenVINO on the CPU, with
   the checkpoint's calibration (:mod:`tamperscope.engine.onnx_runtime`).
 
@@ -30,7 +27,7 @@ Tiling (``tiles=True``, for large photos)
 
 Verdict, regions and confidence
 - The map and the image score are the model's probabilities after its calibration (``export --calibrate``,
-  :func:`tamperscope.engine.evaluate.model_probabilities`): absolute, never normalised per photo, with 0.5 the
+  :func:`tamperscope.inference.model_probabilities`): absolute, never normalised per photo, with 0.5 the
   operating points chosen on validation data (for the score: at most 10 % of the authentic photos above it).
 - ``verdict`` is ``"tampered"`` when the score is above ``image_threshold`` (strict, as the metrics) and at least
   one pixel is above ``threshold``; ``"inconclusive"`` when the score is above ``image_threshold`` but no pixel
@@ -53,7 +50,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, Union
 
@@ -61,19 +57,18 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.transforms import INPUT_MULTIPLE, JPEG_GRID, pad_to_multiple
+from ..data.transforms import JPEG_GRID, pad_to_multiple
 from ..errors import ImageReadError, UserError
-from ..io import atomic_write_text, read_image, read_image_bytes, write_png
+from ..inference import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
+from ..io import atomic_write_text, read_image, read_image_bytes
 from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
-from .evaluate import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
-from .experts import EXPERTS_KEY, build_experts, expert_maps
+from ..sizes import INPUT_MULTIPLE, check_image_size
+from .experts import build_experts, expert_maps
+from .loading import load_model
 
 PathLike = Union[str, os.PathLike]
 
-DEFAULT_WEIGHTS = "default.safetensors"
-DEFAULT_CHECKPOINT = "default"
-DEFAULT_IMAGE_SIZE = 512
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TILE_OVERLAP = 0.25
 NATIVE_TILE_PIXELS = 24_000_000
@@ -228,7 +223,7 @@ class Predictor:
 
     @property
     def native_resolution(self) -> bool:
-        return bool(getattr(self.model, "native_resolution", False))
+        return bool(self.model.native_resolution)
 
     def _run(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
@@ -269,7 +264,7 @@ class Predictor:
             prob, score, n = self._tiled(image, tile_size or self.image_size, tile_overlap)
         else:
             (prob, score), n = self.maps([image])[0], 1
-        calibration = getattr(self.model, "calibration", None)
+        calibration = self.model.calibration
         reference = (calibration or {}).get("image")
         band = None
         if reference:  # the raw inconclusive bound, calibrated as the score is
@@ -279,7 +274,7 @@ class Predictor:
         raw_score = uncalibrate_score(score, calibration)
         scores = {}
         if self.experts:  # fused on the whole photo: maximum map and score (engine.experts)
-            scores[getattr(self.model, "model_name", "") or "model"] = score
+            scores[self.model.model_name or "model"] = score
             for name, (expert_prob, expert_score) in expert_maps(self.experts, image, self.device).items():
                 prob, scores[name] = np.maximum(prob, expert_prob), expert_score
                 if expert_score > score:  # this expert decides: its own validation scores give the rates
@@ -326,21 +321,6 @@ def tile_windows(length: int, tile: int, overlap: float, grid: int = 1) -> list[
     return [(s, length - s if i == len(starts) - 1 else min(tile, length - s)) for i, s in enumerate(starts)]
 
 
-def default_weights_ref():
-    """The packaged default checkpoint (an importlib.resources Traversable; may not exist)."""
-    return resources.files("tamperscope").joinpath("weights").joinpath(DEFAULT_WEIGHTS)
-
-
-def names_default_model(spec: PathLike | None) -> bool:
-    """Whether a ``--checkpoint`` value means the bundled default model: none given, or ``default`` when no file or
-    folder of that name exists here."""
-    return spec is None or (str(spec) == DEFAULT_CHECKPOINT and not Path(spec).exists())
-
-
-def default_model_available() -> bool:
-    return default_weights_ref().is_file()
-
-
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -350,63 +330,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _builtin_model(name: str):
-    """A registered model that needs no weights (no parameters), or None when ``name`` is not one."""
-    from ..registry import create_model, list_models
-
-    if name not in list_models():
-        return None
-    model = create_model(name)
-    if any(True for _ in model.parameters()):
-        raise UserError(f"--checkpoint {name}: model '{name}' needs trained weights; pass a run folder or a "
-                        ".safetensors checkpoint")
-    return model
-
-
 def load_predictor(checkpoint: PathLike | None = None, *, device: str | torch.device | None = "cpu",
                    image_size: int | None = None, batch_size: int = 4, onnx_runtime: str = "auto",
                    experts: bool = True) -> Predictor:
-    """Load the default model, a checkpoint, or a weight-free built-in model (see the module docstring), with the
-    experts the checkpoint names unless ``experts`` is False (:mod:`tamperscope.engine.experts`)."""
-    from ..checkpoint import load_checkpoint, read_checkpoint_config
-    from .runs import trained_image_size
-
+    """Load the default model, a checkpoint, a weight-free built-in model (:func:`~tamperscope.engine.loading.
+    load_model`) or an ONNX export, with the experts the checkpoint names unless ``experts`` is False
+    (:mod:`tamperscope.engine.experts`)."""
     dev = resolve_device(device)
-    if image_size is not None and (image_size < INPUT_MULTIPLE or image_size % INPUT_MULTIPLE):
-        raise UserError(f"--image-size must be a positive multiple of {INPUT_MULTIPLE}, got {image_size}")
-    attached = None  # the experts the checkpoint names
-    if names_default_model(checkpoint):
-        ref = default_weights_ref()
-        if not ref.is_file():
-            raise UserError(f"no default model installed (tamperscope/weights/{DEFAULT_WEIGHTS} is missing); "
-                            "pass --checkpoint RUN_OR_FILE")
-        with resources.as_file(ref) as path:
-            model = load_checkpoint(path, map_location="cpu")
-            size = trained_image_size(str(path))
-            attached = read_checkpoint_config(path).get(EXPERTS_KEY) if experts else None
-        name = f"default ({'+'.join([model.model_name, *(attached or {})])})"
-    elif str(checkpoint).endswith(".onnx"):  # `tamperscope export-onnx`, run by ONNX Runtime or OpenVINO
+    if str(checkpoint).endswith(".onnx"):  # `tamperscope export-onnx`, run by ONNX Runtime or OpenVINO
         from .onnx_runtime import load_onnx_model
 
+        if image_size is not None:
+            check_image_size(image_size)
         model, size, name, attached = load_onnx_model(checkpoint, onnx_runtime, image_size, experts)
-    elif Path(checkpoint).exists():
-        cfg = read_checkpoint_config(checkpoint)
-        model = load_checkpoint(checkpoint, map_location="cpu")
-        size = trained_image_size(str(checkpoint))
-        attached = cfg.get(EXPERTS_KEY) if experts else None
-        name = f"{'+'.join([cfg['model'], *(attached or {})])} ({Path(checkpoint).name})"
-    else:
-        model = _builtin_model(str(checkpoint))
-        if model is None:
-            raise UserError(f"--checkpoint {checkpoint}: no such run folder or file (and not a weight-free "
-                            "built-in model such as 'ela')")
-        size, name = DEFAULT_IMAGE_SIZE, str(checkpoint)
-    size = image_size or size
-    if size % INPUT_MULTIPLE:
-        raise UserError(f"{checkpoint}: trained image size {size} is not a multiple of {INPUT_MULTIPLE}")
-    fused = build_experts(attached, str(checkpoint or DEFAULT_CHECKPOINT))
-    return Predictor(model.to(dev).eval(), int(size), dev, name, batch_size,
-                     {k: (m.to(dev), ref) for k, (m, ref) in fused.items()})
+        fused = build_experts(attached, str(checkpoint))
+        return Predictor(model.to(dev).eval(), int(size), dev, name, batch_size,
+                         {k: (m.to(dev), ref) for k, (m, ref) in fused.items()})
+    loaded = load_model(checkpoint, dev, experts=experts, image_size=image_size)
+    return Predictor(loaded.model, loaded.image_size, dev, loaded.name, batch_size, loaded.experts)
 
 
 @lru_cache(maxsize=2)

@@ -1,22 +1,15 @@
-"""Complexity and speed profiling: parameters, GMACs, latency, throughput, peak memory.
-
-GMACs are multiply-accumulates: ``torch.utils.flop_counter.FlopCounterMode`` counts FLOPs (2 per MAC) of
-matmuls, convolutions and SDPA; we divide by 2. PyTorch's counter has no formula for the CPU flash-attention
-kernel, so on the CPU it silently leaves attention out (the GPU kernels are counted); we register the standard
-SDPA formula for it so the count is the same on every device. ``gmacs_excl_attention`` reports the count
-without the attention matmuls (what a bare CPU FlopCounterMode run prints, and what some papers quote).
-"""
+"""Complexity and speed profiling of a registered model: parameters, GMACs, latency, throughput, peak memory (the
+measurements themselves: :mod:`tamperscope.complexity`)."""
 from __future__ import annotations
 
 import resource
-import time
 import warnings
-from contextlib import nullcontext
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from ..complexity import count_gmacs, count_gmacs_split, count_parameters, time_forward
 from ..registry import create_model, get_entry
+from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
 
 #: numbers the papers report, shown beside our measurements (FRD-Net Table 2, DiffIML Table 4)
 PAPER_COMPLEXITY = {
@@ -29,45 +22,7 @@ PAPER_COMPLEXITY = {
 }
 
 
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return total, trainable
-
-
-def _cpu_flash_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query, key, value)
-
-
-_ATTENTION_OPS = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
-                  "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
-
-
-def count_gmacs_split(model: torch.nn.Module, image_size: int, device: str | torch.device = "cpu",
-                      forward=None) -> tuple[float, float]:
-    """(GMACs of one forward pass on a ``1×3×S×S`` input, the part spent in attention matmuls)."""
-    x = torch.randn(1, 3, image_size, image_size, device=device)
-    mapping = {}
-    if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        mapping[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_sdpa_flops
-    counter = FlopCounterMode(display=False, custom_mapping=mapping)
-    with torch.no_grad(), counter:
-        (forward or model)(x)
-    counts = counter.get_flop_counts().get("Global", {})
-    total = sum(counts.values())
-    attention = sum(v for k, v in counts.items() if any(op in str(k) for op in _ATTENTION_OPS))
-    if device == "meta" or getattr(device, "type", None) == "meta":  # meta decomposes SDPA into bmm
-        attention += counts.get(torch.ops.aten.bmm, 0)
-    return total / 2e9, attention / 2e9
-
-
-def count_gmacs(model: torch.nn.Module, image_size: int, device: str | torch.device = "cpu") -> float:
-    """GMACs of one forward pass on a ``1×3×S×S`` input (attention included)."""
-    return count_gmacs_split(model, image_size, device)[0]
-
-
-def meta_complexity(name: str, image_size: int = 512, with_gmacs: bool = True, **overrides) -> dict:
+def meta_complexity(name: str, image_size: int = DEFAULT_IMAGE_SIZE, with_gmacs: bool = True, **overrides) -> dict:
     """Parameters and GMACs computed on the meta device (no weights materialised, no arithmetic). Construction
     warnings (e.g. about weights not given) are not shown: nothing here trains or predicts."""
     with warnings.catch_warnings():
@@ -88,40 +43,14 @@ def meta_complexity(name: str, image_size: int = 512, with_gmacs: bool = True, *
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_forward(model, batch_size: int, image_size: int, device: torch.device, warmup: int, iters: int,
-                 autocast: bool) -> float:
-    """Median seconds per forward call."""
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if autocast and device.type == "cuda" else nullcontext()
-    times = []
-    with torch.inference_mode(), ctx:
-        for i in range(warmup + iters):
-            _sync(device)
-            t0 = time.perf_counter()
-            model(x)
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
-
-
-def profile_model(name: str, image_size: int = 512, batch_size: int = 1, device: str = "cpu", warmup: int = 1,
-                  iters: int = 3, best_batch: bool = False, autocast: bool = True, model=None, on_stage=None,
-                  **overrides) -> dict:
+def profile_model(name: str, image_size: int = DEFAULT_IMAGE_SIZE, batch_size: int = 1, device: str = "cpu",
+                  warmup: int = 1, iters: int = 3, best_batch: bool = False, autocast: bool = True, model=None,
+                  on_stage=None, **overrides) -> dict:
     """Profile a registered model (or a given instance). Returns flat keys: ``params_m``,
     ``trainable_params_m``, ``gmacs``, ``latency_ms`` (batch 1), ``images_per_s`` (at ``batch_size``, or the
     best of 1, 2, 4, … when ``best_batch``), ``best_batch_size``, ``peak_mem_mb``, plus model extras.
     ``on_stage(text, done, total)``, when given, is called before each stage (progress for the command)."""
-    if image_size % 32:
-        raise ValueError(f"--image-size must be a multiple of 32, got {image_size}")
+    check_image_size(image_size)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but CUDA is not available")
@@ -165,8 +94,7 @@ def profile_model(name: str, image_size: int = 512, batch_size: int = 1, device:
     else:  # process-wide peak resident set size (Linux reports KiB)
         result["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report("model extras")
-    if hasattr(model, "profile_extras"):
-        result.update(model.profile_extras(image_size=image_size, device=dev))
+    result.update(model.profile_extras(image_size=image_size, device=dev))
     if entry is not None and name in PAPER_COMPLEXITY:
         result.update({f"paper_{k}": v for k, v in PAPER_COMPLEXITY[name].items()})
     return result

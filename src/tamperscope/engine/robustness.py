@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from ..errors import UserError
 from ..io import atomic_write_text
 from .distributed import init_distributed, is_main
 from .evaluate import evaluate_model, evaluation_dataset
+from .loading import load_model
 
 #: perturbation grids of the papers' robustness figures (module docstring)
 DEFAULT_LEVELS: dict[str, tuple[float, ...]] = {
@@ -41,39 +41,6 @@ DEFAULT_LEVELS: dict[str, tuple[float, ...]] = {
 IDENTITY_LEVEL = {"blur": 0.0, "noise": 0.0, "gamma": 1.0, "resize": 1.0}
 #: metrics kept per level and drawn in the plots
 ROBUSTNESS_METRICS = ("pixel_f1", "pixel_iou", "pixel_auc", "image_auc")
-
-
-def parse_kinds(text: str | None) -> list[str]:
-    """``"jpeg,blur"`` -> ``["jpeg", "blur"]`` (all kinds when empty); unknown kinds raise a UserError."""
-    if not text:
-        return list(DEFAULT_LEVELS)
-    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in DEFAULT_LEVELS]
-    if unknown:
-        raise UserError(f"--kinds: unknown perturbation '{unknown[0]}'; choose from {', '.join(DEFAULT_LEVELS)}")
-    return list(dict.fromkeys(kinds))
-
-
-def parse_levels(items: list[str] | None) -> dict[str, tuple[float, ...]]:
-    """``["jpeg:90,70", "blur:3"]`` -> ``{"jpeg": (90.0, 70.0), "blur": (3.0,)}``; each level is validated."""
-    from ..data.transforms import parse_perturb
-
-    out: dict[str, tuple[float, ...]] = {}
-    for item in items or []:
-        kind, sep, values = item.partition(":")
-        kind = kind.strip().lower()
-        if not sep or not values.strip():
-            raise UserError(f"--levels '{item}': expected KIND:L1,L2,..., e.g. jpeg:90,70")
-        out[kind] = tuple(parse_perturb(f"{kind}:{v.strip()}")[1] for v in values.split(",") if v.strip())
-    return out
-
-
-def sweep_plan(kinds: list[str], levels: dict[str, tuple[float, ...]]) -> list[tuple[str, float]]:
-    """The (kind, level) pairs to run: ``levels[kind]`` when given, else the default grid of that kind."""
-    extra = [k for k in levels if k not in kinds]
-    if extra:
-        raise UserError(f"--levels names '{extra[0]}', which is not among --kinds ({', '.join(kinds)})")
-    return [(kind, float(level)) for kind in kinds for level in levels.get(kind, DEFAULT_LEVELS[kind])]
 
 
 def is_identity(kind: str, level: float) -> bool:
@@ -98,24 +65,6 @@ def unique_labels(specs: list[str]) -> list[str]:
     return labels
 
 
-def load_benchmark_model(spec: str, device: torch.device, set_items=(), image_size: int | None = None):
-    """(model in eval mode on ``device``, input size) for a run folder, a ``.safetensors`` file or a weight-free
-    registered model name (module docstring)."""
-    from ..registry import create_model, list_models
-    from .runs import load_for_inference, resolve_checkpoint, trained_image_size
-
-    spec = resolve_checkpoint(spec)
-    if not Path(spec).exists() and spec in list_models():
-        from ..commands.profile import parse_overrides
-
-        model = create_model(spec, **parse_overrides(list(set_items)))
-        if any(True for _ in model.parameters()):
-            raise UserError(f"{spec}: model '{spec}' needs trained weights; pass a run folder or a .safetensors "
-                            "checkpoint")
-        return model.to(device).eval(), image_size or 512
-    return load_for_inference(spec, device, set_items), image_size or trained_image_size(spec)
-
-
 def _keep(metrics: dict) -> dict:
     keys = ("n_images", "n_tampered", "n_authentic") + ROBUSTNESS_METRICS
     return {k: metrics.get(k) for k in keys}
@@ -123,8 +72,9 @@ def _keep(metrics: dict) -> dict:
 
 def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, float]], *, threshold: float = 0.5,
                    image_size: int | None = None, batch_size: int = 8, device: str = "auto", workers: int = 0,
-                   on_mismatch: str = "error", set_items=(), progress: bool = True) -> dict:
-    """Evaluate every model at every (kind, level) of ``plan``; returns the JSON-ready result (see
+                   on_mismatch: str = "error", overrides: dict | None = None, progress: bool = True) -> dict:
+    """Evaluate every model (:func:`~tamperscope.engine.loading.load_model`, with config ``overrides``) at every
+    (kind, level) of ``plan``; returns the JSON-ready result (see
     :func:`write_robustness`): ``{"data", "threshold", "models": {label: {"checkpoint", "image_size"}},
     "results": {label: {kind: [{"level", "identity", metric: value, ...}, ...]}}}``."""
     from ..data.datasets import load_evaluation_records
@@ -143,7 +93,8 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
     bar = tqdm(total=len(checkpoints) * len(plan), desc="robustness", unit="run",
                disable=not (progress and is_main()), dynamic_ncols=True)
     for spec, label in zip(checkpoints, labels):
-        model, size = load_benchmark_model(spec, dev, set_items, image_size)
+        loaded = load_model(spec, dev, overrides, image_size=image_size)
+        model, size = loaded.fused(), loaded.image_size
         out["models"][label] = {"checkpoint": str(spec), "image_size": size}
         per_kind: dict[str, list[dict]] = {}
         clean = None

@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,12 @@ from tqdm import tqdm
 from ..checkpoint import (checkpoint_config, format_key_report, load_weights, read_state_dict, read_weights_file,
                           save_state_dict)
 from ..errors import UserError
+from ..inference import autocast_for
 from ..io import atomic_write_text
-from ..registry import create_model, get_entry, merge_config
+from ..registry import create_model, get_entry
+from ..sizes import DEFAULT_IMAGE_SIZE
 from .distributed import ResumableSampler, barrier, init_distributed, is_main, merge_validation_sums
-from .evaluate import autocast_for, evaluate_model
+from .evaluate import evaluate_model
 
 TRAIN_DEFAULTS = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.05, "epochs": 10, "warmup_epochs": 0,
                   "schedule": "cosine", "min_lr": 0.0, "batch_size": 8, "betas": [0.9, 0.999]}
@@ -60,7 +62,7 @@ class TrainOptions:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    image_size: int = 512
+    image_size: int = DEFAULT_IMAGE_SIZE
     device: str = "auto"
     workers: int = 2
     accum: int | None = None  # None: what the preset's global batch needs (global_accumulation), else 1
@@ -247,8 +249,20 @@ def _restore_rng(tensors: dict, js: dict, device: torch.device) -> None:
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
 
 
+@dataclass
+class TrainState:
+    """The trainer's progress, written to ``trainer_state.json`` beside the pointer to the saved tensors."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_step: int = 0
+    best: dict | None = None
+    finished: bool = False
+    epochs_since_best: int = 0
+
+
 class RunFolder:
-    """The files of one training run; see the module docstring."""
+    """The files of one training run (module docstring), as training writes them and ``export`` reads them."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -256,6 +270,28 @@ class RunFolder:
     @property
     def state_file(self) -> Path:
         return self.path / "trainer_state.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def last_state_weights(self) -> Path:
+        """``model.safetensors`` of the run's last saved training state."""
+        if not self.state_file.is_file():
+            raise UserError(f"{self.path}: no trainer_state.json (not a training run folder)")
+        weights = self.path / self.read_state()["checkpoint"] / "model.safetensors"
+        if not weights.is_file():
+            raise UserError(f"{weights}: missing")
+        return weights
+
+    def best_val_metrics(self) -> dict | None:
+        """The validation row of the epoch the run selected (``metrics.jsonl`` + ``trainer_state.json``)."""
+        if not (self.state_file.is_file() and self.log_file.is_file()):
+            return None
+        best = (self.read_state().get("best") or {}).get("epoch")
+        rows = [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
+        match = [r for r in rows if r.get("type") == "val" and r.get("epoch") == best]
+        return match[-1] if match else None
 
     def exists(self) -> bool:
         return self.state_file.is_file()
@@ -266,17 +302,18 @@ class RunFolder:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"{self.state_file}: cannot read trainer state ({exc})")
 
-    def save_state(self, model, opt, state: dict, config: dict, device: torch.device) -> None:
+    def save_state(self, model, opt, state: TrainState, config: dict, device: torch.device) -> None:
         """Write ``state/step-N/`` then point ``trainer_state.json`` at it; older states are removed."""
-        step_dir = self.path / "state" / f"step-{state['global_step']:09d}"
+        step_dir = self.path / "state" / f"step-{state.global_step:09d}"
         step_dir.mkdir(parents=True, exist_ok=True)
         save_state_dict(model, step_dir / "model.safetensors")
         opt_tensors, groups = _optimizer_tensors(opt)
         rng_tensors, rng_json = _rng_state(device)
         save_state_dict({**opt_tensors, **rng_tensors}, step_dir / "optimizer.safetensors")
-        state = dict(state, checkpoint=str(step_dir.relative_to(self.path)), optimizer_groups=groups, rng=rng_json)
+        saved = asdict(state) | {"checkpoint": str(step_dir.relative_to(self.path)), "optimizer_groups": groups,
+                                 "rng": rng_json}
         atomic_write_text(self.path / "config.json", json.dumps(config, indent=2, sort_keys=True))
-        atomic_write_text(self.state_file, json.dumps(state, indent=2))
+        atomic_write_text(self.state_file, json.dumps(saved, indent=2))
         for old in (self.path / "state").glob("step-*"):
             if old != step_dir:
                 for f in old.iterdir():
@@ -286,6 +323,29 @@ class RunFolder:
 
 # ------------------------------------------------------------------------------------------------
 # the loop
+
+
+@dataclass
+class Fit:
+    """What one :meth:`Trainer.fit` works with: the model and the module that steps it (itself wrapped for DDP),
+    the optimizer, the sampler and the data, the run's config and log, the step schedule, the selection metric
+    ``(key, "max"|"min")`` and the progress."""
+
+    model: torch.nn.Module
+    step_module: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sampler: ResumableSampler
+    train_ds: object
+    val_ds: object | None
+    config: dict
+    log: object | None
+    total_steps: int
+    warmup_steps: int
+    steps_per_epoch: int
+    batch_size: int
+    accum: int
+    selection: tuple[str, str]
+    state: TrainState
 
 
 class _TrainStep(torch.nn.Module):
@@ -338,15 +398,11 @@ def load_pretrained_stage(model, source: str) -> None:
 
     path = Path(source)
     sd = read_state_dict(checkpoint_weights_path(path) if path.is_dir() else path)
-    left_out: list[str] = []
-    if hasattr(model, "load_pretrained_stage"):
-        try:
-            missing, unexpected, left_out = model.load_pretrained_stage(sd)
-        except RuntimeError as exc:  # torch's size-mismatch report
-            raise UserError(f"--pretrained {source}: weights do not fit the model "
-                            f"({str(exc).splitlines()[-1].strip()[:200]})") from None
-    else:
-        missing, unexpected = load_weights(model, sd, f"--pretrained {source}", strict=False)
+    try:
+        missing, unexpected, left_out = model.load_pretrained_stage(sd, f"--pretrained {source}")
+    except RuntimeError as exc:  # torch's size-mismatch report
+        raise UserError(f"--pretrained {source}: weights do not fit the model "
+                        f"({str(exc).splitlines()[-1].strip()[:200]})") from None
     if is_main():
         print(format_key_report(f"--pretrained {source}", list(missing), list(unexpected)))
         if left_out:
@@ -388,7 +444,7 @@ class Trainer:
             if not train_cfg or "config" not in saved:
                 raise UserError(f"{self.run.path / 'config.json'}: no training configuration to resume from")
             # keys added to a model after the run was saved take the value the run was trained with
-            model_cfg = getattr(entry.cls, "legacy_config", {}) | saved["config"]
+            model_cfg = dict(entry.cls.legacy_config) | saved["config"]
             check_resume_options(self.run.path, train_cfg, opts, self.world)
         else:
             if self.run.exists() and is_main():
@@ -412,10 +468,7 @@ class Trainer:
         np.random.seed(train_cfg["seed"] % 2**32)
         random.seed(train_cfg["seed"])
         # on resume the run's state already holds every weight: external weight files are not re-read
-        model = create_model(opts.model, **({k: (None if k.endswith("_weights") and resume_state else v)
-                                               for k, v in model_cfg.items()}))
-        model.config = merge_config(entry.default_config, model_cfg, where=opts.model) | getattr(
-            model, "resolved_config", {})
+        model = create_model(opts.model, weight_files=not resume_state, **model_cfg)
         if model.stages:
             model.set_stage(model.config.get("stage"))
         if opts.pretrained and not resume_state:
@@ -431,7 +484,7 @@ class Trainer:
         if req.get("edge") == "canny":  # the width of the Canny variant is its dilation kernel
             common["canny_dilate"] = req.get("edge_width", 5)
         # native-resolution models train on grid-aligned crops of the photo and validate on whole photos
-        native = getattr(model, "native_resolution", False)
+        native = model.native_resolution
         train_records = load_dataset_spec(self.opts.train, seed=train_cfg["seed"])
         augment_config, forgery_ops = augment_policy(req.get("augment", "full"))
         train_ds = ForensicsDataset(train_records, augment=train_cfg["augment"], on_mismatch=self.opts.on_mismatch,
@@ -499,8 +552,6 @@ class Trainer:
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         train_ds, val_ds = self._datasets(model, train_cfg)
-        from ..data.datasets import collate
-
         bs, accum = train_cfg["batch_size"], max(1, train_cfg["accum"])
         sampler = ResumableSampler(len(train_ds), seed=train_cfg["seed"], shuffle=True, rank=self.rank,
                                    world_size=self.world)
@@ -514,8 +565,7 @@ class Trainer:
         if train_cfg.get("selection_metric"):  # a recipe may select on another key, e.g. ["pixel_iou", "max"]
             sel_key, sel_mode = train_cfg["selection_metric"]
         config = checkpoint_config(model) | {"train": train_cfg}
-        state = {"epoch": 0, "batch_in_epoch": 0, "global_step": 0, "best": None, "finished": False,
-                 "epochs_since_best": 0}
+        state = TrainState()
         if resume_state:
             ckpt = self.run.path / resume_state["checkpoint"]
             load_weights(model, read_weights_file(ckpt / "model.safetensors", self.device), str(ckpt))
@@ -524,12 +574,12 @@ class Trainer:
                             resume_state["optimizer_groups"])
             _restore_rng({k: v for k, v in tensors.items() if k.startswith("rng.")}, resume_state["rng"],
                          self.device)
-            state = {k: resume_state[k] for k in state}
-            if state["finished"]:
+            state = TrainState(**{f.name: resume_state[f.name] for f in fields(TrainState)})
+            if state.finished:
                 if is_main():
                     print(f"{self.run.path}: training already finished")
-                return state
-            self._truncate_log(state["global_step"])
+                return asdict(state)
+            self._truncate_log(state.global_step)
         self.run.path.mkdir(parents=True, exist_ok=True)
         if self.world > 1 and self.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # as the official IMDL recipes
@@ -543,7 +593,7 @@ class Trainer:
             step_module = DistributedDataParallel(step_module, find_unused_parameters=True,
                                                   device_ids=[self.device.index] if self.device.type == "cuda" else None)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        log_path = self.run.path / "metrics.jsonl"
+        log_path = self.run.log_file
         if is_main() and not resume_state and log_path.is_file() and log_path.stat().st_size:
             # left by a run that failed before it saved any state: not this run's history
             print(f"tamperscope train: {log_path} is the log of an earlier run that saved no state; starting a "
@@ -551,7 +601,7 @@ class Trainer:
         # a new run starts its own log; a resumed one continues the log truncated to its state (_truncate_log)
         log = open(log_path, "a" if resume_state else "w", buffering=1) if is_main() else None
         if is_main():
-            print(f"training {self.opts.model}{' stage ' + model.stage if getattr(model, 'stage', None) else ''}: "
+            print(f"training {self.opts.model}{' stage ' + model.stage if model.stage else ''}: "
                   f"{len(train_ds)} train images, {len(val_ds) if val_ds else 0} val, {total_steps} steps "
                   f"({steps_per_epoch}/epoch), batch {bs}×{accum}×{self.world}, device {self.device}, "
                   f"preset {train_cfg.get('preset')}")
@@ -563,32 +613,32 @@ class Trainer:
                       f"({total_steps} steps) or longer: the learning rate rises for the whole run and reaches "
                       f"{train_cfg['lr']:g} at the last step at best; lower train.warmup_epochs", file=sys.stderr)
         model.train()
+        fit = Fit(model, step_module, opt, sampler, train_ds, val_ds, config, log, total_steps, warmup_steps,
+                  steps_per_epoch, bs, accum, (sel_key, sel_mode), state)
         try:
-            self._loop(model, step_module, opt, sampler, train_ds, val_ds, state, config, log, total_steps,
-                       warmup_steps, steps_per_epoch, bs, accum, sel_key, sel_mode)
+            self._loop(fit)
         finally:
             for s, h in old_handlers.items():
                 signal.signal(s, h)
             if log:
                 log.close()
-        return state
+        return asdict(state)
 
-    def _loop(self, model, step_module, opt, sampler, train_ds, val_ds, state, config, log, total_steps,
-              warmup_steps, steps_per_epoch, bs, accum, sel_key, sel_mode):
+    def _loop(self, fit: Fit) -> None:
         from ..data.datasets import collate
 
-        cfg = self.train_cfg
-        epochs = math.ceil(total_steps / steps_per_epoch)
-        bar = tqdm(total=total_steps, initial=state["global_step"], desc="train", unit="step",
+        cfg, state, model, opt, bs, accum = self.train_cfg, fit.state, fit.model, fit.opt, fit.batch_size, fit.accum
+        epochs = math.ceil(fit.total_steps / fit.steps_per_epoch)
+        bar = tqdm(total=fit.total_steps, initial=state.global_step, desc="train", unit="step",
                    disable=not (self.opts.progress and is_main()), dynamic_ncols=True)
-        while state["global_step"] < total_steps and state["epoch"] < epochs and not state["finished"]:
-            epoch = state["epoch"]
-            sampler.set_epoch(epoch, start_sample=state["batch_in_epoch"] * bs)
-            if hasattr(train_ds, "set_epoch"):
-                train_ds.set_epoch(epoch)
+        while state.global_step < fit.total_steps and state.epoch < epochs and not state.finished:
+            epoch = state.epoch
+            fit.sampler.set_epoch(epoch, start_sample=state.batch_in_epoch * bs)
+            if hasattr(fit.train_ds, "set_epoch"):
+                fit.train_ds.set_epoch(epoch)
             # the loader gets its own generator: creating an iterator must not consume the global RNG, or a
             # run resumed mid-epoch (one more iterator) would shift the model's dropout/noise stream
-            loader = DataLoader(train_ds, batch_size=bs, sampler=sampler, num_workers=self.opts.workers,
+            loader = DataLoader(fit.train_ds, batch_size=bs, sampler=fit.sampler, num_workers=self.opts.workers,
                                 collate_fn=collate, drop_last=False, pin_memory=self.device.type == "cuda",
                                 worker_init_fn=leave_stop_signals_to_the_trainer,
                                 generator=torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch))
@@ -596,20 +646,20 @@ class Trainer:
             t_last, seen = time.perf_counter(), 0
             for batch in loader:
                 batch = _to_device(batch, self.device)
-                last_micro = micro + 1 == accum or state["batch_in_epoch"] + 1 == self.batches_per_epoch
-                sync_ctx = step_module.no_sync() if (self.world > 1 and not last_micro) else nullcontext()
+                last_micro = micro + 1 == accum or state.batch_in_epoch + 1 == self.batches_per_epoch
+                sync_ctx = fit.step_module.no_sync() if (self.world > 1 and not last_micro) else nullcontext()
                 with sync_ctx, autocast_for(self.device):
-                    losses = step_module(batch)
+                    losses = fit.step_module(batch)
                 loss = losses["total"]
                 self._check_finite(loss, losses, state)
                 (loss / accum).backward()
                 micro += 1
-                state["batch_in_epoch"] += 1
+                state.batch_in_epoch += 1
                 seen += batch["image"].shape[0]
-                if micro < accum and state["batch_in_epoch"] < self.batches_per_epoch:
+                if micro < accum and state.batch_in_epoch < self.batches_per_epoch:
                     continue  # a step at every `accum` batches and at the epoch's last batch
                 micro = 0
-                lr = lr_at(state["global_step"], total_steps, warmup_steps, cfg["lr"], cfg.get("min_lr", 0.0),
+                lr = lr_at(state.global_step, fit.total_steps, fit.warmup_steps, cfg["lr"], cfg.get("min_lr", 0.0),
                            cfg["schedule"])
                 for g in opt.param_groups:
                     g["lr"] = lr
@@ -617,91 +667,93 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad"])
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                state["global_step"] += 1
+                state.global_step += 1
                 bar.update(1)
                 terms = _scalar_terms(losses)
                 bar.set_postfix(loss=f"{terms['total']:.4f}", lr=f"{lr:.2e}")
-                if log and (state["global_step"] % self.opts.log_every == 0 or state["global_step"] == 1):
+                if fit.log and (state.global_step % self.opts.log_every == 0 or state.global_step == 1):
                     dt = time.perf_counter() - t_last
-                    log.write(json.dumps({"type": "train", "epoch": epoch, "step": state["global_step"], "lr": lr,
-                                          "images_per_s": seen * self.world / max(dt, 1e-9),
-                                          **{f"loss_{k}" if k != "total" else "loss": v for k, v in terms.items()}})
-                              + "\n")
+                    fit.log.write(json.dumps({"type": "train", "epoch": epoch, "step": state.global_step, "lr": lr,
+                                              "images_per_s": seen * self.world / max(dt, 1e-9),
+                                              **{f"loss_{k}" if k != "total" else "loss": v
+                                                 for k, v in terms.items()}}) + "\n")
                     t_last, seen = time.perf_counter(), 0
-                done = state["global_step"] >= total_steps
-                if self.opts.save_every and state["global_step"] % self.opts.save_every == 0 and not done:
-                    self._save(model, opt, state, config)
+                done = state.global_step >= fit.total_steps
+                if self.opts.save_every and state.global_step % self.opts.save_every == 0 and not done:
+                    self._save(fit)
                 if self._stop_requested():
-                    self._save(model, opt, state, config)
+                    self._save(fit)
                     bar.close()
-                    raise KeyboardInterrupt(f"stopped by signal {self.stop_signal} at step {state['global_step']}; "
+                    raise KeyboardInterrupt(f"stopped by signal {self.stop_signal} at step {state.global_step}; "
                                             f"resume with --resume --out {self.run.path}")
                 if done:
                     break
             # end of epoch (or of the step budget): validate, select, save
-            state["epoch"] += 1
-            state["batch_in_epoch"] = 0
-            if state["global_step"] >= total_steps:
-                state["finished"] = True
-            self._end_epoch(model, opt, val_ds, state, config, log, epoch, sel_key, sel_mode)
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            if state.global_step >= fit.total_steps:
+                state.finished = True
+            self._end_epoch(fit, epoch)
         bar.close()
 
-    def _end_epoch(self, model, opt, val_ds, state, config, log, epoch, sel_key, sel_mode):
-        metrics = self.validate(model, val_ds) if val_ds is not None else {}
+    def _end_epoch(self, fit: Fit, epoch: int) -> None:
+        """Validate, select on val (or keep the last model without val), stop early, log and save."""
+        state, model, (sel_key, sel_mode) = fit.state, fit.model, fit.selection
+        metrics = self.validate(model, fit.val_ds) if fit.val_ds is not None else {}
         improved = False
-        if val_ds is None:
+        if fit.val_ds is None:
             improved = True
         else:
             value = metrics.get(sel_key)
             if value is None:  # e.g. no tampered val image: fall back to the validation loss
                 sel_key, sel_mode, value = "val_loss", "min", metrics.get("val_loss")
-            best = state["best"]
+            best = state.best
             if best is None or (value is not None and (value > best["value"] if sel_mode == "max"
                                                         else value < best["value"])):
-                state["best"] = {"metric": sel_key, "value": value, "epoch": epoch, "step": state["global_step"]}
+                state.best = {"metric": sel_key, "value": value, "epoch": epoch, "step": state.global_step}
                 improved = True
-        state["epochs_since_best"] = 0 if improved else state["epochs_since_best"] + 1
+        state.epochs_since_best = 0 if improved else state.epochs_since_best + 1
         patience = self.train_cfg.get("patience")
-        if patience and state["epochs_since_best"] >= patience:  # early stopping on val (IFA-Net: IoU, 10)
-            state["finished"] = True
+        if patience and state.epochs_since_best >= patience:  # early stopping on val (IFA-Net: IoU, 10)
+            state.finished = True
             if is_main():
                 tqdm.write(f"early stop: no {sel_key} improvement on val for {patience} epochs")
-        if log:
-            log.write(json.dumps({"type": "val", "epoch": epoch, "step": state["global_step"],
-                                  **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}})
-                      + "\n")
-            log.flush()
+        if fit.log:
+            fit.log.write(json.dumps({"type": "val", "epoch": epoch, "step": state.global_step,
+                                      **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}})
+                          + "\n")
+            fit.log.flush()
         if is_main():
             if improved:
                 from ..checkpoint import save_checkpoint
 
-                save_checkpoint(model, self.run.path, extra={"train": self.train_cfg, "best": state["best"]})
+                save_checkpoint(model, self.run.path, extra={"train": self.train_cfg, "best": state.best})
             if metrics:
                 keys = dict.fromkeys(("val_loss", sel_key, "pixel_f1", "image_auc"))  # ordered, no repeats
                 shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float))
                 tqdm.write(f"epoch {epoch}: {shown}{' (best)' if improved else ''}")  # above the bar, not on it
-        self._save(model, opt, state, config)
+        self._save(fit)
         if is_main():
             from ..report.plots import plot_training_curves
 
-            plot_training_curves(self.run.path / "metrics.jsonl", self.run.path / "curves.png")
+            plot_training_curves(self.run.log_file, self.run.path / "curves.png")
 
-    def _save(self, model, opt, state, config) -> None:
+    def _save(self, fit: Fit) -> None:
         if self.world > 1:  # BN running statistics evolve per rank: rank 0's are the run's
-            for buf in model.buffers():
+            for buf in fit.model.buffers():
                 dist.broadcast(buf, 0)
         if is_main():
-            self.run.save_state(model, opt, state, config, self.device)
+            self.run.save_state(fit.model, fit.opt, fit.state, fit.config, self.device)
         barrier()
 
-    def _check_finite(self, loss, losses, state) -> None:
+    def _check_finite(self, loss, losses, state: TrainState) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=self.device)
         if self.world > 1:
             dist.all_reduce(bad)
         if bad.item():
             terms = ", ".join(f"{k}={v:.4g}" for k, v in _scalar_terms(losses).items())
-            raise UserError(f"non-finite loss at epoch {state['epoch']}, step {state['global_step'] + 1} "
-                            f"(batch {state['batch_in_epoch'] + 1}): {terms or 'no scalar terms'}; "
+            raise UserError(f"non-finite loss at epoch {state.epoch}, step {state.global_step + 1} "
+                            f"(batch {state.batch_in_epoch + 1}): {terms or 'no scalar terms'}; "
                             f"lower --lr, enable clipping (train.clip_grad), or check the data")
 
     def _on_signal(self, signum, frame):
@@ -720,7 +772,7 @@ class Trainer:
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines written after the resumed state, so the log equals an uninterrupted run's."""
-        path = self.run.path / "metrics.jsonl"
+        path = self.run.log_file
         if not path.is_file() or not is_main():
             return
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]

@@ -8,26 +8,63 @@
   forward needs the ground truth.
 * ``data_requirements`` tells the data layer which extra targets to compute (edge bands).
 * Multi-stage methods list ``stages`` and implement ``set_stage`` (freezing what the stage freezes).
+* Optional capabilities are declared here with their defaults (ARCHITECTURE.md, "The model contract"), never
+  discovered with ``getattr``: ``native_resolution``, ``compile_parts``, ``legacy_config``,
+  ``complexity_variants``, :meth:`resolved_config`, :meth:`load_pretrained_stage` and :meth:`profile_extras`.
 """
 from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
 
 import torch
 from torch import nn
 
+from ..checkpoint import load_weights
 from ..errors import UserError
+from ..inference import model_probabilities
 
 
 class TamperModel(nn.Module):
-    #: filled in by :func:`tamperscope.registry.create_model`
+    #: filled in by :func:`tamperscope.registry.create_model` (with :attr:`config`, the resolved config)
     model_name: str = ""
-    config: dict = {}
-    #: names of training stages, in order ("" when the method has a single stage)
+    #: names of training stages, in order (empty when the method has a single stage)
     stages: tuple[str, ...] = ()
+    #: the stage :meth:`set_stage` chose (None for a single-stage method)
+    stage: str | None = None
+    #: whether the model reads each photo at its own size, padded to a multiple of 32, instead of a resize to
+    #: ``S×S`` (resampling erases the JPEG traces ELA-style models read): predict, evaluation and training crops
+    native_resolution: bool = False
     #: operating points applied to the mask and image probabilities at inference (never in training), chosen on
-    #: validation data by ``tamperscope export --calibrate`` and stored in the checkpoint (engine.evaluate)
+    #: validation data by ``tamperscope export --calibrate`` and stored in the checkpoint (engine.calibration,
+    #: applied by :func:`tamperscope.inference.model_probabilities`)
     calibration: dict | None = None
     #: methods that ``--compile`` compiles instead of the whole ``forward`` (:mod:`tamperscope.engine.compile`)
     compile_parts: tuple[str, ...] = ()
+    #: config keys added after runs were saved, with the value those runs were trained with (``train --resume``)
+    legacy_config: Mapping = MappingProxyType({})
+    #: labelled config overrides whose cost ``tamperscope models`` lists beside the default's (e.g. without TTA)
+    complexity_variants: Mapping[str, dict] = MappingProxyType({})
+
+    def __init__(self):
+        super().__init__()
+        self.config: dict = {}
+
+    def resolved_config(self) -> dict:
+        """Config values the constructor resolved (e.g. from whether weight files were given), recorded in the
+        checkpoint so that it rebuilds the same model without those files."""
+        return {}
+
+    def load_pretrained_stage(self, state_dict: dict, where: str = "pretrained weights"
+                              ) -> tuple[list[str], list[str], list[str]]:
+        """Start a stage from an earlier run's weights (``train --pretrained``); ``where`` names them in errors.
+        Default: every weight that fits (``strict=False``). Returns (missing, unexpected, left out)."""
+        missing, unexpected = load_weights(self, state_dict, where, strict=False)
+        return missing, unexpected, []
+
+    def profile_extras(self, image_size: int, device) -> dict:
+        """Extra flat figures for ``tamperscope profile`` (e.g. DiffIML's cost per denoiser call); default none."""
+        return {}
 
     def export_inputs(self, image: torch.Tensor):
         """The weight-free part of ``forward`` that stays outside an exported graph (e.g. OpenCV JPEG round trips,
@@ -84,8 +121,6 @@ class TamperModel(nn.Module):
     def predict_probabilities(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(mask probability B×1×H×W, image probability B)``, calibrated when the model carries a
         ``calibration``."""
-        from ..engine.evaluate import model_probabilities
-
         return model_probabilities(self, image)
 
 

@@ -6,7 +6,7 @@ the spec's resolution **[R]**, each switchable by config where noted:
 
 1. Encoder: MiT-b2 (``encoder_variant``; b3–b5, and b0/b1 for tests). ``encoder_weights`` loads an
    ADE20K SegFormer checkpoint (``segformer.b2.512x512.ade.160k.pth``, encoder under ``backbone.``; NVlabs or
-   HF layout) through :func:`tamperscope.checkpoint.load_mit_weights`.
+   HF layout) through :func:`tamperscope.backbones.mit.load_mit_weights`.
 2. Decoder (resolved choice for §3.1's "UNet-style" decoder): DDPM time embedding (sinusoidal 128 → Linear
    512 → SiLU → Linear 512) added after the first conv of every ResBlock (GN(32), SiLU, conv3×3, +temb, GN,
    SiLU, conv3×3, 1×1 skip). Three up blocks (nearest ×2, conv3×3, concat encoder skip, 2 ResBlocks) give
@@ -43,9 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.mit import MIT_CONFIGS, MixVisionTransformer
+from ..backbones.mit import MIT_CONFIGS, MixVisionTransformer, load_mit_weights
 from ..backbones.simplex import simplex_noise
-from ..checkpoint import load_mit_weights
 from ..errors import UserError
 from ..nn.edges import EdgeCueEnhancement
 from ..nn.losses import dice_sq, wbce
@@ -169,6 +168,9 @@ class DiffForensicsDecoder(nn.Module):
         self.out_norm = nn.GroupNorm(groups, tail_channels)
 
 
+@register_model("diffforensics", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=PRESETS,
+                description="DiffForensics: Simplex-DDPM pre-trained MiT/UNet with ECEM edge branches",
+                tiny_config={"encoder_variant": "b0"})
 class DiffForensics(TamperModel):
     """DiffForensics; see the module docstring for every resolved ambiguity (no official code)."""
 
@@ -247,7 +249,7 @@ class DiffForensics(TamperModel):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if getattr(self, "stage", None) == "pretrain":
+        if self.stage == "pretrain":
             self.encoder.eval()
         return self
 
@@ -365,8 +367,3 @@ class DiffForensics(TamperModel):
         seed = int((index.long().cpu() * 1_000_003 + 7).sum().item()) % 2**62 if index is not None else 0
         loss = self.diffusion_loss(batch["image"], self._new_generator(batch["image"].device, seed))
         return {"val_loss": float(loss)}
-
-
-register_model("diffforensics", default_config=DEFAULT_CONFIG, paper=PAPER, stages=DiffForensics.stages,
-               train_presets=PRESETS,
-               description="DiffForensics: Simplex-DDPM pre-trained MiT/UNet with ECEM edge branches")(DiffForensics)

@@ -55,6 +55,8 @@ Further choices of this implementation (not in the paper):
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
@@ -62,8 +64,8 @@ from torch import nn
 
 from ..backbones.lightvae import SD_LATENT_SCALE, LightVAE, load_sd_vae_teacher, mask_to_pm1, pooled_f1, \
     sd_vae_mask_latent
-from ..backbones.mit import MixVisionTransformer
-from ..checkpoint import format_key_report, load_mit_weights, read_state_dict
+from ..backbones.mit import MixVisionTransformer, load_mit_weights
+from ..checkpoint import format_key_report, read_state_dict
 from ..errors import UserError
 from ..registry import register_model
 from .base import TamperModel, max_pool_image_logit
@@ -188,13 +190,17 @@ class LightUNet(nn.Module):
         return unet.conv_out(unet.conv_act(unet.conv_norm_out(hidden)))
 
 
+@register_model("diffiml", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
+                description="DiffIML: LightVAE + MiT-b3 condition + light UNet, DDIM 8 steps, ensemble of 5",
+                tiny_config={"encoder_variant": "b0", "condition_channels": 32, "unet_channels": 32,
+                             "ensemble_size": 2, "num_inference_steps": 2, "flip_tta": False})
 class DiffIML(TamperModel):
     """DiffIML with stages ``lightvae`` (distil/train the mask autoencoder) and ``denoiser`` (default)."""
 
     stages = ("lightvae", "denoiser")
     #: labelled GMAC counts that ``tamperscope models`` shows: the default config (N = 5 members, flip TTA, as the
     #: official test code and the paper's main tables) and without flip TTA (as Table 4's efficiency numbers)
-    complexity_variants = {"flip TTA, default": {}, "no TTA": {"flip_tta": False}}
+    complexity_variants = MappingProxyType({"flip TTA, default": {}, "no TTA": {"flip_tta": False}})
 
     def __init__(self, stage: str = "denoiser", encoder_variant: str = "b3", encoder_weights: str | None = None,
                  drop_path_rate: float = 0.1, condition_channels: int = 128, unet_channels: int = 128,
@@ -261,9 +267,9 @@ class DiffIML(TamperModel):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if getattr(self, "stage", None) == "denoiser":
+        if self.stage == "denoiser":
             self.lightvae.eval()
-        elif getattr(self, "stage", None) == "lightvae":
+        elif self.stage == "lightvae":
             self.condition_encoder.eval()
             self.denoiser.eval()
         return self
@@ -296,14 +302,14 @@ class DiffIML(TamperModel):
             raise UserError(format_key_report(f"{source}: LightVAE weights do not fit",
                                               result.missing_keys, result.unexpected_keys))
 
-    def load_pretrained_stage(self, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
+    def load_pretrained_stage(self, state_dict: dict, where: str = "pretrained weights"
+                              ) -> tuple[list[str], list[str], list[str]]:
         """Start a stage from an earlier run. Denoiser stage: only the LightVAE weights are taken; the other
         keys of the earlier run are returned as left out. Returns (missing, unexpected, left out)."""
         if self.stage != "denoiser":
-            result = self.load_state_dict(state_dict, strict=False)
-            return list(result.missing_keys), list(result.unexpected_keys), []
-        prefix, sub = self._lightvae_keys(state_dict, "--pretrained")
-        result = self._load_lightvae_state(sub, "--pretrained")
+            return super().load_pretrained_stage(state_dict, where)
+        prefix, sub = self._lightvae_keys(state_dict, where)
+        result = self._load_lightvae_state(sub, where)
         taken = {prefix + k for k in sub}
         ignored = sorted(k for k in state_dict if k not in taken)
         return (["lightvae." + k for k in result.missing_keys], [prefix + k for k in result.unexpected_keys],
@@ -377,7 +383,7 @@ class DiffIML(TamperModel):
         """For ``tamperscope profile`` (paper 002 Table 4): GMACs of one denoiser call and of the
         full 8-step sampling for N = 1 and N = 5, and the latency of N = 1 and N = 5 measured alternately in
         one run (flip TTA off, as in Table 4)."""
-        from ..engine.profile import count_gmacs_split, time_forward
+        from ..complexity import count_gmacs_split, time_forward
 
         saved = (self.ensemble_size, self.flip_tta)
         h = image_size // 8
@@ -487,8 +493,3 @@ class DiffIML(TamperModel):
             return {}
         recon, _ = self.lightvae(mask_to_pm1(mask[tampered]))
         return {"recon_f1": pooled_f1(recon, mask[tampered])}
-
-
-register_model("diffiml", default_config=DEFAULT_CONFIG, paper=PAPER, stages=DiffIML.stages,
-               train_presets=TRAIN_PRESETS,
-               description="DiffIML: LightVAE + MiT-b3 condition + light UNet, DDIM 8 steps, ensemble of 5")(DiffIML)

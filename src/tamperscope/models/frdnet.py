@@ -63,8 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.mit import MixVisionTransformer
-from ..checkpoint import load_mit_weights
+from ..backbones.mit import MixVisionTransformer, load_mit_weights
 from ..errors import UserError
 from ..nn.losses import dice_linear, dice_sq
 from ..nn.mlp import Mlp
@@ -254,7 +253,8 @@ def _init_new_layers(m: nn.Module) -> None:
 
 
 @register_model("frdnet", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
-                description="FRD-Net: MiT-b2 stage 4 + 4 FRD blocks (ICM + DPM) + deconvolution decoder")
+                description="FRD-Net: MiT-b2 stage 4 + 4 FRD blocks (ICM + DPM) + deconvolution decoder",
+                tiny_config={"encoder_variant": "b0", "num_blocks": 2, "decoder_channels": [64, 32, 16, 16]})
 class FRDNet(TamperModel):
     """FRD-Net (paper 004, chchshshhh/FRD-Net). See the module docstring for the resolved ambiguities."""
 

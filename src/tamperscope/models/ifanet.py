@@ -64,8 +64,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.mae import MaskedAutoencoder, MAEEncoderOutput, complementary_noise, load_mae_weights
-from ..backbones.mit import MixVisionTransformer, tokens_to_map
-from ..checkpoint import load_all_mlp_head_weights, load_mit_weights, read_state_dict
+from ..backbones.mit import MixVisionTransformer, load_all_mlp_head_weights, load_mit_weights, tokens_to_map
+from ..checkpoint import read_state_dict
 from ..errors import UserError
 from ..nn.film import FiLM, PromptEncoder
 from ..nn.heads import AllMLPHead
@@ -202,8 +202,11 @@ class DualStreamSegmentationNetwork(nn.Module):
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@register_model("ifanet", default_config=DEFAULT_CONFIG, paper=PAPER, stages=STAGES, train_presets=TRAIN_PRESETS,
-                description="IFA-Net: frozen MAE realness prior + dual-stream MiT-b2 + TAPI/FiLM + adaptive decoder")
+@register_model("ifanet", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
+                description="IFA-Net: frozen MAE realness prior + dual-stream MiT-b2 + TAPI/FiLM + adaptive decoder",
+                tiny_config={"mae_variant": "tiny", "mae_input_size": None, "mit_variant": "b0",
+                             "mit_embed_dims": [16, 32, 80, 128], "mit_depths": [1, 1, 1, 1], "decoder_dim": 32,
+                             "prompt_channels": [4, 8, 8, 16], "prompt_dim": 16})
 class IFANet(TamperModel):
     """IFA-Net (paper 000, §3). See the module docstring for every resolved ambiguity."""
 
@@ -270,7 +273,8 @@ class IFANet(TamperModel):
             self.mae.requires_grad_(prior)
         self.trained_stage.fill_(STAGES.index(stage))
 
-    def load_pretrained_stage(self, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
+    def load_pretrained_stage(self, state_dict: dict, where: str = "pretrained weights"
+                              ) -> tuple[list[str], list[str], list[str]]:
         """Main stage from a realness-prior run: take its ``mae.*`` weights only (the rest of that run was never
         trained: returned as left out) and copy the trained decoder into the Adaptive Decoder; otherwise load
         everything. Returns (missing, unexpected, left out)."""
@@ -286,9 +290,9 @@ class IFANet(TamperModel):
                 self.adaptive_decoder.load_state_dict(self.mae.decoder.state_dict())
             ignored = sorted(k for k in state_dict if not k.startswith("mae."))
             return ["mae." + k for k in result.missing_keys], ["mae." + k for k in result.unexpected_keys], ignored
-        result = self.load_state_dict(state_dict, strict=False)
+        loaded = super().load_pretrained_stage(state_dict, where)
         self.trained_stage.fill_(STAGES.index(self.stage))
-        return list(result.missing_keys), list(result.unexpected_keys), []
+        return loaded
 
     def selection_metric(self) -> tuple[str, str]:
         """Paper 000 §4.1: the main stage is selected on val pixel IoU (early stopping, patience 10)."""
@@ -348,7 +352,7 @@ class IFANet(TamperModel):
             y = F.pad(x01, (radius, radius, radius, radius), mode="reflect")
             y = F.conv2d(y, g.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
             return F.conv2d(y, g.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
-        from ..data.transforms import jpeg_roundtrip
+        from ..nn.jpeg import jpeg_roundtrip
 
         rgb = (x01.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         back = np.stack([jpeg_roundtrip(np.ascontiguousarray(im), self.lowpass_quality) for im in rgb])

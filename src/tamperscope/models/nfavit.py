@@ -49,6 +49,7 @@ contain the Noiseprint++ tensors (GRIP non-commercial licence) — do not redist
 from __future__ import annotations
 
 import warnings
+from types import MappingProxyType
 from typing import Iterator, NamedTuple
 
 import torch
@@ -56,8 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones.dncnn import build_noise_extractor
-from ..backbones.mit import MiTBlock, MixVisionTransformer, tokens_to_map
-from ..checkpoint import load_mit_weights
+from ..backbones.mit import MiTBlock, MixVisionTransformer, load_mit_weights, tokens_to_map
 from ..nn.losses import bce
 from ..nn.sparse_attention import fix_sparse_mask, noise_guided_mask
 from ..registry import register_model
@@ -129,12 +129,15 @@ class WeightedDecoder(nn.Module):
         return self.pred(fused)
 
 
+@register_model("nfavit", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
+                description="NFA-ViT: Noiseprint++-guided sparse MiT-b2 with NAA (BR-Gen)",
+                tiny_config={"noise_extractor": "residual", "image_variant": "b0", "decoder_dim": 32})
 class NFAViT(TamperModel):
     """Noiseprint++ → MiT noise branch (Top-k masks) → MiT image branch (Fix-Sparse + NAA) → weighted
     decoder + GAP/Linear detection head. See the module docstring for every resolved ambiguity."""
 
     #: config values of runs saved before the key existed (their noise branch was always frozen)
-    legacy_config = {"train_noise_branch": False}
+    legacy_config = MappingProxyType({"train_noise_branch": False})
 
     def __init__(self, noise_extractor: str = "noiseprint++", noiseprint_weights: str | None = None,
                  noise_variant: str = "b0", noise_mit_weights: str | None = None,
@@ -171,8 +174,6 @@ class NFAViT(TamperModel):
                               "trained (straight-through top-k masks) instead of frozen; give noise_mit_weights "
                               "(ImageNet MiT-b0) to keep it frozen as in the paper", stacklevel=2)
         self.train_noise_branch = bool(train_noise_branch)
-        #: the config value the constructor resolved (stored in checkpoints, so a resumed run keeps it)
-        self.resolved_config = {"train_noise_branch": self.train_noise_branch}
         self.noise_encoder.requires_grad_(self.train_noise_branch)
         if noise_mit_weights:
             load_mit_weights(self.noise_encoder, noise_mit_weights)
@@ -180,7 +181,12 @@ class NFAViT(TamperModel):
             load_mit_weights(self.image_encoder, image_mit_weights)
         self._extractor_checked = False
 
+    def resolved_config(self) -> dict:
+        """The noise branch's resolved trainability (stored in checkpoints, so a resumed run keeps it)."""
+        return {"train_noise_branch": self.train_noise_branch}
+
     # -- noise branch (its outputs are hard masks; a trained branch gets a straight-through gradient) --
+
     def _noise_block_tail(self, blk: MiTBlock, tokens: torch.Tensor, attn_out: torch.Tensor,
                           H: int, W: int) -> torch.Tensor:
         """Residuals around a computed attention output: standard pre-norm, or the BR-Gen quirk."""
@@ -239,7 +245,7 @@ class NFAViT(TamperModel):
         tokens = blocks[-1](tokens, H, W, attn_mask=noise_mask)
         return tokens_to_map(norm(tokens), H, W)
 
-    def stages(self, image: torch.Tensor, noise: torch.Tensor) -> Iterator[StageOutput]:
+    def encoder_stages(self, image: torch.Tensor, noise: torch.Tensor) -> Iterator[StageOutput]:
         """Noise stage i then image stage i, for i = 0..3; each stage's mask is dropped before the next. A trained
         noise branch (``train_noise_branch``) runs with gradients and gives NAA the straight-through mask."""
         trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.noise_encoder.parameters())
@@ -263,7 +269,7 @@ class NFAViT(TamperModel):
     def forward(self, image: torch.Tensor) -> dict:
         self._check_extractor()
         noise = self.noise_extractor(image)
-        feats = [s.feature for s in self.stages(image, noise)]
+        feats = [s.feature for s in self.encoder_stages(image, noise)]
         logits = self.decoder(feats)
         logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
         image_logit = self.classifier(feats[-1].mean(dim=(2, 3))).squeeze(1)
@@ -273,7 +279,3 @@ class NFAViT(TamperModel):
         seg = bce(outputs["mask_logits"], batch["mask"])
         cls = bce(outputs["image_logit"], batch["label"])
         return {"total": seg + self.cls_weight * cls, "seg_bce": seg, "cls_bce": cls}
-
-
-register_model("nfavit", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
-               description="NFA-ViT: Noiseprint++-guided sparse MiT-b2 with NAA (BR-Gen)")(NFAViT)

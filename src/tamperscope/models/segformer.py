@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..backbones.mit import MIT_HEAD_DIMS, MixVisionTransformer
-from ..checkpoint import load_all_mlp_head_weights, load_mit_weights
+from ..backbones.mit import MIT_HEAD_DIMS, MixVisionTransformer, load_all_mlp_head_weights, load_mit_weights
 from ..nn.heads import AllMLPHead
 from ..nn.losses import bce, dice_linear, dice_per_image
 from ..registry import register_model

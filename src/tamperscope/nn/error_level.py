@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..data.transforms import jpeg_roundtrip
+from .jpeg import jpeg_roundtrip
 from .norm import imagenet_denormalize
 
 

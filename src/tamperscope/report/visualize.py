@@ -6,6 +6,7 @@
 * :func:`overlay` — the photo with the tampered region tinted (translucent red by default) and outlined with
   an opaque contour whose thickness grows with the image size (about 1/300 of the longer side, at least 1 px).
 * :func:`fit_within` — downscale for display.
+* :func:`stretch_to_uint8` — a signed map (a noiseprint) clipped to its 1st–99th percentiles as 0–255 grey.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..errors import UserError
 OVERLAY_COLOR = (255, 32, 32)
 OVERLAY_ALPHA = 0.4
 COLORMAP = "inferno"
+PNG_PERCENTILES = (1.0, 99.0)
 
 
 @lru_cache(maxsize=4)
@@ -79,3 +81,12 @@ def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
         return image
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def stretch_to_uint8(noise_map: np.ndarray, percentiles: tuple[float, float] = PNG_PERCENTILES) -> np.ndarray:
+    """Robust display scaling: clip to the given percentiles and map linearly to 0–255."""
+    lo, hi = np.percentile(noise_map, percentiles)
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.full(noise_map.shape, 128, dtype=np.uint8)
+    scaled = (np.clip(noise_map, lo, hi) - lo) / (hi - lo)
+    return np.round(scaled * 255.0).astype(np.uint8)

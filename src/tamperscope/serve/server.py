@@ -349,9 +349,9 @@ class ServeApp:
         """Decode an uploaded image (type checked by content), wait for its turn (``ticket``: its place in
         :attr:`queue`, or None to join now) and return the JSON answer. Raises :class:`RequestStopped` when the
         wait or the analysis runs out of time or ``cancelled()`` says the client has gone."""
-        from ..commands.noiseprint import stretch_to_uint8
         from ..engine.predict import check_finite
         from ..io import check_image_bytes, read_image_bytes
+        from ..report.visualize import stretch_to_uint8
 
         if model_id not in self.models:
             raise UserError(f"unknown model id {model_id!r}")
@@ -414,10 +414,9 @@ class ServeApp:
         return pred, noise
 
     def _noiseprint_map(self, rgb: np.ndarray) -> np.ndarray:
-        import torch
+        from ..backbones.dncnn import photo_noise_map
 
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 256.0  # TruFor scaling
-        return self.noiseprint.forward_rgb01(x.to(self.device))[0, 0].float().cpu().numpy()
+        return photo_noise_map(self.noiseprint, rgb, self.device)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -567,8 +566,8 @@ def build_app(*, checkpoint: str | None = None, models_dir: str | None = None, n
               queue_timeout: float = DEFAULT_QUEUE_TIMEOUT) -> ServeApp:
     """The model table and settings; checks every given file now, so mistakes show before the page does."""
     from ..checkpoint import read_checkpoint_config
-    from ..engine.predict import default_model_available, names_default_model, resolve_device
-    from ..engine.runs import resolve_checkpoint
+    from ..engine.loading import default_model_available, names_default_model, resolve_checkpoint
+    from ..engine.predict import resolve_device
 
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold must be in [0, 1], got {threshold}")

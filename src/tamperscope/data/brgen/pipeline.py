@@ -65,7 +65,7 @@ import json
 import os
 import re
 import sys
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -733,19 +733,5 @@ def _generate_with_workers(opts: GenerateOptions) -> dict:
     return merge(opts.out, opts.progress)
 
 
-def rejection_counts(records: list[dict]) -> Counter:
-    """How often each rejection reason fired over all attempts of all samples (a group's mask redraws once)."""
-    counts: Counter = Counter()
-    seen_groups = set()
-    for r in records:
-        if r["group"] not in seen_groups:
-            seen_groups.add(r["group"])
-            for reasons in r["mask_rejections"]:
-                counts.update(reason.split(":")[0] for reason in reasons)
-        for reasons in r["rejections"]:
-            counts.update(reason.split(":")[0] for reason in reasons)
-    return counts
-
-
 __all__ = ["GenerateOptions", "generate", "merge", "find_photos", "split_sources", "photo_slots", "parse_shard",
-           "source_name", "rng_for", "rejection_counts"]
+           "source_name", "rng_for"]

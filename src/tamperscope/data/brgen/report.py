@@ -28,11 +28,23 @@ def _ordered_counts(values: list[str], order: list[str]) -> dict:
     return {k: counts[k] for k in order if counts[k]} | {k: counts[k] for k in sorted(counts) if k not in order}
 
 
+def rejection_counts(records: list[dict]) -> Counter:
+    """How often each rejection reason fired over all attempts of all samples (a group's mask redraws once)."""
+    counts: Counter = Counter()
+    seen_groups = set()
+    for r in records:
+        if r["group"] not in seen_groups:
+            seen_groups.add(r["group"])
+            for reasons in r["mask_rejections"]:
+                counts.update(reason.split(":")[0] for reason in reasons)
+        for reasons in r["rejections"]:
+            counts.update(reason.split(":")[0] for reason in reasons)
+    return counts
+
+
 def build_summary(opts, state: dict, run, records: list[dict], warnings: list[str] = ()) -> dict:
     """The summary dict (see the module docstring); ``run`` is the pipeline's plan (names, sources, naturalness
     range, back-end report)."""
-    from .pipeline import rejection_counts
-
     done = [r for r in records if r["status"] == "done"]
     failed = [r for r in records if r["status"] == "failed"]
     methods = list(opts.methods)
