@@ -7,28 +7,27 @@ Pairs (each needs the official code; a pair whose source is not given is skipped
 * ``segformer`` — ``segformer-b2`` vs transformers' ``SegformerForSemanticSegmentation`` (b2 config, 1 label,
   LayerNorm eps 1e-5 on both sides); needs ``transformers`` importable.
 * ``frdnet`` — ``frdnet`` vs ``FRDNet_Main`` of chchshshhh/FRD-Net (``--frdnet-repo DIR``, a checkout of that
-  repository: ``IMDLBenCo/modules/backbones/FRDNet.py`` is imported with DIR on ``sys.path``, as its train script
-  does). The official model is hard-wired to 512² inputs in places (its ICM reshapes level-1 centres to width 8),
-  so its 256² training step clusters fewer centres than ours (16 / 4 / 2 vs 64 / 16 / 2): the row says so.
+  repository; its ``IMDLBenCo/modules/backbones/FRDNet.py`` is imported, see :func:`import_model_file`). The
+  official model is hard-wired to 512² inputs in places (its ICM reshapes level-1 centres to width 8), so its
+  256² training step clusters fewer centres than ours (16 / 4 / 2 vs 64 / 16 / 2): the row says so.
 * ``nfavit`` — ``nfavit`` (``brgen_compat``, LayerNorm eps 1e-5, ``cls_weight`` 0.5, frozen random noise branch
-  as in the official code) vs ``NFA_ViT_modify1`` of clpbc/BR-Gen (``--brgen-repo DIR``; the files of
-  ``DIR/model_zoo/nfa_vit``). BR-Gen ships without IMDL-BenCo, whose registry its model file imports: when
-  ``IMDLBenCo`` is not importable a stand-in ``IMDLBenCo.registry.MODELS`` whose ``register_module()`` returns the
-  class unchanged is put in ``sys.modules`` (nothing else is replaced). Its constructor insists on weight files:
+  as in the official code) vs ``NFA_ViT_modify1`` of clpbc/BR-Gen (``--brgen-repo DIR``; its
+  ``model_zoo/nfa_vit/nfa_vit.py``). BR-Gen ships without IMDL-BenCo, whose registry decorator its model file
+  imports: a stand-in is used (:func:`import_model_file`). Its constructor insists on weight files:
   it gets the state dict of a freshly initialised DnCNN of the same shape for Noiseprint++ and empty state dicts
   for the two MiTs (it loads those with ``strict=False``), so every weight stays at random initialisation.
 * ``diffiml`` — ``diffiml`` (8 DDIM steps, flip TTA, x̂₀ clipped to ±1 as the official sampler) vs ``DiffIML`` of
-  scu-zjz/DiffIML (``--diffiml-repo DIR``; ``IMDLBenCo/model_zoo/diffiml/diffiml.py`` imported with DIR on
-  ``sys.path``), ensemble N = 1 (inference and training) and N = 5 (inference only: training does not depend on N).
+  scu-zjz/DiffIML (``--diffiml-repo DIR``; its ``IMDLBenCo/model_zoo/diffiml/diffiml.py``), ensemble N = 1
+  (inference and training) and N = 5 (inference only: training does not depend on N).
 
 Before timing a pair the parameter counts (all parameters, frozen ones included) are compared; a pair whose
 counts differ is not timed and the row shows both counts. Parameters that an official model creates but never
 uses (NFA-ViT's decoder holds γ5 and γ6 for stages that do not exist) are named per pair, checked to get no
-gradient from one official training step at 64², and left out of its count; the row says so. Inference is what each code base runs at test time
-(ours: ``model(image)`` under ``torch.inference_mode``; the official models: their ``forward`` in eval mode,
-which for FRD-Net and NFA-ViT also computes their loss against a zero mask). A training step is
-``model.training_step(batch)["total"]`` here and the official ``forward(...)["backward_loss"]`` there (for
-transformers: BCE of the upsampled logits), then ``backward()``, ``AdamW.step()`` and ``zero_grad()``.
+gradient from one official training step at 64², and left out of its count; the row says so. Inference is what
+each code base runs at test time (ours: ``model(image)`` under ``torch.inference_mode``; the official models:
+their ``forward`` in eval mode, which for FRD-Net and NFA-ViT also computes their loss against a zero mask).
+A training step is ``model.training_step(batch)["total"]`` here and the official ``forward(...)["backward_loss"]``
+there (for transformers: BCE of the upsampled logits), then ``backward()``, ``AdamW.step()`` and ``zero_grad()``.
 
 Timing: the same torch in one process, ``--threads`` threads (default 2), ``--warmup`` dropped rounds, then
 ``--iters`` rounds that alternate the order (ours, official / official, ours); the report gives medians and the
@@ -54,7 +53,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.util
 import io
 import json
 import sys
@@ -173,19 +171,47 @@ def adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.05)
 
 
-def import_module_at(repo: str, module: str, flag: str):
-    """Import ``module`` with ``repo`` first on ``sys.path``; any failure becomes one :class:`PairError` line."""
-    sys.path.insert(0, str(Path(repo).resolve()))
+def import_model_file(repo: str, dotted: str, flag: str):
+    """Import the module ``dotted`` (e.g. ``IMDLBenCo.modules.backbones.FRDNet``) from the checkout ``repo``
+    without running the ``__init__.py`` of the packages above it: IMDL-BenCo's ``__init__`` imports its datasets
+    and its whole model zoo (and BR-Gen's ``model_zoo/__init__`` names a class its file does not define), while the
+    model file needs only its own imports. Each package above it becomes a bare package whose ``__path__`` is its
+    folder, so relative imports inside the checkout still resolve; ``repo`` also goes first on ``sys.path`` for
+    absolute ones (``from debmodule… import …``). The one thing the model files take from IMDL-BenCo, the
+    ``IMDLBenCo.registry.MODELS`` decorator, comes from the checkout's ``IMDLBenCo/registry.py`` where it has one,
+    else from a stand-in whose ``register_module()`` returns the class unchanged. Any failure becomes one
+    :class:`PairError` line naming the folder."""
+    root = Path(repo).resolve()
+    parts = dotted.split(".")
+    top = sys.modules.get(parts[0])
+    if top is not None and list(getattr(top, "__path__", [])) != [str(root / parts[0])]:
+        for name in [m for m in sys.modules if m == parts[0] or m.startswith(parts[0] + ".")]:
+            del sys.modules[name]  # another checkout's package of the same name: its models keep their modules
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    for i in range(1, len(parts)):
+        name = ".".join(parts[:i])
+        if name in sys.modules:
+            continue
+        package = types.ModuleType(name)
+        package.__path__ = [str(root.joinpath(*parts[:i]))]
+        package.__package__ = name
+        sys.modules[name] = package
+        if i > 1:
+            setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], package)
+    if not (root / "IMDLBenCo" / "registry.py").is_file():
+        ensure_imdlbenco_registry()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # their modules print install hints on import
-            return importlib.import_module(module)
+            return importlib.import_module(dotted)
     except Exception as e:  # noqa: BLE001 - any import failure of foreign code is reported, not raised
-        raise PairError(f"{flag} {repo}: importing {module} failed: {type(e).__name__}: {e}") from e
+        raise PairError(f"{flag} {repo}: importing {dotted} failed: {type(e).__name__}: {e}") from e
 
 
 def ensure_imdlbenco_registry() -> None:
-    """BR-Gen's model file imports ``IMDLBenCo.registry.MODELS`` only to register its class."""
-    if importlib.util.find_spec("IMDLBenCo") is not None:
+    """A stand-in ``IMDLBenCo.registry.MODELS`` (``register_module()`` returns the class unchanged), unless some
+    ``IMDLBenCo.registry`` is already imported."""
+    if "IMDLBenCo.registry" in sys.modules:
         return
     registry = types.ModuleType("IMDLBenCo.registry")
 
@@ -193,11 +219,12 @@ def ensure_imdlbenco_registry() -> None:
         def register_module(self, *a, **k):
             return lambda obj: obj
     registry.MODELS = _Registry()
-    package = types.ModuleType("IMDLBenCo")
-    package.__path__ = []
-    package.registry = registry
-    sys.modules.setdefault("IMDLBenCo", package)
-    sys.modules.setdefault("IMDLBenCo.registry", registry)
+    if "IMDLBenCo" not in sys.modules:
+        package = types.ModuleType("IMDLBenCo")
+        package.__path__ = []
+        sys.modules["IMDLBenCo"] = package
+    sys.modules["IMDLBenCo"].registry = registry
+    sys.modules["IMDLBenCo.registry"] = registry
 
 
 def data(size: int, batch: int, seed: int) -> dict:
@@ -242,7 +269,7 @@ def segformer_rows(pair: Pair, x: torch.Tensor, batch: dict) -> None:
 def build_frdnet(args) -> Pair:
     from tamperscope import create_model
 
-    mod = import_module_at(args.frdnet_repo, "IMDLBenCo.modules.backbones.FRDNet", "--frdnet-repo")
+    mod = import_model_file(args.frdnet_repo, "IMDLBenCo.modules.backbones.FRDNet", "--frdnet-repo")
     torch.manual_seed(args.seed)
     ours = create_model("frdnet", ln_eps=1e-6)
     with tempfile.TemporaryDirectory() as d:
@@ -268,19 +295,8 @@ def frdnet_rows(pair: Pair, x: torch.Tensor, batch: dict) -> None:
 def build_nfavit(args) -> Pair:
     from tamperscope import create_model
 
-    ensure_imdlbenco_registry()
-    root = Path(args.brgen_repo).resolve() / "model_zoo" / "nfa_vit"
-    # the folder is imported as a package of its own: BR-Gen's model_zoo/__init__.py names a class that
-    # nfa_vit.py does not define (NFA_ViT), so the package above it cannot be imported as released
-    package = types.ModuleType("brgen_nfa_vit")
-    package.__path__ = [str(root)]
-    sys.modules["brgen_nfa_vit"] = package
-    try:
-        mod = importlib.import_module("brgen_nfa_vit.nfa_vit")
-    except Exception as e:  # noqa: BLE001
-        raise PairError(f"--brgen-repo {args.brgen_repo}: importing model_zoo/nfa_vit/nfa_vit.py failed: "
-                        f"{type(e).__name__}: {e}") from e
-    dncnn = importlib.import_module("brgen_nfa_vit.DnCNN")
+    mod = import_model_file(args.brgen_repo, "model_zoo.nfa_vit.nfa_vit", "--brgen-repo")
+    dncnn = importlib.import_module("model_zoo.nfa_vit.DnCNN")
     torch.manual_seed(args.seed)
     # random Noiseprint++ weights on both sides are the point here, not a mistake to warn about
     warnings.filterwarnings("ignore", message="nfavit: Noiseprint\\+\\+ runs with random weights")
@@ -311,7 +327,7 @@ def nfavit_rows(pair: Pair, x: torch.Tensor, batch: dict) -> None:
 def build_diffiml(args) -> Pair:
     from tamperscope import create_model
 
-    mod = import_module_at(args.diffiml_repo, "IMDLBenCo.model_zoo.diffiml.diffiml", "--diffiml-repo")
+    mod = import_model_file(args.diffiml_repo, "IMDLBenCo.model_zoo.diffiml.diffiml", "--diffiml-repo")
     torch.manual_seed(args.seed)
     ours = create_model("diffiml", num_inference_steps=8, ensemble_size=1, flip_tta=True, sample_clip=1.0)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints that its LightVAE is random and frozen

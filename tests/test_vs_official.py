@@ -157,3 +157,27 @@ def test_nfavit_pair_against_the_official_code(vs):
     assert row["params_equal"] and row["params_ours"] == row["params_official"] - row["params_official_unused"], row
     assert row["params_official_unused"] == 1024  # its decoder's γ5 and γ6
     assert row["inference"]["paired_ratio"] > 0 and row["train"]["paired_ratio"] > 0
+
+
+def test_model_file_is_imported_without_the_package_inits_above_it(vs, tmp_path):
+    """IMDL-BenCo's package __init__ imports its whole training stack: only the model file's own imports run."""
+    sub = tmp_path / "zoo_pkg" / "sub"
+    sub.mkdir(parents=True)
+    (tmp_path / "zoo_pkg" / "__init__.py").write_text("raise ImportError('the whole training stack')\n")
+    (sub / "__init__.py").write_text("raise ImportError('every other model')\n")
+    (sub / "helper.py").write_text("VALUE = 3\n")
+    (sub / "model.py").write_text("from IMDLBenCo.registry import MODELS\nfrom .helper import VALUE\n\n\n"
+                                  "@MODELS.register_module()\nclass Net:\n    size = VALUE\n")
+    saved_path = list(sys.path)
+    had_registry = {m: sys.modules[m] for m in list(sys.modules) if m.split(".")[0] == "IMDLBenCo"}
+    try:
+        module = vs.import_model_file(str(tmp_path), "zoo_pkg.sub.model", "--x-repo")
+        assert module.Net.size == 3  # the stand-in registry returned the class unchanged
+        (sub / "broken.py").write_text("import no_such_module_here\n")
+        with pytest.raises(vs.PairError, match=f"--x-repo {tmp_path}: importing zoo_pkg.sub.broken failed"):
+            vs.import_model_file(str(tmp_path), "zoo_pkg.sub.broken", "--x-repo")
+    finally:
+        sys.path[:] = saved_path
+        for name in [m for m in sys.modules if m.split(".")[0] in ("zoo_pkg", "IMDLBenCo")]:
+            del sys.modules[name]
+        sys.modules.update(had_registry)
