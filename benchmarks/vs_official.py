@@ -405,7 +405,15 @@ def markdown(report: dict) -> str:
 
 
 def run(args) -> dict:
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> dict:
     wanted = args.pairs
     x = torch.randn(1, 3, args.infer_size, args.infer_size, generator=torch.Generator().manual_seed(args.seed))
     batch = data(args.train_size, args.train_batch, args.seed)
