@@ -3,18 +3,23 @@ inference latency and training throughput, with ratios. When ``imdlbenco`` is im
 ``SparseViT`` and ``Mesorch`` models are timed too (not installed by default: its wheels break beside this torch).
 
 Run: .venv/bin/python benchmarks/vs_transformers.py [--variant b2] [--image-size 512] [--device cpu] [--iters 5]
-Timings alternate between the implementations (A, B, A, B, …) so machine load affects both equally.
+Timings alternate between the implementations (A B, B A, …) so machine load affects both equally; besides the
+ratio of the medians the report gives the "paired" ratio (median of the per-round ratios) and the load average
+before and after (helpers shared with ``vs_official.py`` in ``ab_timing.py``).
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
-import platform
+import sys
 import tempfile
-import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ab_timing import interleaved, load_average, machine, median, paired_ratio  # noqa: E402
 
 
 def build_pair(variant: str):
@@ -33,16 +38,6 @@ def build_pair(variant: str):
         ours = create_model(f"segformer-{variant}", segformer_weights=d, ln_eps=1e-5)
         load_all_mlp_head_weights(ours.head, d, keep_classifier=True)
     return ours, hf
-
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -64,36 +59,43 @@ def main() -> None:
                  m(pixel_values=i).logits, size=i.shape[-2:], mode="bilinear", align_corners=False))}
     if importlib.util.find_spec("imdlbenco"):
         print("imdlbenco is importable: add its models here to compare (not installed in this environment)")
-    infer = {k: [] for k in impls}
-    train = {k: [] for k in impls}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-5) for k, (m, _) in impls.items()}
-    for it in range(args.iters + 1):
-        for name, (m, fwd) in impls.items():
+
+    def infer_fn(name):
+        m, fwd = impls[name]
+
+        def run():
             m.eval()
             with torch.inference_mode():
-                t = timed(lambda: fwd(m, x), dev)
+                fwd(m, x)
+        return run
+
+    def train_fn(name):
+        m, fwd = impls[name]
+
+        def run():
             m.train()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(fwd(m, xb), yb)
+            loss.backward()
+            opts[name].step()
+            opts[name].zero_grad()
+        return run
 
-            def step():
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(fwd(m, xb), yb)
-                loss.backward()
-                opts[name].step()
-                opts[name].zero_grad()
-
-            tt = timed(step, dev)
-            if it:  # first round is warm-up
-                infer[name].append(t)
-                train[name].append(tt)
-    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
-    result = {"variant": args.variant, "image_size": args.image_size, "device": str(dev),
-              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-              "torch": torch.__version__}
+    load_before = load_average()
+    infer = interleaved({k: infer_fn(k) for k in impls}, args.iters, warmup=1, device=dev)
+    train = interleaved({k: train_fn(k) for k in impls}, args.iters, warmup=1, device=dev)
+    result = {"variant": args.variant, "image_size": args.image_size, "device": str(dev), "machine": machine(),
+              "torch": torch.__version__, "rounds": args.iters, "load_average_before": load_before,
+              "load_average_after": load_average()}
     for name in impls:
-        result[f"{name}_latency_ms"] = med(infer[name]) * 1e3
-        result[f"{name}_train_images_per_s"] = args.train_batch / med(train[name])
+        result[f"{name}_latency_ms"] = median(infer[name]) * 1e3
+        result[f"{name}_train_images_per_s"] = args.train_batch / median(train[name])
     result["latency_ratio_ours_over_hf"] = result["tamperscope_latency_ms"] / result["transformers_latency_ms"]
+    result["latency_ratio_ours_over_hf_paired"] = paired_ratio(infer["tamperscope"], infer["transformers"])
     result["train_throughput_ratio_ours_over_hf"] = (result["tamperscope_train_images_per_s"]
                                                      / result["transformers_train_images_per_s"])
+    result["train_throughput_ratio_ours_over_hf_paired"] = 1.0 / paired_ratio(train["tamperscope"],
+                                                                              train["transformers"])
     print(json.dumps(result, indent=2))
 
 
