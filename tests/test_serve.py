@@ -495,3 +495,20 @@ def test_the_page_explains_its_colours_and_the_score(server):
     assert "<b>Score</b>: the model's probability, from 0 to 1, that the photo was manipulated" in page
     css = _request(server, "/static/style.css")[2].decode()
     assert "linear-gradient(to right, #000004" in css  # the heat map's colour map (inferno)
+
+
+def test_the_server_caps_malloc_arenas_before_serving(monkeypatch):
+    """glibc takes the arena cap (the load benchmark's memory creep); elsewhere it is a no-op that says so; the
+    server sets it when it is made, before any connection thread exists."""
+    import platform
+    from tamperscope.serve import server as server_mod
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert server_mod.limit_malloc_arenas() is True
+    monkeypatch.setattr(server_mod.sys, "platform", "darwin")
+    assert server_mod.limit_malloc_arenas() is False
+    calls = []
+    monkeypatch.setattr(server_mod, "limit_malloc_arenas", lambda: calls.append(1) or True)
+    srv = make_server(build_app(quiet=True), "127.0.0.1", 0)
+    srv.server_close()
+    assert calls == [1]
