@@ -97,15 +97,15 @@ class OffsetField:
     """PatchMatch over one feature map matched with itself (module docstring, step 2)."""
 
     def __init__(self, features: np.ndarray, min_offset: int, generator: torch.Generator):
-        self.h, self.w, _ = features.shape
-        self.flat = torch.from_numpy(np.ascontiguousarray(features.reshape(self.h * self.w, -1)))
+        self.h, self.w, k = features.shape
+        self.flat = torch.from_numpy(np.ascontiguousarray(features.reshape(self.h * self.w, k)))
+        self.gathered = torch.empty_like(self.flat)  # reused by every cost evaluation (no 12-channel temporaries)
         self.ys = torch.arange(self.h).view(-1, 1).expand(self.h, self.w)
         self.xs = torch.arange(self.w).view(1, -1).expand(self.h, self.w)
         self.min_offset2 = min_offset * min_offset
         self.gen = generator
         self.dy = torch.randint(0, self.h, (self.h, self.w), generator=generator) - self.ys
         self.dx = torch.randint(0, self.w, (self.h, self.w), generator=generator) - self.xs
-        self.ones = torch.ones(features.shape[2], 1)
         self.cost = torch.full((self.h, self.w), float("inf"))
         self.propose(self.dy, self.dx)
 
@@ -114,8 +114,8 @@ class OffsetField:
         ``min_offset``)."""
         ty, tx = (self.ys + dy).clamp_(0, self.h - 1), (self.xs + dx).clamp_(0, self.w - 1)
         dy, dx = ty - self.ys, tx - self.xs
-        diff = self.flat - self.flat.index_select(0, ty.mul_(self.w).add_(tx).view(-1))
-        cost = (diff.mul_(diff) @ self.ones).view(self.h, self.w)
+        torch.index_select(self.flat, 0, ty.mul_(self.w).add_(tx).view(-1), out=self.gathered)
+        cost = self.gathered.sub_(self.flat).square_().sum(1).view(self.h, self.w)
         return dy, dx, cost.masked_fill_(dy * dy + dx * dx < self.min_offset2, float("inf"))
 
     def propose(self, dy: torch.Tensor, dx: torch.Tensor) -> None:
