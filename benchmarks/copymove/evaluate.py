@@ -5,7 +5,8 @@ with authentic photos as their own group (docs/MODELS.md, "Copy-move expert").
     python benchmarks/copymove/evaluate.py --data CM_SET/list.json --authentic configs/default-model/test_photos.json \
         --checkpoint FUSED.safetensors --per-group 20 --out results.json
 
---expert-only scores the copy-move expert alone (its default config, no checkpoint, no learned model).
+--expert-only scores the copy-move expert alone (its default config, no checkpoint, no learned model); --jobs N then
+analyses N photos at once.
 
 --per-group N keeps the first N forgeries of each transform and every k-th authentic photo so that about N*4
 authentic photos remain (a subsample, said in the output).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 from collections import defaultdict
 
@@ -27,13 +29,31 @@ from tamperscope.io import read_image, read_mask
 from tamperscope.metrics import MetricAccumulator
 
 
+_EXPERTS: dict = {}
+
+
+def _init_worker(experts: dict) -> None:
+    torch.set_num_threads(1)
+    _EXPERTS.update(experts)
+
+
+def _expert_map(path: str) -> tuple[np.ndarray, float, float]:
+    """The copy-move expert's (probability map, score, seconds) on one photo."""
+    image = read_image(path)
+    t = time.perf_counter()
+    prob, score = expert_maps(_EXPERTS, image, torch.device("cpu"))["copymove"]
+    return prob, score, time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="copy-move forgeries (list.json with metadata.jsonl)")
     ap.add_argument("--authentic", help="authentic photos (a list or folder)")
     ap.add_argument("--checkpoint", help="a checkpoint that names the copymove expert")
     ap.add_argument("--expert-only", action="store_true",
-                    help="score the copy-move expert alone with its default config (no learned model, no checkpoint)")
+                    help="score the copy-move expert alone, default config (no learned model, no checkpoint)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="with --expert-only: photos analysed at once, each in its own process (one thread each)")
     ap.add_argument("--per-group", type=int, default=0, help="at most this many forgeries per transform (0: all)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -55,16 +75,20 @@ def main() -> None:
         predictor.experts = {}  # the learned model alone; the experts run beside it below
     else:
         ap.error("give --checkpoint or --expert-only")
-    acc = {name: MetricAccumulator() for name in (("copymove",) if predictor is None else ("learned", "copymove", "fused"))}
+    names = ("copymove",) if predictor is None else ("learned", "copymove", "fused")
+    acc = {name: MetricAccumulator() for name in names}
     times = []
     records = forged + authentic
-    for i, rec in enumerate(records):
+    if predictor is None and args.jobs > 1:
+        pool = multiprocessing.get_context("fork").Pool(args.jobs, _init_worker, (experts,))
+        expert_results = pool.imap(_expert_map, [rec.image for rec in records])
+    else:
+        _init_worker(experts)
+        expert_results = map(_expert_map, [rec.image for rec in records])
+    for i, (rec, (cm_prob, cm_score, seconds)) in enumerate(zip(records, expert_results)):
         image = read_image(rec.image)
         gt = read_mask(rec.mask, image.shape[:2]) if rec.mask else np.zeros(image.shape[:2], bool)
-        t = time.perf_counter()
-        cm_prob, cm_score = expert_maps(experts, image, torch.device("cpu") if predictor is None
-                                        else predictor.device)["copymove"]
-        times.append((image.shape[0] * image.shape[1], time.perf_counter() - t))
+        times.append((image.shape[0] * image.shape[1], seconds))
         group = {"method": rec.meta.get("method", "copy-move") if rec.mask else "authentic"}
         scored = [("copymove", cm_prob, cm_score)]
         if predictor is not None:
