@@ -1,4 +1,6 @@
 """The dense-field copy-move expert (models/copymove.py): features, field, fitting, both copies found."""
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -111,6 +113,14 @@ def test_a_small_photo_is_analysed_at_the_papers_size(copy_move):
     assert f1(mask, gt) > 0.75, f1(mask, gt)
 
 
+def test_the_analysis_size_is_the_papers_with_a_bounded_upsampling():
+    model = create_model("copymove")
+    assert model.analysis_scale(768, 1024) == 1.0  # the paper's size: as it is
+    assert model.analysis_scale(321, 481) == pytest.approx(math.sqrt(786_432 / (321 * 481)))  # BSDS500: ×2.26
+    assert model.analysis_scale(3000, 4000) == pytest.approx(math.sqrt(1e6 / 12e6))  # large: down to 1 MP
+    assert model.analysis_scale(78, 100) == 2.5  # a thumbnail: at most max_upscale
+
+
 def test_bad_config_and_training_are_refused():
     with pytest.raises(UserError, match="min_area"):
         DenseFieldCopyMove(min_area=0)
@@ -118,5 +128,7 @@ def test_bad_config_and_training_are_refused():
         DenseFieldCopyMove(min_pixels=2_000_000, max_pixels=1_000_000)
     with pytest.raises(UserError, match="features"):
         DenseFieldCopyMove(features="sift")
+    with pytest.raises(UserError, match="max_upscale"):
+        DenseFieldCopyMove(max_upscale=0.5)
     with pytest.raises(UserError, match="not trainable"):
         create_model("copymove").param_groups(0.0)

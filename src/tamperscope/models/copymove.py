@@ -34,7 +34,10 @@ Resolved choices for the model contract (the paper outputs a binary mask):
   (area), and the mask is resized back. Without the upsampling, a copy of 1 % of a 481×321 photo (1 544
   pixels) loses a band of about 8 pixels to the window (windows that straddle its border do not match) and 6
   more to the fitting disc, leaves a few hundred matched pixels and fails T_S = 1200 — the main cause of the
-  missed small copies measured in issue 17 (docs/MODELS.md). The cost is that of a 1024×768 photo.
+  missed small copies measured in issue 17 (docs/MODELS.md). The cost is that of a 1024×768 photo. The
+  upsampling is at most ``max_upscale`` (2.5×, enough for BSDS500's 481×321): it adds no detail, so on a
+  thumbnail a larger factor only inflates flat look-alike regions past T_S (validation thumbnails of 100×66 to
+  100×78 pixels scored up to 0.30 at 10–12× and 0.002 at 2.5×).
 - ``mask_logits``: ``±logit(1 − eps)`` inside / outside the final mask. ``image_logit``: ``log(a / min_area)``
   with ``a`` the largest connected region that passes the fitting and distance rules, so the image probability
   ``a / (a + min_area)`` is 0.5 exactly at the paper's size rule and grows with the matched area.
@@ -58,8 +61,8 @@ PAPER = ("Cozzolino, Poggi & Verdoliva, Efficient dense-field copy-move forgery 
          "2015 (official code: GRIP CMFD-PM)")
 DEFAULT_CONFIG = {"features": "zm-polar", "diameter": 16, "zm_order": 5, "iterations": 8, "min_offset": 8,
                   "max_jump": 64, "median_radius": 4, "fit_radius": 6, "fit_error": 300.0, "min_distance": 50,
-                  "min_area": 1200, "dilation_radius": 10, "min_pixels": 786_432, "max_pixels": 1_000_000,
-                  "seed": 0, "eps": 1e-3}
+                  "min_area": 1200, "dilation_radius": 10, "min_pixels": 786_432, "max_upscale": 2.5,
+                  "max_pixels": 1_000_000, "seed": 0, "eps": 1e-3}
 #: the official code's polar grid for ZM-polar: radii from the centre to the border, angles around it
 POLAR_GRID = (26, 32)
 FEATURES = ("zm-polar", "zm-cart")
@@ -247,7 +250,8 @@ class DenseFieldCopyMove(TamperModel):
     def __init__(self, features: str = "zm-polar", diameter: int = 16, zm_order: int = 5, iterations: int = 8,
                  min_offset: int = 8, max_jump: int = 64, median_radius: int = 4, fit_radius: int = 6,
                  fit_error: float = 300.0, min_distance: int = 50, min_area: int = 1200, dilation_radius: int = 10,
-                 min_pixels: int = 786_432, max_pixels: int = 1_000_000, seed: int = 0, eps: float = 1e-3):
+                 min_pixels: int = 786_432, max_upscale: float = 2.5, max_pixels: int = 1_000_000, seed: int = 0,
+                 eps: float = 1e-3):
         super().__init__()
         for name, value, low in (("diameter", diameter, 4), ("zm_order", zm_order, 1), ("iterations", iterations, 1),
                                  ("min_offset", min_offset, 1), ("max_jump", max_jump, 1),
@@ -261,6 +265,8 @@ class DenseFieldCopyMove(TamperModel):
             raise UserError(f"copymove: features must be one of {', '.join(FEATURES)}, got {features!r}")
         if min_pixels > max_pixels:
             raise UserError(f"copymove: min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+        if not max_upscale >= 1:
+            raise UserError(f"copymove: max_upscale must be >= 1, got {max_upscale}")
         if fit_error <= 0 or not 0 < eps < 0.5:
             raise UserError(f"copymove: fit_error must be > 0 and eps in (0, 0.5), got {fit_error}, {eps}")
         self.features = features
@@ -268,14 +274,18 @@ class DenseFieldCopyMove(TamperModel):
         self.min_offset, self.max_jump, self.median_radius = int(min_offset), int(max_jump), int(median_radius)
         self.fit_radius, self.fit_error, self.min_distance = int(fit_radius), float(fit_error), int(min_distance)
         self.min_area, self.dilation_radius = int(min_area), int(dilation_radius)
-        self.min_pixels, self.max_pixels = int(min_pixels), int(max_pixels)
+        self.min_pixels, self.max_upscale, self.max_pixels = int(min_pixels), float(max_upscale), int(max_pixels)
         self.seed, self.eps = int(seed), float(eps)
+
+    def analysis_scale(self, h: int, w: int) -> float:
+        """The factor a photo of ``h×w`` pixels is resized by before analysis (module docstring, analysis size)."""
+        return min(math.sqrt(min(max(h * w, self.min_pixels), self.max_pixels) / float(h * w)), self.max_upscale)
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         """(boolean ``H×W`` mask of both copies, largest matched region in pixels at the analysis size) for one
         uint8 RGB photo."""
         h, w = rgb.shape[:2]
-        scale = math.sqrt(min(max(h * w, self.min_pixels), self.max_pixels) / float(h * w))
+        scale = self.analysis_scale(h, w)
         small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                     interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
         grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
