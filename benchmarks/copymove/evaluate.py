@@ -5,6 +5,9 @@ with authentic photos as their own group (docs/MODELS.md, "Copy-move expert").
     python benchmarks/copymove/evaluate.py --data CM_SET/list.json --authentic configs/default-model/test_photos.json \
         --checkpoint FUSED.safetensors --per-group 20 --out results.json
 
+--expert-only scores the copy-move expert alone (its default config, no checkpoint, no learned model); --jobs N then
+analyses N photos at once.
+
 --per-group N keeps the first N forgeries of each transform and every k-th authentic photo so that about N*4
 authentic photos remain (a subsample, said in the output).
 """
@@ -12,23 +15,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 from collections import defaultdict
 
 import numpy as np
+import torch
 
 from tamperscope.data.datasets import load_evaluation_records
-from tamperscope.engine.experts import expert_maps
+from tamperscope.engine.experts import build_experts, expert_maps
 from tamperscope.engine.predict import load_predictor
 from tamperscope.io import read_image, read_mask
 from tamperscope.metrics import MetricAccumulator
+
+
+_EXPERTS: dict = {}
+
+
+def _init_worker(experts: dict) -> None:
+    torch.set_num_threads(1)
+    _EXPERTS.update(experts)
+
+
+def _expert_map(path: str) -> tuple[np.ndarray, float, float]:
+    """The copy-move expert's (probability map, score, seconds) on one photo."""
+    image = read_image(path)
+    t = time.perf_counter()
+    prob, score = expert_maps(_EXPERTS, image, torch.device("cpu"))["copymove"]
+    return prob, score, time.perf_counter() - t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="copy-move forgeries (list.json with metadata.jsonl)")
     ap.add_argument("--authentic", help="authentic photos (a list or folder)")
-    ap.add_argument("--checkpoint", required=True, help="a checkpoint that names the copymove expert")
+    ap.add_argument("--checkpoint", help="a checkpoint that names the copymove expert")
+    ap.add_argument("--expert-only", action="store_true",
+                    help="score the copy-move expert alone, default config (no learned model, no checkpoint)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="with --expert-only: photos analysed at once, each in its own process (one thread each)")
     ap.add_argument("--per-group", type=int, default=0, help="at most this many forgeries per transform (0: all)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -42,25 +67,38 @@ def main() -> None:
     if args.per_group and authentic:
         step = max(1, len(authentic) // (4 * args.per_group))
         authentic = authentic[::step]
-    predictor = load_predictor(args.checkpoint, experts=True)
-    experts = predictor.experts
-    predictor.experts = {}  # the learned model alone; the experts run beside it below
-    acc = {name: MetricAccumulator() for name in ("learned", "copymove", "fused")}
+    if args.expert_only:
+        predictor, experts = None, build_experts({"copymove": {"config": {}}}, "--expert-only")
+    elif args.checkpoint:
+        predictor = load_predictor(args.checkpoint, experts=True)
+        experts = predictor.experts
+        predictor.experts = {}  # the learned model alone; the experts run beside it below
+    else:
+        ap.error("give --checkpoint or --expert-only")
+    names = ("copymove",) if predictor is None else ("learned", "copymove", "fused")
+    acc = {name: MetricAccumulator() for name in names}
     times = []
     records = forged + authentic
-    for i, rec in enumerate(records):
+    if predictor is None and args.jobs > 1:
+        pool = multiprocessing.get_context("fork").Pool(args.jobs, _init_worker, (experts,))
+        expert_results = pool.imap(_expert_map, [rec.image for rec in records])
+    else:
+        _init_worker(experts)
+        expert_results = map(_expert_map, [rec.image for rec in records])
+    for i, (rec, (cm_prob, cm_score, seconds)) in enumerate(zip(records, expert_results)):
         image = read_image(rec.image)
         gt = read_mask(rec.mask, image.shape[:2]) if rec.mask else np.zeros(image.shape[:2], bool)
-        learned = predictor.predict_array(image)
-        t = time.perf_counter()
-        cm_prob, cm_score = expert_maps(experts, image, predictor.device)["copymove"]
-        times.append((image.shape[0] * image.shape[1], time.perf_counter() - t))
+        times.append((image.shape[0] * image.shape[1], seconds))
         group = {"method": rec.meta.get("method", "copy-move") if rec.mask else "authentic"}
-        for name, prob, score in (("learned", learned.probability, learned.score), ("copymove", cm_prob, cm_score),
-                                  ("fused", np.maximum(learned.probability, cm_prob), max(learned.score, cm_score))):
+        scored = [("copymove", cm_prob, cm_score)]
+        if predictor is not None:
+            learned = predictor.predict_array(image)
+            scored += [("learned", learned.probability, learned.score),
+                       ("fused", np.maximum(learned.probability, cm_prob), max(learned.score, cm_score))]
+        for name, prob, score in scored:
             acc[name].add(i, prob, gt, score=score, label=int(bool(rec.mask)), groups=group)
-        print(f"{i + 1}/{len(records)} {group['method']} learned {learned.score:.2f} copymove {cm_score:.2f}",
-              flush=True)
+        print(f"{i + 1}/{len(records)} {rec.image} {group['method']} "
+              + " ".join(f"{name} {score:.2f}" for name, _, score in scored), flush=True)
     keys = ("pixel_f1", "pixel_auc", "image_auc", "fake_recall", "real_recall", "n_images")
     out = {"n_forged": len(forged), "n_authentic": len(authentic),
            "copymove_seconds_per_megapixel": sum(t for _, t in times) / (sum(p for p, _ in times) / 1e6)}

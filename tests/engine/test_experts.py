@@ -11,7 +11,7 @@ from tamperscope.errors import UserError
 from tamperscope.nn.norm import imagenet_normalize
 from tamperscope.registry import create_model
 
-SMALL = {"min_area": 300, "min_distance": 30, "max_jump": 32}
+SMALL = {"min_area": 300, "min_distance": 30, "max_jump": 32, "min_pixels": 0}
 REFERENCE = {"authentic_scores": [0.01, 0.02, 0.3], "tampered_scores": [0.6, 0.9]}
 
 

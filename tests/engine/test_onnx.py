@@ -56,7 +56,7 @@ def photo(h: int, w: int, seed: int) -> np.ndarray:
 
 
 #: the weight-free copy-move expert attached to the checkpoint (engine.experts), at a size for small photos
-EXPERTS = {"copymove": {"config": {"min_area": 300, "min_distance": 30, "max_jump": 32},
+EXPERTS = {"copymove": {"config": {"min_area": 300, "min_distance": 30, "max_jump": 32, "min_pixels": 0},
                         "image": {"authentic_scores": [0.01, 0.3], "tampered_scores": [0.6, 0.9]}}}
 
 

@@ -1,4 +1,6 @@
 """The dense-field copy-move expert (models/copymove.py): features, field, fitting, both copies found."""
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ from tamperscope.models.copymove import (DenseFieldCopyMove, linear_fit_error, m
 from tamperscope.nn.norm import imagenet_normalize
 from tamperscope.registry import create_model
 
-SMALL = {"min_area": 300, "min_distance": 30, "max_jump": 32}
+#: the 192-pixel test photos analysed at their own size (no upsampling to the paper's 1024×768), with size rules to match
+SMALL = {"min_area": 300, "min_distance": 30, "max_jump": 32, "min_pixels": 0}
 
 
 def f1(mask, gt):
@@ -29,6 +32,21 @@ def test_zernike_magnitudes_do_not_change_when_the_patch_rotates(copy_move):
     raw = [np.abs([(np.rot90(patch, k) * kk).sum() for kk in zernike_kernels(16, 5)[0]]) for k in range(2)]
     np.testing.assert_allclose(raw[0], raw[1], rtol=1e-4, atol=1e-4)
     assert feats[0].shape == (12,)
+
+
+def test_polar_zernike_magnitudes_barely_change_when_the_patch_rotates_by_30_degrees(copy_move):
+    """ZM-polar (the official code's default) resamples the disc on a polar grid: a rotation that is no multiple
+    of 90 degrees moves the samples along circles, so the magnitudes stay; the pixel-grid kernels (ZM-cart) lose
+    that for the high orders."""
+    grey = cv2.cvtColor(copy_move.texture(64, seed=4), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    turned = cv2.warpAffine(grey, cv2.getRotationMatrix2D((31.5, 31.5), 30, 1.0), (64, 64), flags=cv2.INTER_CUBIC)
+    errors = {}
+    for name, polar in (("polar", (26, 32)), ("cart", None)):
+        kernels, _ = zernike_kernels(16, 5, polar)
+        a, b = (np.abs((img[24:40, 24:40][None] * kernels).sum((1, 2))) for img in (grey, turned))
+        errors[name] = np.abs(a - b).max() / np.abs(a).max()
+    assert errors["polar"] < 0.03, errors
+    assert errors["polar"] < errors["cart"] / 2, errors
 
 
 def test_linear_fit_error_is_zero_on_an_affine_field_and_large_on_a_random_one():
@@ -82,8 +100,35 @@ def test_large_photos_are_analysed_downscaled_and_answered_at_full_size(copy_mov
     assert f1(mask, cv2.resize(gt.astype(np.uint8), (384, 384), interpolation=cv2.INTER_NEAREST) > 0) > 0.7
 
 
+def test_a_small_photo_is_analysed_at_the_papers_size(copy_move):
+    """The paper's pixel rules (16-pixel window, fitting disc, T_S = 1200) are for photos of about 1024×768; a
+    small photo is upsampled to ``min_pixels`` first. At its own size, the 50×50 copies of this 192×192 photo
+    shrink under the window and fitting discs below T_S and are missed (issue 17's misses of small copies)."""
+    image, gt = copy_move.forged()
+    rules = {"max_jump": 32}  # the paper's min_area and min_distance
+    native, native_area = create_model("copymove", **rules, min_pixels=0).detect(image)
+    assert native_area < 1200 and not native.any()
+    mask, area = create_model("copymove", **rules, min_pixels=4 * 192 * 192).detect(image)
+    assert mask.shape == gt.shape and area >= 1200
+    assert f1(mask, gt) > 0.75, f1(mask, gt)
+
+
+def test_the_analysis_size_is_the_papers_with_a_bounded_upsampling():
+    model = create_model("copymove")
+    assert model.analysis_scale(768, 1024) == 1.0  # the paper's size: as it is
+    assert model.analysis_scale(321, 481) == pytest.approx(math.sqrt(786_432 / (321 * 481)))  # BSDS500: ×2.26
+    assert model.analysis_scale(3000, 4000) == pytest.approx(math.sqrt(1e6 / 12e6))  # large: down to 1 MP
+    assert model.analysis_scale(78, 100) == 2.5  # a thumbnail: at most max_upscale
+
+
 def test_bad_config_and_training_are_refused():
     with pytest.raises(UserError, match="min_area"):
         DenseFieldCopyMove(min_area=0)
+    with pytest.raises(UserError, match="min_pixels"):
+        DenseFieldCopyMove(min_pixels=2_000_000, max_pixels=1_000_000)
+    with pytest.raises(UserError, match="features"):
+        DenseFieldCopyMove(features="sift")
+    with pytest.raises(UserError, match="max_upscale"):
+        DenseFieldCopyMove(max_upscale=0.5)
     with pytest.raises(UserError, match="not trainable"):
         create_model("copymove").param_groups(0.0)

@@ -6,15 +6,19 @@ vectorised over the whole field (OpenCV filters, torch gathers); nothing loops o
 
 1. **Features** (§III-A): the grey photo's Zernike moment magnitudes ``|Z_nm|`` of order ≤ ``zm_order`` (5: 12
    moments) over a disc of ``diameter`` (16) pixels around every pixel, computed as correlations with the
-   moments' complex basis kernels (the "ZM-cart" variant). Magnitudes are invariant to rotation; they are
-   min-max normalised over the photo as the official code does before matching.
+   moments' complex basis kernels. ``features="zm-polar"`` (the official demo's default, ``type_feat = 2``):
+   the disc is resampled on a polar grid (26 radii × 32 angles, bilinear) and the moments are sums over that
+   grid, which keeps the magnitudes invariant to rotations that are not multiples of 90°; ``"zm-cart"`` sums
+   over the pixel grid. Each moment is scaled by ``√(n+1)`` (the official code's orthonormal factor). The
+   magnitudes are min-max normalised over the photo as the official code does before matching.
 2. **Matching** (§III-B): a nearest-neighbour field ``δ(s)`` over the photo itself with PatchMatch: random
    initialisation, propagation of the neighbours' offsets with zero-order ``δ(s−e)`` and first-order
    ``2δ(s−e) − δ(s−2e)`` predictors (the paper's modification that follows rotated and scaled fields), and a
    random search with halving radius, for ``iterations`` (8) rounds; offsets shorter than ``min_offset``
    (T_D1 = 8) are forbidden. Resolved choice: PatchMatch's raster scan is sequential; here each round proposes
-   the neighbours at distances 1, 2, 4, … ``max_jump`` in the four directions for all pixels at once (jump
-   flooding), which spreads a good offset over a region in a logarithmic number of steps instead of one scan.
+   the neighbours at distances ``max_jump``, …, 4, 2, 1 for all pixels at once (jump flooding; from above and
+   the left in even rounds, from below and the right in odd ones, as PatchMatch alternates its scan order),
+   which spreads a good offset over a region in a logarithmic number of steps instead of one scan.
 3. **Post-processing** (§III-C): the field is median-filtered over a disc of radius ``median_radius`` (ρ_M = 4);
    dense linear fitting: at each pixel an affine model ``δ(s') ≈ A s' + b`` is fitted over a disc of radius
    ``fit_radius`` (ρ_N = 6) and pixels whose summed squared fitting error exceeds ``fit_error`` (T²_ε = 300) are
@@ -24,9 +28,16 @@ vectorised over the whole field (OpenCV filters, torch gathers); nothing loops o
    small regions are removed again, and the mask is dilated by a disc of ``dilation_radius`` (ρ_D = ρ_N + ρ_M).
 
 Resolved choices for the model contract (the paper outputs a binary mask):
-- Photos over ``max_pixels`` (1 MP, about the paper's 1024×768) are analysed downscaled to that size (area
-  interpolation) and the mask is resized back: the field's cost grows with the pixel count, and a copy-move
-  is a change of content that survives downscaling. All pixel parameters are at the analysis resolution.
+- **Analysis size**: every pixel parameter above (the 16-pixel window, ρ_M, ρ_N, T_D1, T_D2, T_S, ρ_D) is the
+  official demo's for the paper's test photos of 1024×768 pixels. Photos under ``min_pixels`` (786 432 =
+  1024×768) are upsampled (bicubic) to that pixel count, photos over ``max_pixels`` (1 MP) are downsampled
+  (area), and the mask is resized back. Without the upsampling, a copy of 1 % of a 481×321 photo (1 544
+  pixels) loses a band of about 8 pixels to the window (windows that straddle its border do not match) and 6
+  more to the fitting disc, leaves a few hundred matched pixels and fails T_S = 1200 — the main cause of the
+  missed small copies measured in issue 17 (docs/MODELS.md). The cost is that of a 1024×768 photo. The
+  upsampling is at most ``max_upscale`` (2.5×, enough for BSDS500's 481×321): it adds no detail, so on a
+  thumbnail a larger factor only inflates flat look-alike regions past T_S (validation thumbnails of 100×66 to
+  100×78 pixels scored up to 0.30 at 10–12× and 0.002 at 2.5×).
 - ``mask_logits``: ``±logit(1 − eps)`` inside / outside the final mask. ``image_logit``: ``log(a / min_area)``
   with ``a`` the largest connected region that passes the fitting and distance rules, so the image probability
   ``a / (a + min_area)`` is 0.5 exactly at the paper's size rule and grows with the matched area.
@@ -48,35 +59,62 @@ from .base import TamperModel
 
 PAPER = ("Cozzolino, Poggi & Verdoliva, Efficient dense-field copy-move forgery detection, IEEE TIFS 10(11), "
          "2015 (official code: GRIP CMFD-PM)")
-DEFAULT_CONFIG = {"diameter": 16, "zm_order": 5, "iterations": 8, "min_offset": 8, "max_jump": 64,
-                  "median_radius": 4, "fit_radius": 6, "fit_error": 300.0, "min_distance": 50, "min_area": 1200,
-                  "dilation_radius": 10, "max_pixels": 1_000_000, "seed": 0, "eps": 1e-3}
+DEFAULT_CONFIG = {"features": "zm-polar", "diameter": 16, "zm_order": 5, "iterations": 8, "min_offset": 8,
+                  "max_jump": 64, "median_radius": 4, "fit_radius": 6, "fit_error": 300.0, "min_distance": 50,
+                  "min_area": 1200, "dilation_radius": 10, "min_pixels": 786_432, "max_upscale": 2.5,
+                  "max_pixels": 1_000_000, "seed": 0, "eps": 1e-3}
+#: the official code's polar grid for ZM-polar: radii from the centre to the border, angles around it
+POLAR_GRID = (26, 32)
+FEATURES = ("zm-polar", "zm-cart")
 #: first-order predictions use neighbours up to this far (beyond, a field's curvature makes them unreliable)
 FIRST_ORDER_JUMP = 2
 
 
-def zernike_kernels(diameter: int, order: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """``K×d×d`` complex conjugate Zernike basis ``V*_nm`` sampled on the pixel centres of a ``d×d`` square
-    (zero outside the unit disc), for every ``n ≤ order``, ``0 ≤ m ≤ n``, ``n − m`` even; and the (n, m) list."""
-    c = (np.arange(diameter) - (diameter - 1) / 2.0) / (diameter / 2.0)
-    y, x = np.meshgrid(c, c, indexing="ij")
-    rho, theta = np.hypot(x, y), np.arctan2(y, x)
-    inside = rho <= 1.0
-    kernels, orders = [], []
-    for n in range(order + 1):
-        for m in range(n % 2, n + 1, 2):
-            radial = sum((-1) ** k * math.factorial(n - k)
-                         / (math.factorial(k) * math.factorial((n + m) // 2 - k) * math.factorial((n - m) // 2 - k))
-                         * rho ** (n - 2 * k) for k in range((n - m) // 2 + 1))
-            kernels.append((n + 1) / math.pi * radial * np.exp(-1j * m * theta) * inside / inside.sum())
-            orders.append((n, m))
-    return np.stack(kernels), orders
+def zernike_radial(n: int, m: int, rho: np.ndarray) -> np.ndarray:
+    """Zernike radial polynomial ``R_nm(rho)``."""
+    return sum((-1) ** k * math.factorial(n - k)
+               / (math.factorial(k) * math.factorial((n + m) // 2 - k) * math.factorial((n - m) // 2 - k))
+               * rho ** (n - 2 * k) for k in range((n - m) // 2 + 1))
 
 
-def zernike_features(grey: np.ndarray, diameter: int, order: int) -> np.ndarray:
+def zernike_kernels(diameter: int, order: int, polar: tuple[int, int] | None = None
+                    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """``K×d×d`` complex conjugate Zernike basis ``V*_nm`` over the disc inscribed in a ``d×d`` square, for every
+    ``n ≤ order``, ``0 ≤ m ≤ n``, ``n − m`` even; and the (n, m) list. Each kernel is scaled by ``√(n+1)`` and
+    normalised to unit energy of the ``(0, 0)`` kernel (the official code's orthonormal ``factor``).
+
+    ``polar=None`` ("ZM-cart"): the basis sampled on the pixel centres inside the disc. ``polar=(radii, angles)``
+    ("ZM-polar", §III-A): the patch is resampled on a polar grid of ``radii`` radii from 0 to ``(d−1)/2`` and
+    ``angles`` angles by bilinear interpolation and the moments are sums over that grid with the polar area
+    element ``rho``; the interpolation is folded into the kernels, so it is still one correlation per kernel."""
+    orders = [(n, m) for n in range(order + 1) for m in range(n % 2, n + 1, 2)]
+    c = np.arange(diameter) - (diameter - 1) / 2.0  # pixel centres relative to the patch centre
+    if polar is None:
+        y, x = np.meshgrid(c, c, indexing="ij")
+        rho, theta = np.hypot(x, y) / (diameter / 2.0), np.arctan2(y, x)
+        inside = (rho <= 1.0).astype(np.float64)
+        kernels = np.stack([inside * zernike_radial(n, m, rho) * np.exp(-1j * m * theta) for n, m in orders])
+    else:
+        radii, angles = polar
+        r = np.linspace(0.0, (diameter - 1) / 2.0, radii)
+        a = 2 * np.pi * np.arange(angles) / angles
+        py, px = (r[:, None] * np.sin(a)[None]).ravel(), (r[:, None] * np.cos(a)[None]).ravel()
+        # bilinear weights of every polar sample on every pixel: S×d×d
+        interp = (np.clip(1 - np.abs(c[None, :, None] - py[:, None, None]), 0, None)
+                  * np.clip(1 - np.abs(c[None, None, :] - px[:, None, None]), 0, None))
+        rho = np.repeat(r / (diameter / 2.0), angles)
+        theta = np.tile(a, radii)
+        weights = np.stack([zernike_radial(n, m, rho) * np.exp(-1j * m * theta) * rho for n, m in orders])
+        kernels = np.tensordot(weights, interp, axes=1)
+    kernels = kernels * np.sqrt([n + 1.0 for n, _ in orders])[:, None, None]
+    return kernels / np.sqrt((np.abs(kernels[0]) ** 2).sum()), orders
+
+
+def zernike_features(grey: np.ndarray, diameter: int, order: int, polar: tuple[int, int] | None = None
+                      ) -> np.ndarray:
     """``(H−d+1)×(W−d+1)×K`` moment magnitudes of every ``d×d`` window (its top-left corner indexes it),
     min-max normalised to [0, 1] over the photo."""
-    kernels, _ = zernike_kernels(diameter, order)
+    kernels, _ = zernike_kernels(diameter, order, polar)
     h, w = grey.shape
     vh, vw = h - diameter + 1, w - diameter + 1
     feats = np.empty((vh, vw, len(kernels)), np.float32)
@@ -97,15 +135,15 @@ class OffsetField:
     """PatchMatch over one feature map matched with itself (module docstring, step 2)."""
 
     def __init__(self, features: np.ndarray, min_offset: int, generator: torch.Generator):
-        self.h, self.w, _ = features.shape
-        self.flat = torch.from_numpy(np.ascontiguousarray(features.reshape(self.h * self.w, -1)))
+        self.h, self.w, k = features.shape
+        self.flat = torch.from_numpy(np.ascontiguousarray(features.reshape(self.h * self.w, k)))
+        self.gathered = torch.empty_like(self.flat)  # reused by every cost evaluation (no 12-channel temporaries)
         self.ys = torch.arange(self.h).view(-1, 1).expand(self.h, self.w)
         self.xs = torch.arange(self.w).view(1, -1).expand(self.h, self.w)
         self.min_offset2 = min_offset * min_offset
         self.gen = generator
         self.dy = torch.randint(0, self.h, (self.h, self.w), generator=generator) - self.ys
         self.dx = torch.randint(0, self.w, (self.h, self.w), generator=generator) - self.xs
-        self.ones = torch.ones(features.shape[2], 1)
         self.cost = torch.full((self.h, self.w), float("inf"))
         self.propose(self.dy, self.dx)
 
@@ -114,8 +152,8 @@ class OffsetField:
         ``min_offset``)."""
         ty, tx = (self.ys + dy).clamp_(0, self.h - 1), (self.xs + dx).clamp_(0, self.w - 1)
         dy, dx = ty - self.ys, tx - self.xs
-        diff = self.flat - self.flat.index_select(0, ty.mul_(self.w).add_(tx).view(-1))
-        cost = (diff.mul_(diff) @ self.ones).view(self.h, self.w)
+        torch.index_select(self.flat, 0, ty.mul_(self.w).add_(tx).view(-1), out=self.gathered)
+        cost = self.gathered.sub_(self.flat).square_().sum(1).view(self.h, self.w)
         return dy, dx, cost.masked_fill_(dy * dy + dx * dx < self.min_offset2, float("inf"))
 
     def propose(self, dy: torch.Tensor, dx: torch.Tensor) -> None:
@@ -209,38 +247,53 @@ class DenseFieldCopyMove(TamperModel):
 
     native_resolution = True
 
-    def __init__(self, diameter: int = 16, zm_order: int = 5, iterations: int = 8, min_offset: int = 8,
-                 max_jump: int = 64, median_radius: int = 4, fit_radius: int = 6, fit_error: float = 300.0,
-                 min_distance: int = 50, min_area: int = 1200, dilation_radius: int = 10,
-                 max_pixels: int = 1_000_000, seed: int = 0, eps: float = 1e-3):
+    def __init__(self, features: str = "zm-polar", diameter: int = 16, zm_order: int = 5, iterations: int = 8,
+                 min_offset: int = 8, max_jump: int = 64, median_radius: int = 4, fit_radius: int = 6,
+                 fit_error: float = 300.0, min_distance: int = 50, min_area: int = 1200, dilation_radius: int = 10,
+                 min_pixels: int = 786_432, max_upscale: float = 2.5, max_pixels: int = 1_000_000, seed: int = 0,
+                 eps: float = 1e-3):
         super().__init__()
         for name, value, low in (("diameter", diameter, 4), ("zm_order", zm_order, 1), ("iterations", iterations, 1),
                                  ("min_offset", min_offset, 1), ("max_jump", max_jump, 1),
                                  ("median_radius", median_radius, 0), ("fit_radius", fit_radius, 1),
                                  ("min_distance", min_distance, 0), ("min_area", min_area, 1),
-                                 ("dilation_radius", dilation_radius, 0), ("max_pixels", max_pixels, 4096)):
+                                 ("dilation_radius", dilation_radius, 0), ("min_pixels", min_pixels, 0),
+                                 ("max_pixels", max_pixels, 4096)):
             if int(value) != value or value < low:
                 raise UserError(f"copymove: {name} must be an integer >= {low}, got {value}")
+        if features not in FEATURES:
+            raise UserError(f"copymove: features must be one of {', '.join(FEATURES)}, got {features!r}")
+        if min_pixels > max_pixels:
+            raise UserError(f"copymove: min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+        if not max_upscale >= 1:
+            raise UserError(f"copymove: max_upscale must be >= 1, got {max_upscale}")
         if fit_error <= 0 or not 0 < eps < 0.5:
             raise UserError(f"copymove: fit_error must be > 0 and eps in (0, 0.5), got {fit_error}, {eps}")
+        self.features = features
         self.diameter, self.zm_order, self.iterations = int(diameter), int(zm_order), int(iterations)
         self.min_offset, self.max_jump, self.median_radius = int(min_offset), int(max_jump), int(median_radius)
         self.fit_radius, self.fit_error, self.min_distance = int(fit_radius), float(fit_error), int(min_distance)
-        self.min_area, self.dilation_radius, self.max_pixels = int(min_area), int(dilation_radius), int(max_pixels)
+        self.min_area, self.dilation_radius = int(min_area), int(dilation_radius)
+        self.min_pixels, self.max_upscale, self.max_pixels = int(min_pixels), float(max_upscale), int(max_pixels)
         self.seed, self.eps = int(seed), float(eps)
+
+    def analysis_scale(self, h: int, w: int) -> float:
+        """The factor a photo of ``h×w`` pixels is resized by before analysis (module docstring, analysis size)."""
+        return min(math.sqrt(min(max(h * w, self.min_pixels), self.max_pixels) / float(h * w)), self.max_upscale)
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         """(boolean ``H×W`` mask of both copies, largest matched region in pixels at the analysis size) for one
         uint8 RGB photo."""
         h, w = rgb.shape[:2]
-        scale = min(1.0, math.sqrt(self.max_pixels / float(h * w)))
+        scale = self.analysis_scale(h, w)
         small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-                                                    interpolation=cv2.INTER_AREA)
+                                                    interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
         grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
         sh, sw = grey.shape
         if min(sh, sw) < self.diameter + 2 * self.min_offset:
             return np.zeros((h, w), bool), 0.0
-        feats = zernike_features(grey, self.diameter, self.zm_order)
+        feats = zernike_features(grey, self.diameter, self.zm_order,
+                                 POLAR_GRID if self.features == "zm-polar" else None)
         gen = torch.Generator().manual_seed(self.seed)
         dy, dx = OffsetField(feats, self.min_offset, gen).run(self.iterations, self.max_jump)
         if self.median_radius:
