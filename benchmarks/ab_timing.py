@@ -72,15 +72,18 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
-def machine() -> str:
-    """CPU model (from /proc/cpuinfo where there is one), logical CPUs and the threads torch uses."""
-    name = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one, else the platform's name for it)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{name}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}"
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """CPU model, logical CPUs and the threads torch uses."""
+    return f"{cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}"

@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -47,6 +47,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ab_timing import cpu_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared" / "data").resolve()
@@ -104,17 +107,8 @@ SPECS: dict[str, Spec] = {
 
 
 def cpu_info() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"{name}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    return (f"{cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread(s)")
 
 
 def build(spec: Spec, stage: str | None = None):

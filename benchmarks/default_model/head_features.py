@@ -24,14 +24,8 @@ from tamperscope.checkpoint import load_checkpoint
 from tamperscope.data.datasets import load_evaluation_records
 from tamperscope.data.transforms import pad_to_multiple
 from tamperscope.io import read_image
-from tamperscope.models.elaunet import with_context
+from tamperscope.models.elaunet import top_mean, with_context
 from tamperscope.nn.norm import imagenet_normalize
-
-
-def top_mean(x: torch.Tensor, share: float) -> torch.Tensor:
-    """Mean of the top ``share`` of the last axis (at least one value)."""
-    k = max(1, int(x.shape[-1] * share))
-    return x.topk(k, dim=-1).values.mean(-1)
 
 
 @torch.inference_mode()
@@ -50,9 +44,10 @@ def photo_statistics(model, image: np.ndarray) -> dict:
         bottom = with_context(bottom)
     b = bottom.flatten(2)[0].float()  # C × N
     lg = grabbed["half"].flatten(1)[0].float()
-    return {"b_mean": b.mean(1), "b_max": b.amax(1), "b_top": top_mean(b, 0.01), "b_std": b.std(1),
-            "l_max": lg.max(), "l_top01": top_mean(lg, 0.001), "l_top1": top_mean(lg, 0.01),
-            "l_top5": top_mean(lg, 0.05), "l_mean": lg.mean(), "l_std": lg.std(), "l_pos": (lg > 0).float().mean(),
+    # the shares the model's own head pools (elaunet.top_mean: 1 / divisor of the values)
+    return {"b_mean": b.mean(1), "b_max": b.amax(1), "b_top": top_mean(b, 100), "b_std": b.std(1),
+            "l_max": lg.max(), "l_top01": top_mean(lg, 1000), "l_top1": top_mean(lg, 100),
+            "l_top5": top_mean(lg, 20), "l_mean": lg.mean(), "l_std": lg.std(), "l_pos": (lg > 0).float().mean(),
             "score": out["image_logit"][0]}
 
 
