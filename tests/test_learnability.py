@@ -31,3 +31,28 @@ def test_overfits_eight_training_images(shared_data, name, steps):
     assert result["curve"][0]["step"] == 0 and result["curve"][0]["pixel_f1"] < 0.6  # the untrained model
     print(f"{name}: pixel F1 {result['pixel_f1']:.3f} on its 8 training images after {steps} steps")
     assert result["pixel_f1"] >= 0.9, result["curve"]
+
+
+def test_all_one_floor_is_scored_by_the_protocol(tmp_path):
+    """The budget check's floor (every pixel tampered) runs through the toolkit's evaluation like a trained model;
+    its per-image F1 is 2a / (1 + a) for a region covering the share a of the photo."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from tamperscope.data.datasets import load_evaluation_records
+
+    learn = _benchmark()
+    rng = np.random.default_rng(0)
+    entries, shares = [], []
+    for i, rows in enumerate((8, 24, 40)):  # regions of 8, 24 and 40 of 64 rows, full width
+        mask = np.zeros((64, 96), np.uint8)
+        mask[:rows] = 255
+        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        Image.fromarray(mask).save(tmp_path / f"{i}_gt.png")
+        entries.append([f"{i}.png", f"{i}_gt.png"])
+        shares.append(rows / 64)
+    (tmp_path / "list.json").write_text(json.dumps(entries))
+    metrics = learn.evaluate_on(learn.all_tampered_model(), load_evaluation_records(tmp_path / "list.json"), 64)
+    assert metrics["pixel_f1"] == pytest.approx(np.mean([2 * a / (1 + a) for a in shares]), abs=1e-6)
