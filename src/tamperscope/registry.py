@@ -1,13 +1,16 @@
 """Model registry: name -> (class, default config, paper reference, stages, training presets, tiny config).
 
 Every module of :mod:`tamperscope.models` is imported on the first lookup and registers its models with
-:func:`register_model`, so a new method needs no line here; :func:`create_model` merges user overrides into the
-paper defaults and rejects unknown keys, so a typo in a config never goes unnoticed.
+:func:`register_model`, so a new method needs no line here. A model states its paper defaults once, as the keyword
+defaults of its constructor, and the registry reads its default config from that signature (as
+``transformers``' configuration classes hold theirs in ``__init__``); :func:`create_model` merges user overrides
+into those defaults and rejects unknown keys, so a typo in a config never goes unnoticed.
 """
 from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import json
 import pkgutil
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ _MODELS_PACKAGE = "tamperscope.models"
 class ModelEntry:
     name: str
     cls: Callable[..., Any]
+    #: the constructor's keyword defaults with the registered ``overrides`` (:func:`register_model`)
     default_config: dict
     paper: str
     stages: tuple[str, ...] = ()
@@ -34,16 +38,29 @@ _REGISTRY: dict[str, ModelEntry] = {}
 _loaded = False
 
 
-def register_model(name: str, *, default_config: dict, paper: str, train_presets: dict[str, dict] | None = None,
-                   description: str = "", tiny_config: dict | None = None):
-    """Class decorator: ``@register_model("frdnet", default_config={...}, paper="...")``; the stages are the
-    class's ``stages``."""
+def signature_config(cls) -> dict:
+    """The keyword defaults of ``cls.__init__`` as a JSON config (tuples become lists). Every parameter needs a
+    JSON default (no ``*args``/``**kwargs``): the config of a saved model must rebuild it."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    missing = [p.name for p in params if p.default is p.empty]
+    if missing:
+        raise TypeError(f"{cls.__name__}.__init__: {', '.join(missing)} without a default; a registered model "
+                        "states its whole config as keyword defaults")
+    return json.loads(json.dumps({p.name: p.default for p in params}))
 
-    merge_config(default_config, tiny_config or {}, where=f"{name} tiny_config")  # a stale key fails at import
+
+def register_model(name: str, *, paper: str, overrides: dict | None = None, train_presets: dict | None = None,
+                   description: str = "", tiny_config: dict | None = None):
+    """Class decorator: ``@register_model("frdnet", paper="...")``. The default config is the constructor's keyword
+    defaults, updated by ``overrides`` where one class is registered under several names (SegFormer's
+    ``variant``); the stages are the class's ``stages``. A stale key in ``overrides`` or ``tiny_config`` fails
+    at import."""
 
     def wrap(cls):
-        _REGISTRY[name] = ModelEntry(name, cls, copy.deepcopy(default_config), paper, tuple(cls.stages),
-                                     copy.deepcopy(train_presets or {}), description, copy.deepcopy(tiny_config or {}))
+        defaults = merge_config(signature_config(cls), overrides or {}, where=f"{name} overrides")
+        merge_config(defaults, tiny_config or {}, where=f"{name} tiny_config")
+        _REGISTRY[name] = ModelEntry(name, cls, defaults, paper, tuple(cls.stages), copy.deepcopy(train_presets or {}),
+                                     description, copy.deepcopy(tiny_config or {}))
         return cls
 
     return wrap

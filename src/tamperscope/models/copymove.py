@@ -59,10 +59,6 @@ from .base import TamperModel
 
 PAPER = ("Cozzolino, Poggi & Verdoliva, Efficient dense-field copy-move forgery detection, IEEE TIFS 10(11), "
          "2015 (official code: GRIP CMFD-PM)")
-DEFAULT_CONFIG = {"features": "zm-polar", "diameter": 16, "zm_order": 5, "iterations": 8, "min_offset": 8,
-                  "max_jump": 64, "median_radius": 4, "fit_radius": 6, "fit_error": 300.0, "min_distance": 50,
-                  "min_area": 1200, "dilation_radius": 10, "min_pixels": 786_432, "max_upscale": 2.5,
-                  "max_pixels": 1_000_000, "seed": 0, "eps": 1e-3}
 #: the official code's polar grid for ZM-polar: radii from the centre to the border, angles around it
 POLAR_GRID = (26, 32)
 FEATURES = ("zm-polar", "zm-cart")
@@ -240,7 +236,7 @@ def mirror(mask: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     return out
 
 
-@register_model("copymove", default_config=DEFAULT_CONFIG, paper=PAPER,
+@register_model("copymove", paper=PAPER,
                 description="dense-field copy-move detector (Zernike moments, PatchMatch, linear fitting); no weights")
 class DenseFieldCopyMove(TamperModel):
     """See the module docstring."""

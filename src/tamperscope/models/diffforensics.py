@@ -56,39 +56,6 @@ from .base import TamperModel
 PAPER = ("Zeqin Yu, Jiangqun Ni, Yuzhen Lin, Haoyi Deng, Bin Li, DiffForensics: Leveraging Diffusion Prior to "
          "Image Forgery Detection and Localization, CVPR 2024")
 
-DEFAULT_CONFIG = {
-    "stage": "finetune",
-    "encoder_variant": "b2",
-    "encoder_weights": None,
-    "encoder_drop_path": 0.1,
-    "encoder_input": "imagenet",
-    "decoder_channels": None,
-    "norm_groups": 32,
-    "time_embed_dim": 128,
-    "time_hidden_dim": 512,
-    "tail_channels": 32,
-    "num_train_timesteps": 1000,
-    "beta_start": 1e-4,
-    "beta_end": 0.02,
-    "noise_type": "simplex",
-    "simplex_frequency": 64.0,
-    "simplex_octaves": 6,
-    "simplex_persistence": 0.8,
-    "normalize_noise": False,
-    "finetune_timestep": 5,
-    "finetune_add_noise": False,
-    "ecem_feed": False,
-    "edge_width": 7,
-    "seg_bce_weight": 0.1,
-    "seg_pos_weight": 2.0,
-    "seg_neg_weight": 0.5,
-    "edge_scale_weights": [1.0, 0.5, 0.25],
-    "clf_fake_weight": 0.7,
-    "clf_real_weight": 0.3,
-    "alpha": 0.8,
-    "beta": 0.1,
-}
-
 #: Paper recipes (§4.1 "Implementation details"): AdamW 1e-4, constant LR, weight decay 0.01 (AdamW default) [R].
 #: "paper" is stage 2 (the default stage); "pretrain" is stage 1 and is picked by ``train --stage pretrain``.
 #: The paper's batch sizes (32 fine-tuning, 16 pre-training) are totals over its 4 A100s: ``global_batch``, with
@@ -168,7 +135,7 @@ class DiffForensicsDecoder(nn.Module):
         self.out_norm = nn.GroupNorm(groups, tail_channels)
 
 
-@register_model("diffforensics", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=PRESETS,
+@register_model("diffforensics", paper=PAPER, train_presets=PRESETS,
                 description="DiffForensics: Simplex-DDPM pre-trained MiT/UNet with ECEM edge branches",
                 tiny_config={"encoder_variant": "b0"})
 class DiffForensics(TamperModel):

@@ -73,40 +73,6 @@ from .base import TamperModel, max_pool_image_logit
 PAPER = ("DiffIML: score-based latent diffusion with a lightweight mask VAE, edge supervision and error prior "
          "for image manipulation localization (paper 002; code scu-zjz/DiffIML)")
 
-DEFAULT_CONFIG = {
-    "stage": "denoiser",
-    # condition encoder (MiT + fusion head)
-    "encoder_variant": "b3",
-    "encoder_weights": None,
-    "drop_path_rate": 0.1,
-    "condition_channels": 128,
-    # light UNet
-    "unet_channels": 128,
-    "unet_layers_per_block": 2,
-    "unet_attention_head_dim": 8,
-    # LightVAE
-    "lightvae_base_channels": 32,
-    "latent_channels": 4,
-    "latent_scale": SD_LATENT_SCALE,
-    "lightvae_weights": None,
-    "teacher_vae": None,
-    "latent_loss_weight": 0.01,
-    # diffusion
-    "num_train_timesteps": 1000,
-    "beta_start": 1e-4,
-    "beta_end": 0.02,
-    "prior_rate": 0.1,
-    "seg_weight": 0.2,
-    "num_inference_steps": 8,
-    "ensemble_size": 5,
-    "flip_tta": True,
-    "sample_seed": 0,
-    "sample_clip": None,  # None: x̂₀ unclipped in DDIM (item 9); 1.0: the official code's clip to ±1
-    # edge ground truth asked from the data layer
-    "edge_gt": "band",
-    "edge_width": 7,
-}
-
 TRAIN_PRESETS = {
     # official script (runs/demo_train_diffiml.sh): 60 epochs, 2 warm-up, 16/GPU × 8 GPUs; edge_gt="band"
     "code": {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.05, "epochs": 60, "warmup_epochs": 2,
@@ -190,7 +156,7 @@ class LightUNet(nn.Module):
         return unet.conv_out(unet.conv_act(unet.conv_norm_out(hidden)))
 
 
-@register_model("diffiml", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
+@register_model("diffiml", paper=PAPER, train_presets=TRAIN_PRESETS,
                 description="DiffIML: LightVAE + MiT-b3 condition + light UNet, DDIM 8 steps, ensemble of 5",
                 tiny_config={"encoder_variant": "b0", "condition_channels": 32, "unet_channels": 32,
                              "ensemble_size": 2, "num_inference_steps": 2, "flip_tta": False})
@@ -202,15 +168,22 @@ class DiffIML(TamperModel):
     #: official test code and the paper's main tables) and without flip TTA (as Table 4's efficiency numbers)
     complexity_variants = MappingProxyType({"flip TTA, default": {}, "no TTA": {"flip_tta": False}})
 
-    def __init__(self, stage: str = "denoiser", encoder_variant: str = "b3", encoder_weights: str | None = None,
-                 drop_path_rate: float = 0.1, condition_channels: int = 128, unet_channels: int = 128,
-                 unet_layers_per_block: int = 2, unet_attention_head_dim: int = 8, lightvae_base_channels: int = 32,
-                 latent_channels: int = 4, latent_scale: float = SD_LATENT_SCALE, lightvae_weights: str | None = None,
-                 teacher_vae: str | None = None, latent_loss_weight: float = 0.01, num_train_timesteps: int = 1000,
-                 beta_start: float = 1e-4, beta_end: float = 0.02, prior_rate: float = 0.1, seg_weight: float = 0.2,
-                 num_inference_steps: int = 8, ensemble_size: int = 5, flip_tta: bool = True,
-                 sample_seed: int | None = 0, sample_clip: float | None = None, edge_gt: str = "band",
-                 edge_width: int = 7):
+    def __init__(self, stage: str = "denoiser",
+                 # condition encoder (MiT + fusion head)
+                 encoder_variant: str = "b3", encoder_weights: str | None = None, drop_path_rate: float = 0.1,
+                 condition_channels: int = 128,
+                 # light UNet
+                 unet_channels: int = 128, unet_layers_per_block: int = 2, unet_attention_head_dim: int = 8,
+                 # LightVAE
+                 lightvae_base_channels: int = 32, latent_channels: int = 4, latent_scale: float = SD_LATENT_SCALE,
+                 lightvae_weights: str | None = None, teacher_vae: str | None = None, latent_loss_weight: float = 0.01,
+                 # diffusion; sample_clip None: x̂₀ unclipped in DDIM (item 9), 1.0: the official code's clip to ±1
+                 num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 prior_rate: float = 0.1, seg_weight: float = 0.2, num_inference_steps: int = 8,
+                 ensemble_size: int = 5, flip_tta: bool = True, sample_seed: int | None = 0,
+                 sample_clip: float | None = None,
+                 # edge ground truth asked from the data layer
+                 edge_gt: str = "band", edge_width: int = 7):
         super().__init__()
         if edge_gt not in ("band", "canny"):
             raise UserError(f"diffiml: edge_gt must be 'band' or 'canny', got {edge_gt!r}")

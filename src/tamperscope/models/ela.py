@@ -35,11 +35,9 @@ from .base import TamperModel, max_pool_image_logit
 PAPER = ("Krawetz, A Picture's Worth: Digital Image Analysis and Forensics, Black Hat Briefings 2007 "
          "(error-level analysis)")
 METHODS = ("ela", "noise")
-DEFAULT_CONFIG = {"method": "ela", "quality": 90, "smoothing_sigma": 2.0, "noise_window": 7,
-                  "normalize_percentile": 99.5, "eps": 1e-4}
 
 
-@register_model("ela", default_config=DEFAULT_CONFIG, paper=PAPER,
+@register_model("ela", paper=PAPER,
                 description="error-level analysis (JPEG re-save difference) or local noise variance; no weights")
 class ErrorLevelAnalysis(TamperModel):
     """ELA / noise-variance map as a :class:`TamperModel` (see the module docstring)."""

@@ -59,9 +59,6 @@ from .ela import ErrorLevelAnalysis
 
 PAPER = ("tamperscope's own model: error-level analysis (Krawetz, Black Hat 2007) as input to a U-Net "
          "(Ronneberger et al., MICCAI 2015)")
-DEFAULT_CONFIG = {"qualities": [90, 75], "error_scale": 8.0, "ela_map": False, "ela_prior": False,
-                  "residual": False, "residual_scale": 4.0, "global_context": False, "detection_head": False,
-                  "head_pooling": "max", "widths": [24, 48, 96, 192], "dice_weight": 1.0, "cls_weight": 0.5}
 ELA_PRIOR_EPS = 1e-4
 #: SRM's three residual filters kept by RGB-N (Zhou et al., CVPR 2018, §3.2), each with its own normaliser
 SRM_KERNELS = (
@@ -88,7 +85,7 @@ def double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(conv_bn_relu(cin, cout), conv_bn_relu(cout, cout))
 
 
-@register_model("ela-unet", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=PRESETS,
+@register_model("ela-unet", paper=PAPER, train_presets=PRESETS,
                 description="compact U-Net over RGB + JPEG error levels at native resolution; the default model")
 class ErrorLevelUNet(TamperModel):
     """See the module docstring."""

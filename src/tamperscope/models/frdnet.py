@@ -74,26 +74,6 @@ from .base import TamperModel, max_pool_image_logit
 PAPER = ("Chen et al., Amplifying Discrepancies: Exploiting Macro and Micro Inconsistencies for Image "
          "Manipulation Localization (FRD-Net), AAAI 2026")
 
-DEFAULT_CONFIG = {
-    "encoder_variant": "b2",
-    "encoder_weights": None,
-    "drop_path_rate": 0.1,
-    "ln_eps": 1e-6,
-    "num_blocks": 4,
-    "mlp_ratio": 4.0,
-    "layer_scale_init": 1e-5,
-    "icm_centres": [64, 16, 2],
-    "use_icm": True,
-    "use_dpm": True,
-    "dpm_progressive": True,
-    "cdc_theta": 1.0,
-    "decoder_channels": [256, 128, 64, 32],
-    "loss_dice": "squared",
-    "dice_smooth": 1.0,
-    "edge_loss_weight": 1.0,
-    "edge_width": 7,
-}
-
 TRAIN_PRESETS = {
     # 16 per GPU on 2 GPUs: one device accumulates 2 batches of 16 (global_batch)
     "official": {"optimizer": "adamw", "lr": 5e-5, "weight_decay": 0.05, "epochs": 100, "warmup_epochs": 2,
@@ -252,7 +232,7 @@ def _init_new_layers(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-@register_model("frdnet", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
+@register_model("frdnet", paper=PAPER, train_presets=TRAIN_PRESETS,
                 description="FRD-Net: MiT-b2 stage 4 + 4 FRD blocks (ICM + DPM) + deconvolution decoder",
                 tiny_config={"encoder_variant": "b0", "num_blocks": 2, "decoder_channels": [64, 32, 16, 16]})
 class FRDNet(TamperModel):

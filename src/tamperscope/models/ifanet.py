@@ -80,35 +80,6 @@ STAGES = ("realness-prior", "main")
 MASK_MODES = ("complementary-4", "none")
 REALNESS_PRIORS = ("mae", "blur", "jpeg")
 
-DEFAULT_CONFIG = {
-    "stage": "main",
-    "realness_prior": "mae",          # "mae" (paper §3.1); "blur" / "jpeg": fixed low-pass reconstruction [R]
-    "lowpass_sigma": 2.0,             # Gaussian σ (pixels) of realness_prior="blur"
-    "lowpass_quality": 75,            # JPEG quality of realness_prior="jpeg"
-    "mae_variant": "vit-large-16",
-    "mae_weights": None,              # FAIR mae_visualize_vit_large.pth or HF ViTMAEForPreTraining file/folder
-    "mae_input_size": 512,            # [R] 512 with regenerated tables; 224 cheap mode; None = input size
-    "mae_ln_eps": 1e-6,
-    "mask_mode": "complementary-4",   # [R]
-    "mask_seed": 0,                   # partition seed in eval mode
-    "mit_variant": "b2",
-    "mit_embed_dims": None,           # overrides for tiny test encoders
-    "mit_depths": None,
-    "mit_weights": None,              # ADE20K MiT-b2 (NVlabs or HF layout), loaded into both streams
-    "drop_path_rate": 0.1,
-    "decoder_dim": 768,
-    "head_dropout": 0.1,
-    "dual_stream": True,
-    "use_tapi": True,
-    "adaptive_decoder": True,
-    "prompt_channels": [32, 64, 128, 256],
-    "prompt_dim": 256,
-    "coarse_weight": 0.5,             # λ [R]
-    "detach_coarse": False,           # [R] gradients of Stage II reach M₁
-    "prior_mask_ratio": 0.75,
-    "norm_pix_loss": False,
-}
-
 TRAIN_PRESETS = {
     # paper §4 (Implementation Details): AdamW 2e-5, wd 1e-5, ≤100 epochs, early stopping on val IoU (patience 10),
     # effective batch 32 on 8 GPUs (DDP): 4 per process [R], one process accumulates 8; no schedule is given →
@@ -202,13 +173,16 @@ class DualStreamSegmentationNetwork(nn.Module):
         return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@register_model("ifanet", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
+@register_model("ifanet", paper=PAPER, train_presets=TRAIN_PRESETS,
                 description="IFA-Net: frozen MAE realness prior + dual-stream MiT-b2 + TAPI/FiLM + adaptive decoder",
                 tiny_config={"mae_variant": "tiny", "mae_input_size": None, "mit_variant": "b0",
                              "mit_embed_dims": [16, 32, 80, 128], "mit_depths": [1, 1, 1, 1], "decoder_dim": 32,
                              "prompt_channels": [4, 8, 8, 16], "prompt_dim": 16})
 class IFANet(TamperModel):
-    """IFA-Net (paper 000, §3). See the module docstring for every resolved ambiguity."""
+    """IFA-Net (paper 000, §3). See the module docstring for every resolved ambiguity. Weights: ``mae_weights``,
+    FAIR ``mae_visualize_vit_large.pth`` or an HF ``ViTMAEForPreTraining`` file or folder; ``mit_weights``, ADE20K
+    MiT-b2 (NVlabs or HF layout), loaded into both streams. ``mit_embed_dims``/``mit_depths`` override the MiT's
+    widths and depths (tiny test encoders)."""
 
     stages = STAGES
 

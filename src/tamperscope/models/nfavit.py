@@ -66,24 +66,6 @@ from .base import TamperModel
 PAPER = ("Cai, Wang et al., Zooming In on Fakes: A Novel Dataset for Localized AI-Generated Image Detection with "
          "Forgery Amplification Approach (BR-Gen / NFA-ViT), §4")
 
-DEFAULT_CONFIG = {
-    "noise_extractor": "noiseprint++",
-    "noiseprint_weights": None,
-    "noise_variant": "b0",
-    "noise_mit_weights": None,
-    "image_variant": "b2",
-    "image_mit_weights": None,
-    "topk_ratio": 0.25,
-    "sparse_rate": 2,
-    "decoder_dim": 512,
-    "gamma_init": 1e-6,
-    "cls_weight": 1.0,
-    "drop_path_rate": 0.1,
-    "ln_eps": 1e-6,
-    "brgen_compat": False,
-    "train_noise_branch": None,  # None: trained (straight-through) without noise_mit_weights, frozen with them
-}
-
 # Every recipe's batch is 64 in total on 4 GPUs (paper: batch 64 on 4×4090; train.sh: 16 per GPU × 4): 16 per
 # process and ``global_batch`` 64, so one process accumulates 4 batches and torchrun on 4 GPUs accumulates none.
 TRAIN_PRESETS = {
@@ -129,7 +111,7 @@ class WeightedDecoder(nn.Module):
         return self.pred(fused)
 
 
-@register_model("nfavit", default_config=DEFAULT_CONFIG, paper=PAPER, train_presets=TRAIN_PRESETS,
+@register_model("nfavit", paper=PAPER, train_presets=TRAIN_PRESETS,
                 description="NFA-ViT: Noiseprint++-guided sparse MiT-b2 with NAA (BR-Gen)",
                 tiny_config={"noise_extractor": "residual", "image_variant": "b0", "decoder_dim": 32})
 class NFAViT(TamperModel):

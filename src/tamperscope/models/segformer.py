@@ -57,9 +57,5 @@ class SegFormer(TamperModel):
 
 
 for _v in ("b0", "b1", "b2", "b3", "b4", "b5"):
-    register_model(f"segformer-{_v}", default_config={"variant": _v, "drop_path_rate": 0.1, "dropout": 0.1,
-                                                       "encoder_weights": None, "segformer_weights": None,
-                                                       "ln_eps": 1e-6, "dice_weight": 0.0,
-                                                       "dice_form": "batch"},
-                   paper=PAPER, train_presets=PRESETS,
+    register_model(f"segformer-{_v}", paper=PAPER, overrides={"variant": _v}, train_presets=PRESETS,
                    description=f"SegFormer-{_v} baseline (MiT-{_v} + All-MLP head)")(SegFormer)
