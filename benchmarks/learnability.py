@@ -17,18 +17,18 @@ model is printed and written to the results JSON):
   regions are large it beats ELA, so it is the floor to read a model against. A model with an earlier stage
   (DiffIML's LightVAE) spends the first 10 % of its budget on it.
 
-Data for (b) (outside the repository)::
+Data for (b) (outside the repository), synthesized at the check's size so that no resize blurs the JPEG traces::
 
     tamperscope synthesize --photos configs/default-model/train_photos.json --out /work/cache/learn/train \\
-        --tampered 600 --authentic 100 --seed 1 --max-side 256
+        --tampered 1200 --authentic 200 --seed 1 --max-side 128
     tamperscope synthesize --photos configs/default-model/val_photos.json --out /work/cache/learn/val \\
-        --tampered 96 --authentic 32 --seed 2 --max-side 256
+        --tampered 96 --authentic 32 --seed 2 --max-side 128
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/learnability.py overfit --overfit-steps 150 [--models NAME ...]
     OMP_NUM_THREADS=1 python benchmarks/learnability.py ela            # ELA and the all-one map on val
-    OMP_NUM_THREADS=1 python benchmarks/learnability.py budget --minutes 2 --evals 2
+    OMP_NUM_THREADS=1 python benchmarks/learnability.py budget --minutes 4 --evals 2
     python benchmarks/learnability.py plot          # PNGs of the (a) and (b) curves from the saved results
 
 Results (JSON per model and check, curves PNG) go to ``--out`` (default /work/cache/learn/results), never into
