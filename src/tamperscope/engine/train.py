@@ -8,10 +8,10 @@
   val), ``trainer_state.json`` pointing at the latest resumable state ``state/step-N/`` (model,
   optimizer and RNG states as safetensors), ``metrics.jsonl`` and ``curves.png``. Every file is written
   atomically and the pointer is updated last, so a kill at any moment leaves a consistent run.
-* ``--resume`` continues exactly: same next batch (seeded per-epoch order, started mid-epoch), same LR (the run's
-  step count and warm-up are stored in its config), same RNG streams; the final weights equal those of an
-  uninterrupted run.
-* ``--max-steps`` below the epochs' steps lays the whole schedule (warm-up share and decay) over those steps.
+* A resumed run (``resume``) continues exactly: same next batch (seeded per-epoch order, started mid-epoch),
+  same LR (the run's step count and warm-up are stored in its config), same RNG streams; the final weights equal
+  those of an uninterrupted run.
+* ``max_steps`` below the epochs' steps lays the whole schedule (warm-up share and decay) over those steps.
 * A non-finite loss stops with a message naming the step and the loss terms; SIGTERM/SIGINT save a
   resumable state first.
 """
@@ -105,8 +105,8 @@ def load_yaml_config(path: str | None) -> dict:
 
 
 def default_preset(entry, opts: TrainOptions) -> str | None:
-    """``--preset``, else a preset named like ``--stage`` (or ``<stage>-…``, e.g. DiffIML's ``lightvae-code``), else
-    the model's first preset."""
+    """``opts.preset``, else a preset named like ``opts.stage`` (or ``<stage>-…``, e.g. DiffIML's
+    ``lightvae-code``), else the model's first preset."""
     if opts.preset:
         return opts.preset
     if opts.stage:
@@ -125,12 +125,12 @@ def global_accumulation(cfg: dict, world: int) -> int:
     per_step = cfg["batch_size"] * world
     if total % per_step:
         raise UserError(f"preset '{cfg.get('preset')}': its global batch {total} is not a multiple of "
-                        f"{cfg['batch_size']} × {world} process(es); pass --accum (or --batch-size)")
+                        f"{cfg['batch_size']} × {world} process(es); set accum or batch_size")
     return max(1, total // per_step)
 
 
 def resolve_train_config(opts: TrainOptions, entry, yaml_cfg: dict, world: int = 1) -> dict:
-    """Preset (paper/official recipe) ← YAML ``train:`` ← explicit CLI flags. ``accum``: ``--accum``, else the
+    """Preset (paper/official recipe) ← YAML ``train:`` ← explicit options. ``accum``: ``opts.accum``, else the
     steps that reach the preset's ``global_batch`` while the batch size is the preset's, else 1."""
     presets = entry.train_presets
     name = default_preset(entry, opts)
@@ -389,17 +389,17 @@ def _scalar_terms(losses: dict) -> dict:
 
 def check_resume_options(run: Path, train_cfg: dict, opts: TrainOptions, world: int) -> None:
     """A resumed run continues exactly only on the same data and number of processes: refuse anything else
-    (a resume without ``--val`` would, for one, overwrite the model selected on val with the last weights)."""
+    (a resume without validation data would, for one, overwrite the model selected on val with the last weights)."""
     def same(saved, now) -> bool:
         if saved == now:
             return True
         plain = isinstance(saved, str) and isinstance(now, str) and not saved.startswith("mix:")
         return plain and Path(saved).resolve() == Path(now).resolve()
 
-    for key, flag, now in (("train", "--train", opts.train), ("val", "--val", opts.val),
-                           ("on_mismatch", "--on-mismatch", opts.on_mismatch), ("world_size", "processes", world)):
+    for key, what, now in (("train", "training data", opts.train), ("val", "validation data", opts.val),
+                           ("on_mismatch", "on_mismatch", opts.on_mismatch), ("world_size", "processes", world)):
         if key in train_cfg and not same(train_cfg[key], now):
-            raise UserError(f"{run}: the run was trained with {flag} {train_cfg[key]}, not {now}; resume with the "
+            raise UserError(f"{run}: the run was trained with {what} {train_cfg[key]}, not {now}; resume it with the "
                             f"same data and number of processes (training options come from the run)")
 
 
@@ -411,16 +411,16 @@ def load_pretrained_stage(model, source: str) -> None:
 
     path = Path(source)
     sd = read_state_dict(checkpoint_weights_path(path) if path.is_dir() else path)
+    where = f"pretrained weights {source}"
     try:
-        missing, unexpected, left_out = model.load_pretrained_stage(sd, f"--pretrained {source}")
+        missing, unexpected, left_out = model.load_pretrained_stage(sd, where)
     except RuntimeError as exc:  # torch's size-mismatch report
-        raise UserError(f"--pretrained {source}: weights do not fit the model "
-                        f"({str(exc).splitlines()[-1].strip()[:200]})") from None
+        raise UserError(f"{where}: they do not fit the model ({str(exc).splitlines()[-1].strip()[:200]})") from None
     if is_main():
-        print(format_key_report(f"--pretrained {source}", list(missing), list(unexpected)))
+        print(format_key_report(where, list(missing), list(unexpected)))
         if left_out:
             modules = sorted({k.split(".")[0] for k in left_out})
-            print(f"--pretrained {source}: took {len(sd) - len(left_out)} tensors; left out {len(left_out)} of "
+            print(f"{where}: took {len(sd) - len(left_out)} tensors; left out {len(left_out)} of "
                   f"modules that stage does not train ({', '.join(modules[:6])}{', …' if len(modules) > 6 else ''})")
 
 
@@ -461,8 +461,8 @@ class Trainer:
             check_resume_options(self.run.path, train_cfg, opts, self.world)
         else:
             if self.run.exists() and is_main():
-                raise UserError(f"{self.run.path}: already holds a run; use --resume or another --out")
-            # model config: preset's "model" part (e.g. the official code's loss weight) ← YAML ← --set
+                raise UserError(f"{self.run.path}: already holds a run; resume it or choose another run folder")
+            # model config: preset's "model" part (e.g. the official code's loss weight) ← YAML ← model_overrides
             preset_name = default_preset(entry, opts)
             model_cfg = dict((entry.train_presets.get(preset_name) or {}).get("model", {}))
             model_cfg.update(yaml_cfg.get("model", {}) or {})
@@ -637,7 +637,7 @@ class Trainer:
               f"({fit.steps_per_epoch}/epoch), batch {fit.batch_size}×{fit.accum}×{self.world}, "
               f"device {self.device}, preset {cfg.get('preset')}")
         if total < cfg["epochs"] * fit.steps_per_epoch and "total_steps" in cfg:
-            print(f"--max-steps {total} is less than {cfg['epochs']} epochs: warm-up and {cfg['schedule']} "
+            print(f"max_steps {total} is less than {cfg['epochs']} epochs: warm-up and {cfg['schedule']} "
                   f"schedule laid over {total} steps (warm-up {warmup} steps)")
         if warmup >= total > 0:
             print(f"tamperscope train: warning: the warm-up ({warmup} steps) is as long as the run ({total} steps) "
@@ -730,8 +730,7 @@ class Trainer:
         """On SIGTERM/SIGINT (to any rank) save a resumable state and stop."""
         if self._stop_requested():
             self._save(fit)
-            raise KeyboardInterrupt(f"stopped by signal {self.stop_signal} at step {fit.state.global_step}; "
-                                   f"resume with --resume --out {self.run.path}")
+            raise KeyboardInterrupt(f"stopped by signal {self.stop_signal} at step {fit.state.global_step}")
 
     def _end_epoch(self, fit: Fit) -> None:
         """Validate, select on val, stop early, log, save the selected model and the state."""
@@ -796,7 +795,7 @@ class Trainer:
             terms = ", ".join(f"{k}={v:.4g}" for k, v in _scalar_terms(losses).items())
             raise UserError(f"non-finite loss at epoch {state.epoch}, step {state.global_step + 1} "
                             f"(batch {state.batch_in_epoch + 1}): {terms or 'no scalar terms'}; "
-                            f"lower --lr, enable clipping (train.clip_grad), or check the data")
+                            f"lower the learning rate (lr), clip the gradient norm (clip_grad), or check the data")
 
     def _on_signal(self, signum, frame):
         self.stop_signal = signum
