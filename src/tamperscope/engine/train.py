@@ -573,9 +573,8 @@ class Trainer:
         steps_per_epoch = math.ceil(batches_per_epoch / accum)
         total_steps, warmup_steps = run_schedule(train_cfg, steps_per_epoch, resumed=bool(resume_state))
         opt = build_optimizer(model, train_cfg)
-        selection = model.selection_metric()
-        if train_cfg.get("selection_metric"):  # a recipe may select on another key, e.g. ["pixel_iou", "max"]
-            selection = tuple(train_cfg["selection_metric"])
+        # a recipe may select on another key than the model's, e.g. ["pixel_iou", "max"]
+        selection = tuple(train_cfg.get("selection_metric") or model.selection_metric())
         config = checkpoint_config(model) | {"train": train_cfg}
         state = self.run.load_state(model, opt, resume_state, self.device) if resume_state else TrainState()
         if state.finished:
