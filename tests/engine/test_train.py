@@ -264,8 +264,6 @@ def test_default_preset_follows_the_stage():
 
 def test_preset_global_batch_sets_the_accumulation():
     """FRD-Net's official recipe is 16 per GPU on 2 GPUs: one process accumulates 2 batches unless told otherwise."""
-    from tamperscope.engine.train import resolve_train_config
-
     def accum(world=1, **kw):
         return resolve_train_config(TrainOptions(model="frdnet", train="x", out="y", **kw), get_entry("frdnet"), {},
                                     world)["accum"]
@@ -333,11 +331,11 @@ def test_resume_refuses_other_data_and_survives_a_kill_inside_the_epoch_save(tmp
               "--max-steps", "2", "--epochs", "1", *TINY]
     assert main(common) == 0
     other = make_dataset(tmp_path / "other", n_tampered=2, n_authentic=1)
-    for flag, value in (("--val", str(other)), ("--train", str(other))):
-        args = [value if a == str(data) and common[i - 1] == flag else a for i, a in enumerate(common)]
+    for flag, what in (("--val", "validation data"), ("--train", "training data")):
+        args = [str(other) if a == str(data) and common[i - 1] == flag else a for i, a in enumerate(common)]
         capsys.readouterr()
         assert main([*args, "--resume"]) == 2
-        assert f"trained with {flag} {data}" in capsys.readouterr().err
+        assert f"trained with {what} {data}, not {other}" in capsys.readouterr().err
     no_val = [a for i, a in enumerate(common) if a != "--val" and common[i - 1] != "--val"]
     assert main([*no_val, "--resume"]) == 2  # would overwrite the val-selected model with the last weights
     # killed after the epoch's model save rewrote config.json and before the state save restored "train"

@@ -60,7 +60,8 @@ def run(args) -> int:
     try:
         state = train(opts)
     except KeyboardInterrupt as exc:
-        print(f"tamperscope train: {exc.args[0] if exc.args else 'interrupted'}")
+        print(f"tamperscope train: {exc.args[0]}; resume with --resume --out {args.out}" if exc.args
+              else "tamperscope train: interrupted")
         return 130
     best = state.get("best")
     msg = f"done: {state['global_step']} steps; run folder {args.out}"

@@ -8,10 +8,10 @@
   val), ``trainer_state.json`` pointing at the latest resumable state ``state/step-N/`` (model,
   optimizer and RNG states as safetensors), ``metrics.jsonl`` and ``curves.png``. Every file is written
   atomically and the pointer is updated last, so a kill at any moment leaves a consistent run.
-* ``--resume`` continues exactly: same next batch (seeded per-epoch order, started mid-epoch), same LR (the run's
-  step count and warm-up are stored in its config), same RNG streams; the final weights equal those of an
-  uninterrupted run.
-* ``--max-steps`` below the epochs' steps lays the whole schedule (warm-up share and decay) over those steps.
+* A resumed run (``resume``) continues exactly: same next batch (seeded per-epoch order, started mid-epoch),
+  same LR (the run's step count and warm-up are stored in its config), same RNG streams; the final weights equal
+  those of an uninterrupted run.
+* ``max_steps`` below the epochs' steps lays the whole schedule (warm-up share and decay) over those steps.
 * A non-finite loss stops with a message naming the step and the loss terms; SIGTERM/SIGINT save a
   resumable state first.
 """
@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoint import (checkpoint_config, format_key_report, load_weights, read_state_dict, read_weights_file,
-                          save_state_dict)
+                          save_checkpoint, save_state_dict)
 from ..errors import UserError
 from ..inference import autocast_for
 from ..io import atomic_write_text
@@ -105,8 +105,8 @@ def load_yaml_config(path: str | None) -> dict:
 
 
 def default_preset(entry, opts: TrainOptions) -> str | None:
-    """``--preset``, else a preset named like ``--stage`` (or ``<stage>-…``, e.g. DiffIML's ``lightvae-code``), else
-    the model's first preset."""
+    """``opts.preset``, else a preset named like ``opts.stage`` (or ``<stage>-…``, e.g. DiffIML's
+    ``lightvae-code``), else the model's first preset."""
     if opts.preset:
         return opts.preset
     if opts.stage:
@@ -125,12 +125,12 @@ def global_accumulation(cfg: dict, world: int) -> int:
     per_step = cfg["batch_size"] * world
     if total % per_step:
         raise UserError(f"preset '{cfg.get('preset')}': its global batch {total} is not a multiple of "
-                        f"{cfg['batch_size']} × {world} process(es); pass --accum (or --batch-size)")
+                        f"{cfg['batch_size']} × {world} process(es); set accum or batch_size")
     return max(1, total // per_step)
 
 
 def resolve_train_config(opts: TrainOptions, entry, yaml_cfg: dict, world: int = 1) -> dict:
-    """Preset (paper/official recipe) ← YAML ``train:`` ← explicit CLI flags. ``accum``: ``--accum``, else the
+    """Preset (paper/official recipe) ← YAML ``train:`` ← explicit options. ``accum``: ``opts.accum``, else the
     steps that reach the preset's ``global_batch`` while the batch size is the preset's, else 1."""
     presets = entry.train_presets
     name = default_preset(entry, opts)
@@ -228,12 +228,8 @@ def _rng_state(device: torch.device) -> tuple[dict, dict]:
     tensors = {"rng.torch": torch.get_rng_state()}
     if device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    py = random.getstate()
-    return tensors, {"python": [py[0], list(py[1]), py[2]], "numpy": _np_state_to_json(np.random.get_state())}
-
-
-def _np_state_to_json(state) -> list:
-    return [state[0], state[1].tolist(), state[2], state[3], state[4]]
+    py, n = random.getstate(), np.random.get_state()
+    return tensors, {"python": [py[0], list(py[1]), py[2]], "numpy": [n[0], n[1].tolist(), n[2], n[3], n[4]]}
 
 
 def _restore_rng(tensors: dict, js: dict, device: torch.device) -> None:
@@ -320,6 +316,16 @@ class RunFolder:
                     f.unlink()
                 old.rmdir()
 
+    def load_state(self, model, opt, saved: dict, device: torch.device) -> TrainState:
+        """Load the model, optimizer and RNG states that ``saved`` (the read ``trainer_state.json``) points at."""
+        step_dir = self.path / saved["checkpoint"]
+        load_weights(model, read_weights_file(step_dir / "model.safetensors", device), str(step_dir))
+        tensors = read_weights_file(step_dir / "optimizer.safetensors")
+        _load_optimizer(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("state.")},
+                        saved["optimizer_groups"])
+        _restore_rng({k: v for k, v in tensors.items() if k.startswith("rng.")}, saved["rng"], device)
+        return TrainState(**{f.name: saved[f.name] for f in fields(TrainState)})
+
 
 # ------------------------------------------------------------------------------------------------
 # the loop
@@ -327,9 +333,9 @@ class RunFolder:
 
 @dataclass
 class Fit:
-    """What one :meth:`Trainer.fit` works with: the model and the module that steps it (itself wrapped for DDP),
-    the optimizer, the sampler and the data, the run's config and log, the step schedule, the selection metric
-    ``(key, "max"|"min")`` and the progress."""
+    """What one :meth:`Trainer.fit` works with: the model and the module stepping it (DDP-wrapped), optimizer,
+    sampler, data, the run's config and log, step schedule, selection metric ``(key, "max"|"min")``, progress, and
+    the images seen since the log's last train line."""
 
     model: torch.nn.Module
     step_module: torch.nn.Module
@@ -342,10 +348,17 @@ class Fit:
     total_steps: int
     warmup_steps: int
     steps_per_epoch: int
+    batches_per_epoch: int
     batch_size: int
     accum: int
     selection: tuple[str, str]
     state: TrainState
+    seen: int = 0
+    since: float = 0.0  # time.perf_counter() at the last train line
+
+    def completes_step(self, batch_in_epoch: int) -> bool:
+        """Whether the epoch's ``batch_in_epoch``-th batch ends a step (every ``accum``-th and the last one do)."""
+        return batch_in_epoch % self.accum == 0 or batch_in_epoch == self.batches_per_epoch
 
 
 class _TrainStep(torch.nn.Module):
@@ -376,17 +389,17 @@ def _scalar_terms(losses: dict) -> dict:
 
 def check_resume_options(run: Path, train_cfg: dict, opts: TrainOptions, world: int) -> None:
     """A resumed run continues exactly only on the same data and number of processes: refuse anything else
-    (a resume without ``--val`` would, for one, overwrite the model selected on val with the last weights)."""
+    (a resume without validation data would, for one, overwrite the model selected on val with the last weights)."""
     def same(saved, now) -> bool:
         if saved == now:
             return True
         plain = isinstance(saved, str) and isinstance(now, str) and not saved.startswith("mix:")
         return plain and Path(saved).resolve() == Path(now).resolve()
 
-    for key, flag, now in (("train", "--train", opts.train), ("val", "--val", opts.val),
-                           ("on_mismatch", "--on-mismatch", opts.on_mismatch), ("world_size", "processes", world)):
+    for key, what, now in (("train", "training data", opts.train), ("val", "validation data", opts.val),
+                           ("on_mismatch", "on_mismatch", opts.on_mismatch), ("world_size", "processes", world)):
         if key in train_cfg and not same(train_cfg[key], now):
-            raise UserError(f"{run}: the run was trained with {flag} {train_cfg[key]}, not {now}; resume with the "
+            raise UserError(f"{run}: the run was trained with {what} {train_cfg[key]}, not {now}; resume it with the "
                             f"same data and number of processes (training options come from the run)")
 
 
@@ -398,16 +411,16 @@ def load_pretrained_stage(model, source: str) -> None:
 
     path = Path(source)
     sd = read_state_dict(checkpoint_weights_path(path) if path.is_dir() else path)
+    where = f"pretrained weights {source}"
     try:
-        missing, unexpected, left_out = model.load_pretrained_stage(sd, f"--pretrained {source}")
+        missing, unexpected, left_out = model.load_pretrained_stage(sd, where)
     except RuntimeError as exc:  # torch's size-mismatch report
-        raise UserError(f"--pretrained {source}: weights do not fit the model "
-                        f"({str(exc).splitlines()[-1].strip()[:200]})") from None
+        raise UserError(f"{where}: they do not fit the model ({str(exc).splitlines()[-1].strip()[:200]})") from None
     if is_main():
-        print(format_key_report(f"--pretrained {source}", list(missing), list(unexpected)))
+        print(format_key_report(where, list(missing), list(unexpected)))
         if left_out:
             modules = sorted({k.split(".")[0] for k in left_out})
-            print(f"--pretrained {source}: took {len(sd) - len(left_out)} tensors; left out {len(left_out)} of "
+            print(f"{where}: took {len(sd) - len(left_out)} tensors; left out {len(left_out)} of "
                   f"modules that stage does not train ({', '.join(modules[:6])}{', …' if len(modules) > 6 else ''})")
 
 
@@ -448,8 +461,8 @@ class Trainer:
             check_resume_options(self.run.path, train_cfg, opts, self.world)
         else:
             if self.run.exists() and is_main():
-                raise UserError(f"{self.run.path}: already holds a run; use --resume or another --out")
-            # model config: preset's "model" part (e.g. the official code's loss weight) ← YAML ← --set
+                raise UserError(f"{self.run.path}: already holds a run; resume it or choose another run folder")
+            # model config: preset's "model" part (e.g. the official code's loss weight) ← YAML ← model_overrides
             preset_name = default_preset(entry, opts)
             model_cfg = dict((entry.train_presets.get(preset_name) or {}).get("model", {}))
             model_cfg.update(yaml_cfg.get("model", {}) or {})
@@ -544,8 +557,9 @@ class Trainer:
         model.train()
         return metrics
 
-    # -- main loop -------------------------------------------------------------------------------
+    # -- set-up of one fit -----------------------------------------------------------------------
     def fit(self) -> dict:
+        """Train the run in ``opts.out``, or continue it; returns the final :class:`TrainState` as a dict."""
         model, train_cfg, resume_state = self._build()
         self.model, self.train_cfg = model, train_cfg
         model.to(self.device)
@@ -556,34 +570,38 @@ class Trainer:
         sampler = ResumableSampler(len(train_ds), seed=train_cfg["seed"], shuffle=True, rank=self.rank,
                                    world_size=self.world)
         batches_per_epoch = math.ceil(sampler.per_rank / bs)
-        self.batches_per_epoch = batches_per_epoch
         steps_per_epoch = math.ceil(batches_per_epoch / accum)
         total_steps, warmup_steps = run_schedule(train_cfg, steps_per_epoch, resumed=bool(resume_state))
-        scaled = total_steps < train_cfg["epochs"] * steps_per_epoch and "total_steps" in train_cfg
         opt = build_optimizer(model, train_cfg)
-        sel_key, sel_mode = model.selection_metric()
-        if train_cfg.get("selection_metric"):  # a recipe may select on another key, e.g. ["pixel_iou", "max"]
-            sel_key, sel_mode = train_cfg["selection_metric"]
+        # a recipe may select on another key than the model's, e.g. ["pixel_iou", "max"]
+        selection = tuple(train_cfg.get("selection_metric") or model.selection_metric())
         config = checkpoint_config(model) | {"train": train_cfg}
-        state = TrainState()
-        if resume_state:
-            ckpt = self.run.path / resume_state["checkpoint"]
-            load_weights(model, read_weights_file(ckpt / "model.safetensors", self.device), str(ckpt))
-            tensors = read_weights_file(ckpt / "optimizer.safetensors")
-            _load_optimizer(opt, {k: v.to(self.device) for k, v in tensors.items() if k.startswith("state.")},
-                            resume_state["optimizer_groups"])
-            _restore_rng({k: v for k, v in tensors.items() if k.startswith("rng.")}, resume_state["rng"],
-                         self.device)
-            state = TrainState(**{f.name: resume_state[f.name] for f in fields(TrainState)})
-            if state.finished:
-                if is_main():
-                    print(f"{self.run.path}: training already finished")
-                return asdict(state)
-            self._truncate_log(state.global_step)
+        state = self.run.load_state(model, opt, resume_state, self.device) if resume_state else TrainState()
+        if state.finished:
+            if is_main():
+                print(f"{self.run.path}: training already finished")
+            return asdict(state)
         self.run.path.mkdir(parents=True, exist_ok=True)
+        model, step_module = self._wrap(model)
+        fit = Fit(model, step_module, opt, sampler, train_ds, val_ds, config, None, total_steps, warmup_steps,
+                  steps_per_epoch, batches_per_epoch, bs, accum, selection, state)
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        fit.log = self._open_log(resumed=bool(resume_state), step=state.global_step)
+        self._announce(fit)
+        model.train()
+        try:
+            self._loop(fit)
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            if fit.log:
+                fit.log.close()
+        return asdict(state)
+
+    def _wrap(self, model) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The model as it trains (SyncBN on GPUs, as the official IMDL recipes) and the module stepping it (DDP)."""
         if self.world > 1 and self.device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # as the official IMDL recipes
-            self.model = model
+            model = self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.opts.compile:
             from .compile import compile_model
 
@@ -591,152 +609,174 @@ class Trainer:
         step_module = _TrainStep(model)
         if self.world > 1:
             step_module = DistributedDataParallel(step_module, find_unused_parameters=True,
-                                                  device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        log_path = self.run.log_file
-        if is_main() and not resume_state and log_path.is_file() and log_path.stat().st_size:
-            # left by a run that failed before it saved any state: not this run's history
-            print(f"tamperscope train: {log_path} is the log of an earlier run that saved no state; starting a "
-                  "new log", file=sys.stderr)
-        # a new run starts its own log; a resumed one continues the log truncated to its state (_truncate_log)
-        log = open(log_path, "a" if resume_state else "w", buffering=1) if is_main() else None
-        if is_main():
-            print(f"training {self.opts.model}{' stage ' + model.stage if model.stage else ''}: "
-                  f"{len(train_ds)} train images, {len(val_ds) if val_ds else 0} val, {total_steps} steps "
-                  f"({steps_per_epoch}/epoch), batch {bs}×{accum}×{self.world}, device {self.device}, "
-                  f"preset {train_cfg.get('preset')}")
-            if scaled:
-                print(f"--max-steps {total_steps} is less than {train_cfg['epochs']} epochs: warm-up and "
-                      f"{train_cfg['schedule']} schedule laid over {total_steps} steps (warm-up {warmup_steps} steps)")
-            if warmup_steps >= total_steps > 0:
-                print(f"tamperscope train: warning: the warm-up ({warmup_steps} steps) is as long as the run "
-                      f"({total_steps} steps) or longer: the learning rate rises for the whole run and reaches "
-                      f"{train_cfg['lr']:g} at the last step at best; lower train.warmup_epochs", file=sys.stderr)
-        model.train()
-        fit = Fit(model, step_module, opt, sampler, train_ds, val_ds, config, log, total_steps, warmup_steps,
-                  steps_per_epoch, bs, accum, (sel_key, sel_mode), state)
-        try:
-            self._loop(fit)
-        finally:
-            for s, h in old_handlers.items():
-                signal.signal(s, h)
-            if log:
-                log.close()
-        return asdict(state)
+                                                  device_ids=[self.device.index] if self.device.type == "cuda"
+                                                  else None)
+        return model, step_module
 
+    def _open_log(self, resumed: bool, step: int):
+        """Rank 0's log: a new one, or the resumed run's cut to ``step`` (as an uninterrupted run's would be)."""
+        path = self.run.log_file
+        if not is_main():
+            return None
+        if resumed and path.is_file():
+            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            atomic_write_text(path, "".join(line + "\n" for line in keep))
+        elif not resumed and path.is_file() and path.stat().st_size:  # left by a run that failed before it saved
+            print(f"tamperscope train: {path} is the log of an earlier run that saved no state; starting a "
+                  "new log", file=sys.stderr)
+        return open(path, "a" if resumed else "w", buffering=1)
+
+    def _announce(self, fit: Fit) -> None:
+        """Print the run's outline and schedule, and warn of a warm-up as long as the run."""
+        if not is_main():
+            return
+        cfg, total, warmup = self.train_cfg, fit.total_steps, fit.warmup_steps
+        print(f"training {self.opts.model}{' stage ' + fit.model.stage if fit.model.stage else ''}: "
+              f"{len(fit.train_ds)} train images, {len(fit.val_ds) if fit.val_ds else 0} val, {total} steps "
+              f"({fit.steps_per_epoch}/epoch), batch {fit.batch_size}×{fit.accum}×{self.world}, "
+              f"device {self.device}, preset {cfg.get('preset')}")
+        if total < cfg["epochs"] * fit.steps_per_epoch and "total_steps" in cfg:
+            print(f"max_steps {total} is less than {cfg['epochs']} epochs: warm-up and {cfg['schedule']} "
+                  f"schedule laid over {total} steps (warm-up {warmup} steps)")
+        if warmup >= total > 0:
+            print(f"tamperscope train: warning: the warm-up ({warmup} steps) is as long as the run ({total} steps) "
+                  f"or longer: the learning rate rises for the whole run and reaches {cfg['lr']:g} at the last step "
+                  "at best; lower train.warmup_epochs", file=sys.stderr)
+
+    # -- the loop --------------------------------------------------------------------------------
     def _loop(self, fit: Fit) -> None:
+        """Epochs of optimisation steps until the step budget, the epochs or early stopping end the run."""
+        state = fit.state
+        epochs = math.ceil(fit.total_steps / fit.steps_per_epoch)
+        with tqdm(total=fit.total_steps, initial=state.global_step, desc="train", unit="step",
+                  disable=not (self.opts.progress and is_main()), dynamic_ncols=True) as bar:
+            while state.global_step < fit.total_steps and state.epoch < epochs and not state.finished:
+                for batch in self._epoch_batches(fit):
+                    losses = self._forward_backward(fit, batch)
+                    if not fit.completes_step(state.batch_in_epoch):
+                        continue
+                    lr = self._optimizer_step(fit)
+                    self._report(fit, bar, losses, lr)
+                    self._save_periodically(fit)
+                    self._stop_if_signalled(fit)
+                    if state.global_step >= fit.total_steps:
+                        break
+                self._end_epoch(fit)
+
+    def _epoch_batches(self, fit: Fit):
+        """The batches of the state's epoch from its ``batch_in_epoch`` on, in the seeded order, on the device."""
         from ..data.datasets import collate
 
-        cfg, state, model, opt, bs, accum = self.train_cfg, fit.state, fit.model, fit.opt, fit.batch_size, fit.accum
-        epochs = math.ceil(fit.total_steps / fit.steps_per_epoch)
-        bar = tqdm(total=fit.total_steps, initial=state.global_step, desc="train", unit="step",
-                   disable=not (self.opts.progress and is_main()), dynamic_ncols=True)
-        while state.global_step < fit.total_steps and state.epoch < epochs and not state.finished:
-            epoch = state.epoch
-            fit.sampler.set_epoch(epoch, start_sample=state.batch_in_epoch * bs)
-            if hasattr(fit.train_ds, "set_epoch"):
-                fit.train_ds.set_epoch(epoch)
-            # the loader gets its own generator: creating an iterator must not consume the global RNG, or a
-            # run resumed mid-epoch (one more iterator) would shift the model's dropout/noise stream
-            loader = DataLoader(fit.train_ds, batch_size=bs, sampler=fit.sampler, num_workers=self.opts.workers,
-                                collate_fn=collate, drop_last=False, pin_memory=self.device.type == "cuda",
-                                worker_init_fn=leave_stop_signals_to_the_trainer,
-                                generator=torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch))
-            micro = 0
-            t_last, seen = time.perf_counter(), 0
-            for batch in loader:
-                batch = _to_device(batch, self.device)
-                last_micro = micro + 1 == accum or state.batch_in_epoch + 1 == self.batches_per_epoch
-                sync_ctx = fit.step_module.no_sync() if (self.world > 1 and not last_micro) else nullcontext()
-                with sync_ctx, autocast_for(self.device):
-                    losses = fit.step_module(batch)
-                loss = losses["total"]
-                self._check_finite(loss, losses, state)
-                (loss / accum).backward()
-                micro += 1
-                state.batch_in_epoch += 1
-                seen += batch["image"].shape[0]
-                if micro < accum and state.batch_in_epoch < self.batches_per_epoch:
-                    continue  # a step at every `accum` batches and at the epoch's last batch
-                micro = 0
-                lr = lr_at(state.global_step, fit.total_steps, fit.warmup_steps, cfg["lr"], cfg.get("min_lr", 0.0),
-                           cfg["schedule"])
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                if cfg.get("clip_grad"):
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad"])
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                state.global_step += 1
-                bar.update(1)
-                terms = _scalar_terms(losses)
-                bar.set_postfix(loss=f"{terms['total']:.4f}", lr=f"{lr:.2e}")
-                if fit.log and (state.global_step % self.opts.log_every == 0 or state.global_step == 1):
-                    dt = time.perf_counter() - t_last
-                    fit.log.write(json.dumps({"type": "train", "epoch": epoch, "step": state.global_step, "lr": lr,
-                                              "images_per_s": seen * self.world / max(dt, 1e-9),
-                                              **{f"loss_{k}" if k != "total" else "loss": v
-                                                 for k, v in terms.items()}}) + "\n")
-                    t_last, seen = time.perf_counter(), 0
-                done = state.global_step >= fit.total_steps
-                if self.opts.save_every and state.global_step % self.opts.save_every == 0 and not done:
-                    self._save(fit)
-                if self._stop_requested():
-                    self._save(fit)
-                    bar.close()
-                    raise KeyboardInterrupt(f"stopped by signal {self.stop_signal} at step {state.global_step}; "
-                                            f"resume with --resume --out {self.run.path}")
-                if done:
-                    break
-            # end of epoch (or of the step budget): validate, select, save
-            state.epoch += 1
-            state.batch_in_epoch = 0
-            if state.global_step >= fit.total_steps:
-                state.finished = True
-            self._end_epoch(fit, epoch)
-        bar.close()
+        epoch = fit.state.epoch
+        fit.sampler.set_epoch(epoch, start_sample=fit.state.batch_in_epoch * fit.batch_size)
+        if hasattr(fit.train_ds, "set_epoch"):
+            fit.train_ds.set_epoch(epoch)
+        # the loader gets its own generator: creating an iterator must not consume the global RNG, or a
+        # run resumed mid-epoch (one more iterator) would shift the model's dropout/noise stream
+        loader = DataLoader(fit.train_ds, batch_size=fit.batch_size, sampler=fit.sampler,
+                            num_workers=self.opts.workers, collate_fn=collate, drop_last=False,
+                            pin_memory=self.device.type == "cuda", worker_init_fn=leave_stop_signals_to_the_trainer,
+                            generator=torch.Generator().manual_seed(self.train_cfg["seed"] * 1_000_003 + epoch))
+        fit.seen, fit.since = 0, time.perf_counter()
+        return (_to_device(batch, self.device) for batch in loader)
 
-    def _end_epoch(self, fit: Fit, epoch: int) -> None:
-        """Validate, select on val (or keep the last model without val), stop early, log and save."""
-        state, model, (sel_key, sel_mode) = fit.state, fit.model, fit.selection
-        metrics = self.validate(model, fit.val_ds) if fit.val_ds is not None else {}
-        improved = False
-        if fit.val_ds is None:
-            improved = True
-        else:
-            value = metrics.get(sel_key)
-            if value is None:  # e.g. no tampered val image: fall back to the validation loss
-                sel_key, sel_mode, value = "val_loss", "min", metrics.get("val_loss")
-            best = state.best
-            if best is None or (value is not None and (value > best["value"] if sel_mode == "max"
-                                                        else value < best["value"])):
-                state.best = {"metric": sel_key, "value": value, "epoch": epoch, "step": state.global_step}
-                improved = True
-        state.epochs_since_best = 0 if improved else state.epochs_since_best + 1
+    def _forward_backward(self, fit: Fit, batch: dict) -> dict:
+        """The batch's losses and its share of the step's gradients (synchronised by DDP at the step's last)."""
+        state = fit.state
+        sync = self.world == 1 or fit.completes_step(state.batch_in_epoch + 1)
+        with nullcontext() if sync else fit.step_module.no_sync(), autocast_for(self.device):
+            losses = fit.step_module(batch)
+        self._check_finite(losses, state)
+        (losses["total"] / fit.accum).backward()
+        state.batch_in_epoch += 1
+        fit.seen += batch["image"].shape[0]
+        return losses
+
+    def _optimizer_step(self, fit: Fit) -> float:
+        """Set the step's learning rate (returned), clip the gradient norm, step and clear the gradients."""
+        cfg = self.train_cfg
+        lr = lr_at(fit.state.global_step, fit.total_steps, fit.warmup_steps, cfg["lr"], cfg.get("min_lr", 0.0),
+                   cfg["schedule"])
+        for g in fit.opt.param_groups:
+            g["lr"] = lr
+        if cfg.get("clip_grad"):
+            torch.nn.utils.clip_grad_norm_(fit.model.parameters(), cfg["clip_grad"])
+        fit.opt.step()
+        fit.opt.zero_grad(set_to_none=True)
+        fit.state.global_step += 1
+        return lr
+
+    def _report(self, fit: Fit, bar, losses: dict, lr: float) -> None:
+        """Advance the progress bar; write a train line at the first step and every ``log_every`` steps."""
+        state, terms = fit.state, _scalar_terms(losses)
+        bar.update(1)
+        bar.set_postfix(loss=f"{terms['total']:.4f}", lr=f"{lr:.2e}")
+        if fit.log and (state.global_step % self.opts.log_every == 0 or state.global_step == 1):
+            dt = time.perf_counter() - fit.since
+            fit.log.write(json.dumps({"type": "train", "epoch": state.epoch, "step": state.global_step, "lr": lr,
+                                      "images_per_s": fit.seen * self.world / max(dt, 1e-9),
+                                      **{f"loss_{k}" if k != "total" else "loss": v for k, v in terms.items()}})
+                          + "\n")
+            fit.seen, fit.since = 0, time.perf_counter()
+
+    def _save_periodically(self, fit: Fit) -> None:
+        """A resumable state every ``save_every`` steps (the last step's is saved at the epoch's end)."""
+        step = fit.state.global_step
+        if self.opts.save_every and step % self.opts.save_every == 0 and step < fit.total_steps:
+            self._save(fit)
+
+    def _stop_if_signalled(self, fit: Fit) -> None:
+        """On SIGTERM/SIGINT (to any rank) save a resumable state and stop."""
+        if self._stop_requested():
+            self._save(fit)
+            raise KeyboardInterrupt(f"stopped by signal {self.stop_signal} at step {fit.state.global_step}")
+
+    def _end_epoch(self, fit: Fit) -> None:
+        """Validate, select on val, stop early, log, save the selected model and the state."""
+        state = fit.state
+        epoch = state.epoch
+        state.epoch, state.batch_in_epoch, state.finished = epoch + 1, 0, state.global_step >= fit.total_steps
+        metrics = self.validate(fit.model, fit.val_ds) if fit.val_ds is not None else {}
+        key, improved = self._select(fit, metrics, epoch)
         patience = self.train_cfg.get("patience")
         if patience and state.epochs_since_best >= patience:  # early stopping on val (IFA-Net: IoU, 10)
             state.finished = True
             if is_main():
-                tqdm.write(f"early stop: no {sel_key} improvement on val for {patience} epochs")
+                tqdm.write(f"early stop: no {key} improvement on val for {patience} epochs")
         if fit.log:
             fit.log.write(json.dumps({"type": "val", "epoch": epoch, "step": state.global_step,
                                       **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}})
                           + "\n")
             fit.log.flush()
-        if is_main():
-            if improved:
-                from ..checkpoint import save_checkpoint
-
-                save_checkpoint(model, self.run.path, extra={"train": self.train_cfg, "best": state.best})
-            if metrics:
-                keys = dict.fromkeys(("val_loss", sel_key, "pixel_f1", "image_auc"))  # ordered, no repeats
-                shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float))
-                tqdm.write(f"epoch {epoch}: {shown}{' (best)' if improved else ''}")  # above the bar, not on it
+        if is_main() and improved:
+            save_checkpoint(fit.model, self.run.path, extra={"train": self.train_cfg, "best": state.best})
+        if is_main() and metrics:
+            keys = dict.fromkeys(("val_loss", key, "pixel_f1", "image_auc"))  # ordered, no repeats
+            shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float))
+            tqdm.write(f"epoch {epoch}: {shown}{' (best)' if improved else ''}")  # above the bar, not on it
         self._save(fit)
         if is_main():
             from ..report.plots import plot_training_curves
 
             plot_training_curves(self.run.log_file, self.run.path / "curves.png")
+
+    @staticmethod
+    def _select(fit: Fit, metrics: dict, epoch: int) -> tuple[str, bool]:
+        """(metric, improved): the epoch is the best if it improves the metric on val (the validation loss where
+        it is missing, e.g. without tampered val images); without val every epoch is (the last model is kept)."""
+        state, (key, mode) = fit.state, fit.selection
+        improved = fit.val_ds is None
+        if not improved:
+            value = metrics.get(key)
+            if value is None:
+                key, mode, value = "val_loss", "min", metrics.get("val_loss")
+            best = state.best
+            improved = best is None or (value is not None and (value > best["value"] if mode == "max"
+                                                                else value < best["value"]))
+            if improved:
+                state.best = {"metric": key, "value": value, "epoch": epoch, "step": state.global_step}
+        state.epochs_since_best = 0 if improved else state.epochs_since_best + 1
+        return key, improved
 
     def _save(self, fit: Fit) -> None:
         if self.world > 1:  # BN running statistics evolve per rank: rank 0's are the run's
@@ -746,15 +786,15 @@ class Trainer:
             self.run.save_state(fit.model, fit.opt, fit.state, fit.config, self.device)
         barrier()
 
-    def _check_finite(self, loss, losses, state: TrainState) -> None:
-        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=self.device)
+    def _check_finite(self, losses: dict, state: TrainState) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(losses["total"].detach()).all() else 1.0], device=self.device)
         if self.world > 1:
             dist.all_reduce(bad)
         if bad.item():
             terms = ", ".join(f"{k}={v:.4g}" for k, v in _scalar_terms(losses).items())
             raise UserError(f"non-finite loss at epoch {state.epoch}, step {state.global_step + 1} "
                             f"(batch {state.batch_in_epoch + 1}): {terms or 'no scalar terms'}; "
-                            f"lower --lr, enable clipping (train.clip_grad), or check the data")
+                            f"lower the learning rate (lr), clip the gradient norm (clip_grad), or check the data")
 
     def _on_signal(self, signum, frame):
         self.stop_signal = signum
@@ -770,14 +810,6 @@ class Trainer:
             self.stop_signal = int(flag.item())
         return bool(flag.item())
 
-    def _truncate_log(self, step: int) -> None:
-        """Drop log lines written after the resumed state, so the log equals an uninterrupted run's."""
-        path = self.run.log_file
-        if not path.is_file() or not is_main():
-            return
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        atomic_write_text(path, "".join(line + "\n" for line in keep))
-
 
 def train(opts: TrainOptions) -> dict:
     """Run training; returns the final trainer state (epoch, step, best)."""
@@ -788,6 +820,3 @@ def train(opts: TrainOptions) -> dict:
         if dist.is_initialized():
             dist.destroy_process_group()
 
-
-def options_dict(opts: TrainOptions) -> dict:
-    return asdict(opts)
