@@ -69,7 +69,7 @@ def calibrate_and_report(model, args, image_size: int) -> dict:
     """The model's ``calibration`` on ``--calibrate VAL`` (:func:`tamperscope.engine.calibration.calibrate`), with
     its operating points printed."""
     from ..engine.calibration import calibrate
-    from ..engine.predict import resolve_device
+    from ..engine.distributed import resolve_device
 
     cal, val = calibrate(model, args.calibrate, image_size=image_size, max_false_alarm=args.max_false_alarm,
                          device=resolve_device(args.device), on_mismatch=args.on_mismatch,

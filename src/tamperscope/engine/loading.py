@@ -52,7 +52,7 @@ def resolve_checkpoint(spec) -> str:
     ref = default_weights_ref()
     if not ref.is_file():
         raise UserError(f"no default model installed (tamperscope/weights/{DEFAULT_WEIGHTS} is missing); "
-                        "pass --checkpoint RUN_OR_FILE")
+                        "name a run folder or a .safetensors checkpoint", option="checkpoint")
     return str(ref)
 
 

@@ -80,7 +80,7 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
     from ..data.datasets import load_evaluation_records
 
     if not checkpoints:
-        raise UserError("robustness needs at least one --checkpoint")
+        raise UserError("robustness: no model to run")
     if not plan:
         raise UserError("robustness: no (kind, level) to run")
     records = load_evaluation_records(data)
