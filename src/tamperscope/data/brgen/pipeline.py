@@ -444,8 +444,8 @@ class _Plan:
         n_slots = -(-n // per)
         if n % per:
             _, _, name, _, _ = self.sample(n - 1)
-            out.append(f"{n} forgeries is not a multiple of {per} ({self.n_regions} region type(s) x "
-                       f"{self.n_methods} method(s) per photo): photo {name} gets {n % per} of its {per} forgeries")
+            out.append(f"the number of forgeries, {n}, is not a multiple of {per} ({self.n_regions} region type(s) "
+                       f"x {self.n_methods} method(s) per photo): photo {name} gets {n % per} of its {per} forgeries")
         covered = {self.sources[self.slots[s % len(self.slots)]].split for s in range(n_slots)}
         empty = [s for s in SPLITS if s not in covered]
         if empty:
