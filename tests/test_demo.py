@@ -10,7 +10,7 @@ import torch
 import tamperscope
 from tamperscope.checkpoint import save_checkpoint
 from tamperscope.cli import main
-from tamperscope.commands import demo as demo_cmd
+from tamperscope.engine import demo as demo_engine
 from tamperscope.engine import loading as loading_mod
 from tamperscope.errors import UserError
 from tamperscope.report.html import HtmlReport, format_value
@@ -24,7 +24,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_demo_end_to_end_then_ela_fallback(tmp_path, run_dir, monkeypatch, capsys):
-    if not demo_cmd.sample_photos():
+    if not demo_engine.sample_photos():
         pytest.skip("scikit-image ships no sample photos in this installation")
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--n", "2", "--max-side", "128", "--quiet"]
@@ -105,18 +105,16 @@ def test_html_report_rejects_bad_images(tmp_path):
     assert format_value(None) == "–" and format_value(2) == "2" and format_value(0.5) == "0.5000"
 
 
-def test_forgeries_of_an_older_generator_are_set_aside_not_deleted(tmp_path, capsys):
-    from tamperscope.commands.demo import _set_aside_older_forgeries
+def test_forgeries_of_an_older_generator_are_set_aside_not_deleted(tmp_path):
     from tamperscope.data.brgen.pipeline import FORMAT_VERSION, RUN_FILE, STATE_DIR
 
     folder = tmp_path / "forgeries"
     (folder / STATE_DIR).mkdir(parents=True)
     (folder / STATE_DIR / RUN_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION}))
-    _set_aside_older_forgeries(folder)  # the current format resumes in place
+    assert demo_engine.set_aside_older_forgeries(folder) is None  # the current format resumes in place
     assert folder.is_dir()
     (folder / STATE_DIR / RUN_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION - 1}))
     (folder / "keep.txt").write_text("x")
-    _set_aside_older_forgeries(folder)
     moved = tmp_path / f"forgeries.format-{FORMAT_VERSION - 1}"
+    assert demo_engine.set_aside_older_forgeries(folder) == moved
     assert not folder.exists() and (moved / "keep.txt").read_text() == "x"
-    assert "older version" in capsys.readouterr().err

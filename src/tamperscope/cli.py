@@ -2,7 +2,8 @@
 ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; this module discovers them.
 
 Errors a user can cause (bad paths, bad images, unknown models) are raised as :class:`UserError` or
-``ValueError``/``FileNotFoundError``/``KeyError`` and printed as one line with a non-zero exit code.
+``ValueError``/``FileNotFoundError``/``KeyError`` and printed as one line with a non-zero exit code; a
+:class:`UserError` about a parameter (its ``option``) gets the flag that sets it appended, e.g. ``(--tile-size)``.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         mod = importlib.import_module(f"{commands.__name__}.{info.name}")
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        flags = {a.dest: a.option_strings[0] for a in reversed(p._actions) if a.option_strings}
+        p.set_defaults(_run=mod.run, _flags=flags)
     return parser
 
 
@@ -59,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except (UserError, FileNotFoundError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"tamperscope {args.command}: error: {one_line(str(msg))}", file=sys.stderr)
+        flag = args._flags.get(getattr(exc, "option", None))  # the engine names parameters, the user gave flags
+        print(f"tamperscope {args.command}: error: {one_line(str(msg))}{f' ({flag})' if flag else ''}",
+              file=sys.stderr)
         return 2
     except OSError as exc:  # a folder that cannot be created or read, a full disk: name the path
         where = exc.filename or ""

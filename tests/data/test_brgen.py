@@ -296,7 +296,8 @@ def test_small_n_warns_about_empty_splits_and_partial_photo(photos, tmp_path, ca
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["warnings"]) == 2 and all(f"warning: {w}" in err for w in summary["warnings"])
     assert "photo" in summary["warnings"][0] and "gets 6 of its 8 forgeries" in summary["warnings"][0]
-    assert "train and val split(s) will be empty" in summary["warnings"][1] and "--n 24" in summary["warnings"][1]
+    assert "train and val split(s) will be empty" in summary["warnings"][1]
+    assert "make 24 or more" in summary["warnings"][1]
     assert json.loads((out / "val.json").read_text()) == [] and "warning" in (out / "summary.md").read_text()
 
 
@@ -318,6 +319,8 @@ def test_merge_refuses_an_incomplete_run_and_workers_match(photos, dataset, tmp_
     assert "incomplete" in capsys.readouterr().err
     assert main(["generate", "--merge", "--out", str(tmp_path / "nothing")]) == 2
     assert main(["generate", "--photos", str(photos), "--out", str(tmp_path / "x"), "--shard", "2/2"]) == 2
+    assert capsys.readouterr().err.endswith("shard '2/2': expected K/N with 0 <= K < N (e.g. 0/4), or auto "
+                                            "(--shard)\n")
     workers = tmp_path / "workers"
     assert run_cli(photos, workers, "--workers", "2") == 0
     a, b = _all_files(dataset), _all_files(workers)

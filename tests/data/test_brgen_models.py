@@ -176,7 +176,7 @@ def test_backend_selection_errors(model_dirs):
         build_backends("models", {"detector": model_dirs["detector"]})
     with pytest.raises(UserError, match="unknown key"):
         build_backends("models", {"vae": model_dirs["inpaint"]})
-    with pytest.raises(UserError, match="only used with --backend models"):
+    with pytest.raises(UserError, match="only used by the models back end"):
         build_backends("builtin", {"clip": model_dirs["clip"]})
     with pytest.raises(UserError, match="cannot load"):
         build_backends("models", {"clip": model_dirs["sam"]})

@@ -115,7 +115,8 @@ def test_saved_predictions_follow_on_mismatch(bright_data, tmp_path, capsys):
     _write_maps(maps, bright_data)
     args = ["evaluate", "--predictions", str(maps), "--data", str(data / "list.json"), "--no-progress"]
     assert main(args) == 2
-    assert "t0_gt.png" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "t0_gt.png" in err and err.endswith("skip such images or resize their masks (--on-mismatch)\n")
     out = tmp_path / "m.json"
     with pytest.warns(UserWarning, match="skipped 1 image"):
         assert main(args + ["--on-mismatch", "skip", "--out", str(out)]) == 0

@@ -146,7 +146,7 @@ def test_cli_predict_with_an_onnx_file_gives_the_checkpoints_results(exported, t
         assert abs(a["tampered_area_pct"] - b["tampered_area_pct"]) <= 1.0
     assert main(["predict", str(inputs), "--checkpoint", str(onnx_file), "--compile", "--out",
                  str(tmp_path / "x")]) == 2
-    assert "--compile applies to PyTorch models" in capsys.readouterr().err
+    assert "torch.compile applies to PyTorch models" in capsys.readouterr().err
 
 
 @needs_onnx

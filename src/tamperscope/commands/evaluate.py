@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._common import add_inference_arguments
+from ._common import add_inference_arguments, input_paths
 
 NAME = "evaluate"
 HELP = "score a checkpoint or saved prediction maps with the exact protocol metrics"
@@ -27,23 +27,6 @@ def add_arguments(p):
     p.add_argument("--no-experts", action="store_true",
                    help="score a checkpoint's learned model without the experts it is fused with (the default "
                         "model's copy-move expert); score an expert alone with --checkpoint copymove")
-
-
-def input_files(args) -> list[Path]:
-    """The files ``--out`` must never replace: the data list(s) and every image, mask and ``metadata.jsonl`` they
-    name, the checkpoint's files, the saved maps."""
-    from ..data.datasets import load_evaluation_records, parse_mix_spec
-
-    sources = [args.checkpoint, args.predictions]
-    sources += [p for p, _ in parse_mix_spec(args.data[4:])] if args.data.startswith("mix:") else [args.data]
-    files = []
-    for source in filter(None, sources):
-        path = Path(source)
-        files += [f for f in path.iterdir() if f.is_file()] if path.is_dir() else [path] if path.is_file() else []
-    for rec in load_evaluation_records(args.data):
-        files += [rec.image] + ([rec.mask] if rec.mask else [])
-        files.append(Path(rec.image).parent / "metadata.jsonl")
-    return files
 
 
 def check_out(out: Path, inputs: list[Path]) -> None:
@@ -70,7 +53,7 @@ def run(args) -> int:
     from ..registry import parse_overrides
     from ..sizes import check_image_size
 
-    inputs = input_files(args) if args.out else []
+    inputs = input_paths([args.data], [args.checkpoint or args.predictions]) if args.out else []
     if args.out:  # checked before the work
         check_out(Path(args.out), inputs)
     if args.image_size is not None:

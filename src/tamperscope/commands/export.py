@@ -30,8 +30,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..checkpoint import load_checkpoint, load_weights, read_checkpoint_config, read_weights_file, save_checkpoint
-    from ..engine.loading import trained_image_size
+    from ..checkpoint import (MODEL_FILE, checkpoint_weights_path, load_checkpoint, load_weights,
+                              read_checkpoint_config, read_weights_file, save_checkpoint)
+    from ..engine.loading import trained_image_size, training_recipe
     from ..engine.train import RunFolder
     from ..errors import UserError
 
@@ -43,10 +44,10 @@ def run(args) -> int:
     if out.suffix != ".safetensors":
         raise UserError(f"{out}: the output must end in .safetensors" +
                         (" (for ONNX: tamperscope export-onnx CHECKPOINT FILE.onnx)" if out.suffix == ".onnx" else ""))
-    if out.resolve() == (src / "model.safetensors").resolve():
+    if out.resolve() == checkpoint_weights_path(src).resolve():
         raise UserError(f"{out}: would overwrite the run's own weights; choose another path")
     inside_run = src.resolve() in out.resolve().parents
-    if out.exists() and (inside_run or out.name == "model.safetensors" or (out.parent / "trainer_state.json").exists()):
+    if out.exists() and (inside_run or out.name == MODEL_FILE or RunFolder(out.parent).exists()):
         raise UserError(f"{out}: would overwrite a run's weights or saved state; choose another path")
     cfg = read_checkpoint_config(src)
     model = load_checkpoint(src, map_location="cpu")
@@ -54,7 +55,7 @@ def run(args) -> int:
         last = RunFolder(src).last_state_weights()
         load_weights(model, read_weights_file(last), str(last))
         print(f"weights: the run's last state ({last.parent.name})")
-    extra = {"train": cfg.get("train") or (cfg.get("extra") or {}).get("train") or {}, "source_run": src.name,
+    extra = {"train": training_recipe(cfg), "source_run": src.name,
              "weights": args.weights,
              "val": RunFolder(src).best_val_metrics() if args.weights == "selected" else None}
     if args.calibrate:
@@ -69,7 +70,7 @@ def calibrate_and_report(model, args, image_size: int) -> dict:
     """The model's ``calibration`` on ``--calibrate VAL`` (:func:`tamperscope.engine.calibration.calibrate`), with
     its operating points printed."""
     from ..engine.calibration import calibrate
-    from ..engine.predict import resolve_device
+    from ..engine.distributed import resolve_device
 
     cal, val = calibrate(model, args.calibrate, image_size=image_size, max_false_alarm=args.max_false_alarm,
                          device=resolve_device(args.device), on_mismatch=args.on_mismatch,

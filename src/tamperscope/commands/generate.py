@@ -67,7 +67,7 @@ def add_arguments(p):
     p.add_argument("--retries", type=int, default=5, help="regenerations of a rejected sample (default 5)")
     p.add_argument("--backend", choices=("builtin", "models"), default="builtin",
                    help="builtin (no weights) or models (local model folders via --model-dir)")
-    p.add_argument("--model-dir", action="append", metavar="KEY=DIR",
+    p.add_argument("--model-dir", action="append", metavar="KEY=DIR", dest="model_dirs",
                    help="local model folder for --backend models: detector=, sam=, inpaint=, taesd=, clip= "
                         "(repeatable)")
     p.add_argument("--device", default="cpu", help="torch device of the model back ends (default cpu)")
@@ -100,7 +100,7 @@ def run(args) -> int:
         photos=Path(args.photos), out=Path(args.out), n=args.n, seed=args.seed, methods=args.methods,
         regions=args.regions, area_bins=args.area_bins, area_policy=args.area_policy, max_side=args.max_side,
         jpeg_quality=args.jpeg_quality,
-        retries=args.retries, backend=args.backend, model_dirs=_model_dirs(args.model_dir), device=args.device,
+        retries=args.retries, backend=args.backend, model_dirs=_model_dirs(args.model_dirs), device=args.device,
         inpaint_steps=args.inpaint_steps, clip_min_score=args.clip_min_score, progress=not args.no_progress,
         shard=parse_shard(args.shard) if args.shard else None, workers=args.workers)
     result = generate(opts)

@@ -60,7 +60,7 @@ def sweep_plan(kinds: list[str], levels: dict[str, tuple[float, ...]]) -> list[t
 
 def run(args) -> int:
     from ..engine.distributed import is_main
-    from ..engine.robustness import format_robustness, run_robustness, write_robustness
+    from ..engine.robustness import format_robustness, robustness_files, run_robustness, write_robustness
     from ..errors import UserError
     from ..registry import parse_overrides
     from ..sizes import check_image_size
@@ -70,8 +70,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     plan = sweep_plan(parse_kinds(args.kinds), parse_levels(args.levels))
-    refuse_outputs(args.out, ["robustness.json"] + [f"robustness_{k}.png" for k in dict.fromkeys(k for k, _ in plan)],
-                   input_paths([args.data], model_specs(args)))
+    refuse_outputs(args.out, robustness_files(kind for kind, _ in plan), input_paths([args.data], model_specs(args)))
     result = run_robustness(model_specs(args), args.data, plan, threshold=args.threshold, image_size=args.image_size,
                             batch_size=args.batch_size, device=args.device, workers=args.workers,
                             on_mismatch=args.on_mismatch, overrides=parse_overrides(args.set),

@@ -411,8 +411,8 @@ class ForensicsDataset(Dataset):
             return records
         lines = list(bad.values())
         if self.on_mismatch == "error":
-            raise UserError(f"{len(lines)} mask(s) do not match their image size (use on_mismatch "
-                            f"'skip' or 'resize'): {_listing(lines)}")
+            raise UserError(f"{len(lines)} mask(s) do not match their image size (skip such images or resize "
+                            f"their masks): {_listing(lines)}", option="on_mismatch")
         warnings.warn(f"skipping {len(lines)} record(s) whose mask size differs from the image: "
                       f"{_listing(lines)}", UserWarning, stacklevel=3)
 

@@ -19,10 +19,8 @@ from ..errors import UserError
 def compile_model(model: torch.nn.Module, *, dynamic: bool | None = None) -> torch.nn.Module:
     """Compile ``model`` in place (module docstring) and return it."""
     if not isinstance(model, torch.nn.Module):
-        raise UserError(f"--compile applies to PyTorch models, not to {type(model).__name__} (an .onnx file is "
+        raise UserError(f"torch.compile applies to PyTorch models, not to {type(model).__name__} (an .onnx file is "
                         "already optimised by its runtime)")
-    if not hasattr(torch, "compile"):
-        raise UserError(f"--compile needs torch.compile (torch ≥ 2.0), this is torch {torch.__version__}")
     parts = tuple(getattr(model, "compile_parts", ()) or ())
     for name in parts:
         method = getattr(model, name, None)

@@ -9,18 +9,26 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from ..errors import UserError
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device ``device`` names; ``None`` or ``auto``: CUDA when available, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device}: CUDA is not available on this machine")
+    return dev
+
 
 def init_distributed(device: str) -> tuple[int, int, torch.device]:
     """Initialise the process group when launched by torchrun; returns (rank, world_size, device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda requested but CUDA is not available")
         dev = torch.device("cuda", local if world > 1 else (dev.index or 0))
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

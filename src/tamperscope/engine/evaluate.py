@@ -143,7 +143,7 @@ def scoring_mask(rec, on_mismatch: str = "error") -> np.ndarray | None:
     if on_mismatch == "skip":
         return None
     raise ImageReadError(f"{rec.image} is {size[0]}×{size[1]} but its mask {rec.mask} is {mask.shape[0]}×"
-                         f"{mask.shape[1]} (H×W); use --on-mismatch skip or resize")
+                         f"{mask.shape[1]} (H×W); skip such images or resize their masks", option="on_mismatch")
 
 
 def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5, progress: bool = True,

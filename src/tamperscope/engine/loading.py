@@ -52,15 +52,20 @@ def resolve_checkpoint(spec) -> str:
     ref = default_weights_ref()
     if not ref.is_file():
         raise UserError(f"no default model installed (tamperscope/weights/{DEFAULT_WEIGHTS} is missing); "
-                        "pass --checkpoint RUN_OR_FILE")
+                        "name a run folder or a .safetensors checkpoint", option="checkpoint")
     return str(ref)
 
 
+def training_recipe(cfg: dict) -> dict:
+    """The training section of a checkpoint config: a single file's ``extra.train`` or a run folder's ``train``
+    (empty when unknown)."""
+    return (cfg.get("extra") or {}).get("train") or cfg.get("train") or {}
+
+
 def trained_image_size(cfg: dict) -> int:
-    """The input size a checkpoint config was trained at: a single file's ``extra.train`` or a run folder's
-    ``train`` section; :data:`~tamperscope.sizes.DEFAULT_IMAGE_SIZE` when unknown."""
-    train = (cfg.get("extra") or {}).get("train") or cfg.get("train") or {}
-    return int(train.get("image_size") or DEFAULT_IMAGE_SIZE)
+    """The input size a checkpoint config was trained at (:func:`training_recipe`);
+    :data:`~tamperscope.sizes.DEFAULT_IMAGE_SIZE` when unknown."""
+    return int(training_recipe(cfg).get("image_size") or DEFAULT_IMAGE_SIZE)
 
 
 @dataclass

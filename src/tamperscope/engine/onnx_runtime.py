@@ -393,7 +393,7 @@ def load_onnx_model(path, runtime: str = "auto", image_size: int | None = None,
     model = OnnxModel(path, runtime)
     if image_size is not None and image_size != model.image_size and not model.native_resolution:
         raise UserError(f"{path}: the ONNX graph takes {model.image_size}×{model.image_size} inputs; export it again "
-                        f"with --image-size {image_size} to run at that size")
+                        f"at image size {image_size} to run at that size")
     attached = model.experts_config if experts else None
     name = f"{'+'.join([model.model_name, *(attached or {})])} ({Path(path).name}, {model.runtime})"
     return model, image_size or model.image_size, name, attached

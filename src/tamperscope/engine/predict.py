@@ -64,6 +64,7 @@ from ..io import atomic_write_text, read_image, read_image_bytes
 from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
 from ..sizes import INPUT_MULTIPLE, check_image_size
+from .distributed import resolve_device
 from .experts import build_experts, expert_maps
 from .loading import load_model
 
@@ -304,9 +305,9 @@ class Predictor:
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
     """Window offsets along one axis: first at 0, last at ``length - tile``, evenly spaced in between."""
     if tile < INPUT_MULTIPLE:
-        raise UserError(f"--tile-size must be at least {INPUT_MULTIPLE} pixels, got {tile}")
+        raise UserError(f"tile size must be at least {INPUT_MULTIPLE} pixels, got {tile}")
     if not 0.0 <= overlap < 1.0:
-        raise UserError(f"--tile-overlap must be in [0, 1), got {overlap}")
+        raise UserError(f"tile overlap must be in [0, 1), got {overlap}")
     if length <= tile:
         return [0]
     stride = max(1, int(round(tile * (1.0 - overlap))))
@@ -319,15 +320,6 @@ def tile_windows(length: int, tile: int, overlap: float, grid: int = 1) -> list[
     each window ``tile`` long (cut to the photo) and the last one reaching the end."""
     starts = sorted({s - s % grid for s in tile_starts(length, tile, overlap)})
     return [(s, length - s if i == len(starts) - 1 else min(tile, length - s)) for i, s in enumerate(starts)]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but CUDA is not available")
-    return dev
 
 
 def load_predictor(checkpoint: PathLike | None = None, *, device: str | torch.device | None = "cpu",
@@ -619,17 +611,17 @@ def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: Path
     report = report or (lambda line: tqdm.write(line, file=sys.stderr))
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir}: exists and is not a folder")
+        raise UserError(f"output folder {out_dir}: exists and is not a folder")
     files, problems = collect_inputs(items)
     manifest = OutputManifest(out_dir)
     if manifest.foreign:
-        raise UserError(f"--out {out_dir}: holds a {MANIFEST} that tamperscope predict did not write; "
-                        "choose another --out")
+        raise UserError(f"output folder {out_dir}: holds a {MANIFEST} that tamperscope predict did not write; "
+                        "choose another folder")
     foreign = files_not_written_by_predict(out_dir, manifest)
     for name in ("results.json", "results.csv", "scores.json"):
         if (out_dir / name).resolve() in foreign:
-            raise UserError(f"--out {out_dir}: holds a {name} that tamperscope predict did not write; "
-                            f"choose another --out")
+            raise UserError(f"output folder {out_dir}: holds a {name} that tamperscope predict did not write; "
+                            "choose another folder")
     protect = list(files) + sorted(foreign)  # e.g. a ground truth photo.mask.png beside photo.png
     rows: list[dict] = []
     for item, problem in problems:
@@ -638,9 +630,9 @@ def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: Path
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"--out {out_dir}: cannot create the folder ({exc.strerror or exc})") from None
+        raise UserError(f"output folder {out_dir}: cannot create it ({exc.strerror or exc})") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out_dir}: folder is not writable")
+        raise UserError(f"output folder {out_dir}: not writable")
     for path, stem in tqdm(list(zip(files, output_stems(files))), desc="predict", unit="img",
                            disable=not progress, leave=False):
         try:

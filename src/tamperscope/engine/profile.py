@@ -10,6 +10,7 @@ import torch
 from ..complexity import count_gmacs, count_gmacs_split, count_parameters, time_forward
 from ..registry import create_model, get_entry
 from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
+from .distributed import resolve_device
 
 #: numbers the papers report, shown beside our measurements (FRD-Net Table 2, DiffIML Table 4)
 PAPER_COMPLEXITY = {
@@ -51,9 +52,7 @@ def profile_model(name: str, image_size: int = DEFAULT_IMAGE_SIZE, batch_size: i
     best of 1, 2, 4, … when ``best_batch``), ``best_batch_size``, ``peak_mem_mb``, plus model extras.
     ``on_stage(text, done, total)``, when given, is called before each stage (progress for the command)."""
     check_image_size(image_size)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available")
+    dev = resolve_device(device)
     sizes = [batch_size]
     if best_batch:
         sizes = [1, 2, 4, 8, 16, 32] if dev.type == "cuda" else [1, 2, 4]

@@ -80,7 +80,7 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
     from ..data.datasets import load_evaluation_records
 
     if not checkpoints:
-        raise UserError("robustness needs at least one --checkpoint")
+        raise UserError("robustness: no model to run")
     if not plan:
         raise UserError("robustness: no (kind, level) to run")
     records = load_evaluation_records(data)
@@ -119,18 +119,24 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
     return out
 
 
+def robustness_files(kinds) -> list[str]:
+    """The files :func:`write_robustness` writes for the perturbation ``kinds``: ``robustness.json``, then one
+    ``robustness_<kind>.png`` per kind."""
+    return ["robustness.json"] + [f"robustness_{kind}.png" for kind in dict.fromkeys(kinds)]
+
+
 def write_robustness(result: dict, out_dir: str | Path) -> list[Path]:
-    """``robustness.json`` plus ``robustness_<kind>.png`` (one line per model) in ``out_dir``; returns the paths."""
+    """:func:`robustness_files` in ``out_dir`` (one line per model in each plot); returns the paths."""
     from ..report.plots import plot_robustness
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [atomic_write_text(out_dir / "robustness.json", json.dumps(result, indent=2))]
     kinds = list(dict.fromkeys(k for per_kind in result["results"].values() for k in per_kind))
+    results_file, *plots = (out_dir / name for name in robustness_files(kinds))
+    written = [atomic_write_text(results_file, json.dumps(result, indent=2))]
     curves = {label: {kind: [(row["level"], row) for row in rows] for kind, rows in per_kind.items()}
               for label, per_kind in result["results"].items()}
-    for kind in kinds:
-        path = out_dir / f"robustness_{kind}.png"
+    for kind, path in zip(kinds, plots):
         plot_robustness(curves, kind, path, metrics=tuple(result.get("metrics") or ROBUSTNESS_METRICS))
         written.append(path)
     return written

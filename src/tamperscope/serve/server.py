@@ -570,7 +570,7 @@ def build_app(*, checkpoint: str | None = None, models_dir: str | None = None, n
     """The model table and settings; checks every given file now, so mistakes show before the page does."""
     from ..checkpoint import read_checkpoint_config
     from ..engine.loading import default_model_available, names_default_model, resolve_checkpoint
-    from ..engine.predict import resolve_device
+    from ..engine.distributed import resolve_device
 
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold must be in [0, 1], got {threshold}")

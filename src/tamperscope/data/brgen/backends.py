@@ -55,14 +55,14 @@ class Backends:
 def _load(kind: str, path: str, loader):
     folder = Path(path)
     if not folder.is_dir():
-        raise UserError(f"--model-dir {kind}={path}: not a folder (models are read from local folders only)")
+        raise UserError(f"{kind} model folder {path}: not a folder (models are read from local folders only)")
     try:
         return loader(folder)
     except UserError:
         raise
     except Exception as exc:  # any loader failure becomes one readable line naming the folder
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--model-dir {kind}={path}: cannot load the model ({first[:200]})") from exc
+        raise UserError(f"{kind} model folder {path}: cannot load the model ({first[:200]})") from exc
 
 
 def _pil(image: np.ndarray):
@@ -86,7 +86,7 @@ class GroundedSAMRegions:
         def load_detector(folder):
             model = AutoModelForZeroShotObjectDetection.from_pretrained(folder, local_files_only=True).to(device).eval()
             if model.config.model_type not in DETECTOR_TYPES:
-                raise UserError(f"--model-dir detector={folder}: model type {model.config.model_type!r} is not a "
+                raise UserError(f"detector model folder {folder}: model type {model.config.model_type!r} is not a "
                                 f"supported grounding detector ({', '.join(DETECTOR_TYPES)})")
             return model, AutoProcessor.from_pretrained(folder, local_files_only=True)
 
@@ -280,21 +280,24 @@ def build_backends(backend: str, model_dirs: dict, device: str = "cpu", inpaint_
     """The stage back ends for ``--backend`` and the ``--model-dir`` folders (see the module docstring)."""
     unknown = [k for k in model_dirs if k not in MODEL_KEYS]
     if unknown:
-        raise UserError(f"--model-dir: unknown key {unknown[0]!r}; use {', '.join(k + '=DIR' for k in MODEL_KEYS)}")
+        raise UserError(f"model folders: unknown key {unknown[0]!r}; use {', '.join(k + '=DIR' for k in MODEL_KEYS)}",
+                        option="model_dirs")
     creators: dict[str, Creator] = builtin_creators()
     if backend == "builtin":
         if model_dirs:
-            raise UserError("--model-dir is only used with --backend models")
+            raise UserError("model folders are only used by the models back end, not the builtin one",
+                            option="backend")
         return Backends(BuiltinRegions(), creators, DEFAULT_METHODS, None,
                         {"regions": "builtin", "creation": "builtin", "alignment": "skipped (no CLIP weights)"})
     if backend != "models":
-        raise UserError(f"--backend must be builtin or models, got {backend!r}")
+        raise UserError(f"back end must be builtin or models, got {backend!r}")
     if not model_dirs:
-        raise UserError("--backend models: no weights given, so the model back ends are unavailable; pass local "
-                        "folders with --model-dir detector=DIR sam=DIR inpaint=DIR taesd=DIR clip=DIR (any subset)")
+        raise UserError("models back end: no weights given, so the model back ends are unavailable; name local "
+                        "model folders detector=DIR sam=DIR inpaint=DIR taesd=DIR clip=DIR (any subset)",
+                        option="model_dirs")
     if ("detector" in model_dirs) != ("sam" in model_dirs):
-        raise UserError("--model-dir: region masks need both detector=DIR and sam=DIR (or neither, for built-in "
-                        "regions)")
+        raise UserError("model folders: region masks need both detector=DIR and sam=DIR (or neither, for built-in "
+                        "regions)", option="model_dirs")
     if "detector" in model_dirs:
         regions = GroundedSAMRegions(model_dirs["detector"], model_dirs["sam"], device)
         regions_info = f"grounded-sam ({regions.detector_type} + SAM)"

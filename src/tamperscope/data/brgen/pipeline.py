@@ -200,12 +200,12 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
             k = str(int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", "0")))
             n = env["SLURM_ARRAY_TASK_COUNT"]
         else:
-            raise UserError("--shard auto: neither RANK/WORLD_SIZE (torchrun) nor SLURM_ARRAY_TASK_ID/"
-                            "SLURM_ARRAY_TASK_COUNT (Slurm job array) is set; give --shard K/N")
+            raise UserError("shard auto: neither RANK/WORLD_SIZE (torchrun) nor SLURM_ARRAY_TASK_ID/"
+                            "SLURM_ARRAY_TASK_COUNT (Slurm job array) is set; give the shard as K/N", option="shard")
         text = f"{k}/{n}"
     k, sep, n = text.partition("/")
     if not sep or not k.strip().isdigit() or not n.strip().isdigit() or not 0 <= int(k) < int(n):
-        raise UserError(f"--shard {text!r}: expected K/N with 0 <= K < N (e.g. 0/4), or auto")
+        raise UserError(f"shard {text!r}: expected K/N with 0 <= K < N (e.g. 0/4), or auto", option="shard")
     return int(k), int(n)
 
 
@@ -255,31 +255,34 @@ def validate_options(opts: GenerateOptions) -> GenerateOptions:
     """Check the paths, counts, regions and area bins; raise one-line UserErrors."""
     photos, out = Path(opts.photos).resolve(), Path(opts.out).resolve()
     if not photos.is_dir():
-        raise UserError(f"--photos {opts.photos}: not a folder")
+        raise UserError(f"photos folder {opts.photos}: not a folder")
     if out == photos or _is_relative_to(out, photos):
-        raise UserError(f"--out {opts.out}: must not be the photos folder or inside it ({opts.photos})")
+        raise UserError(f"output folder {opts.out}: must not be the photos folder or inside it ({opts.photos})")
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {opts.out}: exists and is not a folder")
+        raise UserError(f"output folder {opts.out}: exists and is not a folder")
     if opts.n < 1:
-        raise UserError(f"--n must be at least 1, got {opts.n}")
+        raise UserError(f"number of forgeries must be at least 1, got {opts.n}", option="n")
     if opts.retries < 0:
-        raise UserError(f"--retries must be >= 0, got {opts.retries}")
+        raise UserError(f"retries must be at least 0, got {opts.retries}", option="retries")
     if opts.max_side < 32:
-        raise UserError(f"--max-side must be at least 32, got {opts.max_side}")
+        raise UserError(f"largest photo side must be at least 32 pixels, got {opts.max_side}", option="max_side")
     if opts.jpeg_quality is not None and not 1 <= opts.jpeg_quality <= 100:
-        raise UserError(f"--jpeg-quality must be in 1..100, got {opts.jpeg_quality}")
+        raise UserError(f"JPEG quality must be in 1..100, got {opts.jpeg_quality}", option="jpeg_quality")
     if opts.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {opts.workers}")
+        raise UserError(f"worker processes must be at least 1, got {opts.workers}", option="workers")
     if opts.shard is not None and not 0 <= opts.shard[0] < opts.shard[1]:
-        raise UserError(f"--shard {opts.shard[0]}/{opts.shard[1]}: expected K/N with 0 <= K < N")
+        raise UserError(f"shard {opts.shard[0]}/{opts.shard[1]}: expected K/N with 0 <= K < N", option="shard")
     bad_regions = [r for r in opts.regions if r not in REGION_TYPES]
     if bad_regions or not opts.regions:
-        raise UserError(f"--regions: choose from {', '.join(REGION_TYPES)}, got {', '.join(opts.regions) or 'none'}")
+        raise UserError(f"region types: choose from {', '.join(REGION_TYPES)}, got {', '.join(opts.regions) or 'none'}",
+                        option="regions")
     bad_bins = [b for b in opts.area_bins if b not in AREA_BINS]
     if bad_bins or not opts.area_bins:
-        raise UserError(f"--area-bins: choose from {', '.join(AREA_BINS)}, got {', '.join(opts.area_bins) or 'none'}")
+        raise UserError(f"area bins: choose from {', '.join(AREA_BINS)}, got {', '.join(opts.area_bins) or 'none'}",
+                        option="area_bins")
     if opts.area_policy not in AREA_POLICIES:
-        raise UserError(f"--area-policy: choose from {', '.join(AREA_POLICIES)}, got {opts.area_policy!r}")
+        raise UserError(f"area policy: choose from {', '.join(AREA_POLICIES)}, got {opts.area_policy!r}",
+                        option="area_policy")
     return GenerateOptions(**{**opts.__dict__, "photos": photos, "out": out,
                               "model_dirs": {k: str(Path(v).resolve()) for k, v in opts.model_dirs.items()},
                               "regions": tuple(dict.fromkeys(opts.regions)),
@@ -293,8 +296,8 @@ def check_area_policy(opts: GenerateOptions, regions_backend) -> None:
     for region in opts.regions:
         allowed = compatible_bins(region, opts.area_policy)
         if not set(allowed) & set(opts.area_bins):
-            raise UserError(f"--regions {region} cannot produce masks in --area-bins {','.join(opts.area_bins)} "
-                            f"under --area-policy {opts.area_policy}; it covers {','.join(allowed)}")
+            raise UserError(f"region type {region} cannot produce masks in the area bins {','.join(opts.area_bins)} "
+                            f"under the area policy {opts.area_policy}; it covers {','.join(allowed)}")
 
 
 def region_bins(kind: str, opts: GenerateOptions, decides_area: bool) -> list[str]:
@@ -310,8 +313,8 @@ def resolve_methods(opts: GenerateOptions, available: tuple[str, ...], defaults:
     methods = tuple(dict.fromkeys(opts.methods)) if opts.methods else defaults
     unknown = [m for m in methods if m not in available]
     if unknown:
-        raise UserError(f"--methods: unknown or unavailable {', '.join(unknown)} for --backend {opts.backend}; "
-                        f"available: {', '.join(available)}")
+        raise UserError(f"methods: unknown or unavailable {', '.join(unknown)} for the {opts.backend} back end; "
+                        f"available: {', '.join(available)}", option="methods")
     return GenerateOptions(**{**opts.__dict__, "methods": methods})
 
 
@@ -339,7 +342,7 @@ def _scan_photos(opts: GenerateOptions) -> dict:
     """Read every photo once: usable sources, bad files, and the naturalness calibration."""
     rels = find_photos(opts.photos)
     if not rels:
-        raise UserError(f"--photos {opts.photos}: no image files found ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise UserError(f"photos folder {opts.photos}: no image files found ({', '.join(sorted(IMAGE_SUFFIXES))})")
     sources, bad, used_names = [], [], set()
     calib_every = max(1, int(np.ceil(len(rels) / CALIBRATION_PHOTOS)))
     alphas = []
@@ -362,7 +365,7 @@ def _scan_photos(opts: GenerateOptions) -> dict:
         if k % calib_every == 0:
             alphas.append(naturalness_alpha(downscale(image, opts.max_side)))
     if not sources:
-        raise UserError(f"--photos {opts.photos}: none of the {len(rels)} image files could be read")
+        raise UserError(f"photos folder {opts.photos}: none of the {len(rels)} image files could be read")
     return {"sources": sources, "bad_photos": bad, "calibration_alphas": [round(a, 6) for a in alphas]}
 
 
@@ -371,9 +374,9 @@ def _read_state(run_file: Path) -> dict:
     if state.get("format") != FORMAT:
         raise UserError(f"{run_file}: not a tamperscope generate state file")
     if state.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"--out {run_file.parent.parent} was generated by another version of the pipeline (format "
-                        f"{state.get('format_version')}, now {FORMAT_VERSION}); finish it with that version or "
-                        f"use a new --out")
+        raise UserError(f"output folder {run_file.parent.parent}: generated by another version of the pipeline "
+                        f"(format {state.get('format_version')}, now {FORMAT_VERSION}); finish it with that version "
+                        "or choose another folder")
     return state
 
 
@@ -388,11 +391,11 @@ def _load_or_create_state(opts: GenerateOptions, backend_info: dict) -> dict:
         diffs = [k for k in _PLAN_KEYS if state["plan"].get(k) != plan[k]]
         if diffs:
             k = diffs[0]
-            raise UserError(f"--out {opts.out} was generated with other options ({k}: {state['plan'].get(k)!r} "
-                            f"there, {plan[k]!r} now); use the same options to resume or a new --out")
+            raise UserError(f"output folder {opts.out}: generated with other options ({k}: {state['plan'].get(k)!r} "
+                            f"there, {plan[k]!r} now); use the same options to resume or choose another folder")
         return state
     if opts.out.is_dir() and any(p.name != STATE_DIR for p in opts.out.iterdir()):
-        raise UserError(f"--out {opts.out}: folder is not empty and holds no tamperscope generate run")
+        raise UserError(f"output folder {opts.out}: not empty and holds no tamperscope generate run")
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, "plan": plan, "backend_info": backend_info,
              **_scan_photos(opts)}
     (state_dir / "records").mkdir(parents=True, exist_ok=True)
@@ -441,8 +444,8 @@ class _Plan:
         n_slots = -(-n // per)
         if n % per:
             _, _, name, _, _ = self.sample(n - 1)
-            out.append(f"--n {n} is not a multiple of {per} ({self.n_regions} region type(s) x {self.n_methods} "
-                       f"method(s) per photo): photo {name} gets {n % per} of its {per} forgeries")
+            out.append(f"the number of forgeries, {n}, is not a multiple of {per} ({self.n_regions} region type(s) "
+                       f"x {self.n_methods} method(s) per photo): photo {name} gets {n % per} of its {per} forgeries")
         covered = {self.sources[self.slots[s % len(self.slots)]].split for s in range(n_slots)}
         empty = [s for s in SPLITS if s not in covered]
         if empty:
@@ -454,8 +457,8 @@ class _Plan:
             if rest:
                 need = max(min(k for k, name in enumerate(self.slots) if self.sources[name].split == s)
                            for s in rest) + 1
-                out.append(f"the {' and '.join(rest)} split(s) will be empty: --n {n} covers {n_slots} photo(s) "
-                           f"({per} forgeries each); use --n {need * per} or more for a photo in every split")
+                out.append(f"the {' and '.join(rest)} split(s) will be empty: {n} forgeries cover {n_slots} "
+                           f"photo(s) ({per} each); make {need * per} or more for a photo in every split")
         return out
 
 
@@ -660,15 +663,15 @@ def merge(out: Path, progress: bool = True) -> dict:
     out = Path(out).resolve()
     run_file = out / STATE_DIR / RUN_FILE
     if not run_file.is_file():
-        raise UserError(f"--merge: {out} holds no tamperscope generate run ({STATE_DIR}/{RUN_FILE} missing)")
+        raise UserError(f"{out}: holds no tamperscope generate run to merge ({STATE_DIR}/{RUN_FILE} missing)")
     state = _read_state(run_file)
     opts = _options_from_plan(out, state["plan"], progress)
     plan = _Plan(opts, state)
     records_dir = out / STATE_DIR / "records"
     missing = [i for i in range(opts.n) if not (records_dir / f"{i:06d}.json").is_file()]
     if missing:
-        raise UserError(f"--merge: {out} is incomplete: {len(missing)} of {opts.n} sample ids have no record "
-                        f"(first {missing[0]:06d}); finish every shard (same options, --shard K/N) first")
+        raise UserError(f"{out}: cannot merge an incomplete run: {len(missing)} of {opts.n} sample ids have no "
+                        f"record (first {missing[0]:06d}); finish every shard (same options) first")
     records = [json.loads((records_dir / f"{i:06d}.json").read_text()) for i in range(opts.n)]
     return _write_outputs(plan, records)
 
