@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 import tamperscope
@@ -21,6 +22,8 @@ from tamperscope.engine import predict as predict_mod
 from tamperscope.engine.predict import (Prediction, collect_inputs, load_predictor, output_stems, tile_starts,
                                         tile_windows)
 from tamperscope.errors import UserError
+
+REPO = Path(__file__).resolve().parents[2]
 
 EXIF_SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "authentic" / "exif_samples" / "jpg"
 VERDICTS = ("tampered", "inconclusive", "authentic")
@@ -378,6 +381,9 @@ def test_the_shipped_default_model(tmp_path):
     assert cfg["model"] == "ela-unet" and cfg["extra"]["train"]["image_size"] == 256
     assert "val" in cfg["calibration"]["data"] and "test" not in cfg["calibration"]["data"]  # chosen on val only
     assert cfg["config"]["global_context"] and cfg["config"]["detection_head"]
+    recipe = yaml.safe_load((REPO / "configs" / "default-model-continue.yaml").read_text())  # the recipe it states
+    assert {k: cfg["config"][k] for k in recipe["model"]} == recipe["model"]
+    assert {k: cfg["extra"]["train"][k] for k in recipe["train"]} == recipe["train"]
     assert cfg["calibration"]["mode"] == "absolute" and cfg["calibration"]["image"]["authentic_scores"]
     expert = cfg["experts"]["copymove"]  # fused with the copy-move expert and its validation scores
     assert expert["image"]["authentic_scores"] == sorted(expert["image"]["authentic_scores"])
