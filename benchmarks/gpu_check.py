@@ -69,7 +69,9 @@ def cli(argv: list[str]) -> tuple[int, str]:
 
 
 def train_images_per_s(run: Path) -> float | None:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from tamperscope.run_folder import RunFolder
+
+    rows = [json.loads(line) for line in RunFolder(run).log_file.read_text().splitlines() if line.strip()]
     rates = [r["images_per_s"] for r in rows if r.get("type") == "train" and "images_per_s" in r]
     rates = rates[1:] or rates  # the first interval holds the start-up (allocation, cuDNN autotuning)
     return statistics.median(rates) if rates else None

@@ -44,6 +44,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path("../shared/data")
+sys.path.insert(0, str(REPO / "src"))
+from tamperscope.run_folder import RunFolder  # noqa: E402  (the file names of a run folder)
 
 
 @dataclass(frozen=True)
@@ -225,13 +227,12 @@ def display(step: dict, prefix_text: str) -> str:
 
 
 def step_done(step: dict, out: Path) -> bool:
-    run = Path(step["run"])
+    run = RunFolder(step["run"])
     if step["kind"] == "ela":
-        return (run / "config.json").is_file()
+        return run.config_file.is_file()
     if step["kind"] == "eval":
         return (out / "metrics" / f"{step['model']}.json").is_file()
-    state = run / "trainer_state.json"
-    return state.is_file() and json.loads(state.read_text()).get("finished", False)
+    return run.exists() and run.read_state().get("finished", False)
 
 
 def run_step(step: dict, prefix: list[str], out: Path) -> tuple[int, float, str]:
@@ -240,7 +241,7 @@ def run_step(step: dict, prefix: list[str], out: Path) -> tuple[int, float, str]
     if step["kind"] == "ela":
         argv = [sys.executable] + argv[1:]
     else:
-        if step["kind"] == "train" and (Path(step["run"]) / "trainer_state.json").is_file():
+        if step["kind"] == "train" and RunFolder(step["run"]).exists():
             argv.append("--resume")
         argv = prefix + argv
     log = out / "logs" / f"{Path(step['run']).name}-{step['kind']}.log"
@@ -274,7 +275,6 @@ def machine() -> str:
 
 def write_results(path: Path, args, budget: Budget, steps_list: list[dict], log: dict, prefix_text: str,
                   out: Path, total_s: float) -> None:
-    sys.path.insert(0, str(REPO / "src"))
     from tamperscope.report.compare import COMPARE_METRICS, to_markdown
 
     test = Path(args.test_data)
@@ -292,9 +292,9 @@ def write_results(path: Path, args, budget: Budget, steps_list: list[dict], log:
             results[model] = {test_name: json.loads(metrics_file.read_text())}
         best = []
         for s in mine:
-            state = Path(s["run"]) / "trainer_state.json"
-            if s["kind"] == "train" and state.is_file():
-                b = json.loads(state.read_text()).get("best") or {}
+            run = RunFolder(s["run"])
+            if s["kind"] == "train" and run.exists():
+                b = run.read_state().get("best") or {}
                 if b.get("value") is not None:
                     best.append(f"{s.get('stage') or 'train'}: {b['metric']} {b['value']:.4f} @ step {b['step']}")
         stages = " → ".join(f"{s.get('stage') or 'train'} {s['steps']}" for s in mine if s["kind"] == "train")

@@ -4,10 +4,8 @@
   clipping; bf16 autocast and channels-last on CUDA; seeded.
 * DDP when launched by ``torchrun`` (gloo on CPU, NCCL on GPU) — the same command, no code changes.
 * Validation each epoch; the model is chosen on **val** (never test) by the model's selection metric.
-* A run folder: ``config.json`` + ``model.safetensors`` (the best model on val, or the last one without
-  val), ``trainer_state.json`` pointing at the latest resumable state ``state/step-N/`` (model,
-  optimizer and RNG states as safetensors), ``metrics.jsonl`` and ``curves.png``. Every file is written
-  atomically and the pointer is updated last, so a kill at any moment leaves a consistent run.
+* A run folder (:mod:`tamperscope.run_folder`): the model selected on val, the latest resumable state, the log
+  and its curves; written atomically, so a kill at any moment leaves a consistent run.
 * A resumed run (``resume``) continues exactly: same next batch (seeded per-epoch order, started mid-epoch),
   same LR (the run's step count and warm-up are stored in its config), same RNG streams; the final weights equal
   those of an uninterrupted run.
@@ -24,7 +22,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +32,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..checkpoint import (checkpoint_config, format_key_report, load_weights, read_state_dict, read_weights_file,
-                          save_checkpoint, save_state_dict)
+from ..checkpoint import (checkpoint_config, checkpoint_weights_path, format_key_report, read_state_dict,
+                          save_checkpoint)
 from ..errors import UserError
 from ..inference import autocast_for
 from ..io import atomic_write_text
 from ..registry import create_model, get_entry
+from ..run_folder import RunFolder, TrainState
 from ..sizes import DEFAULT_IMAGE_SIZE
 from .distributed import ResumableSampler, barrier, init_distributed, is_main, merge_validation_sums
 from .evaluate import evaluate_model
@@ -202,132 +201,6 @@ def build_optimizer(model, cfg: dict) -> torch.optim.Optimizer:
 
 
 # ------------------------------------------------------------------------------------------------
-# resumable state
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, list]:
-    sd = opt.state_dict()
-    tensors = {}
-    for pid, state in sd["state"].items():
-        for name, value in state.items():
-            tensors[f"state.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    return tensors, sd["param_groups"]
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _rng_state(device: torch.device) -> tuple[dict, dict]:
-    """CPU, Python and NumPy RNG states, and the CUDA state of the training device. Every rank is seeded alike and
-    runs the same random calls, so rank 0's device stream is each rank's (restored onto each rank's own device)."""
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    py, n = random.getstate(), np.random.get_state()
-    return tensors, {"python": [py[0], list(py[1]), py[2]], "numpy": [n[0], n[1].tolist(), n[2], n[3], n[4]]}
-
-
-def _restore_rng(tensors: dict, js: dict, device: torch.device) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    if device.type == "cuda":
-        # older runs stored every visible device of rank 0: its training device is the one to take
-        cuda = tensors.get("rng.cuda", tensors.get(f"rng.cuda.{device.index or 0}"))
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda, device)
-    py = js["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = js["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-
-
-@dataclass
-class TrainState:
-    """The trainer's progress, written to ``trainer_state.json`` beside the pointer to the saved tensors."""
-
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    global_step: int = 0
-    best: dict | None = None
-    finished: bool = False
-    epochs_since_best: int = 0
-
-
-class RunFolder:
-    """The files of one training run (module docstring), as training writes them and ``export`` reads them."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @property
-    def state_file(self) -> Path:
-        return self.path / "trainer_state.json"
-
-    @property
-    def log_file(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    def last_state_weights(self) -> Path:
-        """``model.safetensors`` of the run's last saved training state."""
-        if not self.state_file.is_file():
-            raise UserError(f"{self.path}: no trainer_state.json (not a training run folder)")
-        weights = self.path / self.read_state()["checkpoint"] / "model.safetensors"
-        if not weights.is_file():
-            raise UserError(f"{weights}: missing")
-        return weights
-
-    def best_val_metrics(self) -> dict | None:
-        """The validation row of the epoch the run selected (``metrics.jsonl`` + ``trainer_state.json``)."""
-        if not (self.state_file.is_file() and self.log_file.is_file()):
-            return None
-        best = (self.read_state().get("best") or {}).get("epoch")
-        rows = [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
-        match = [r for r in rows if r.get("type") == "val" and r.get("epoch") == best]
-        return match[-1] if match else None
-
-    def exists(self) -> bool:
-        return self.state_file.is_file()
-
-    def read_state(self) -> dict:
-        try:
-            return json.loads(self.state_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.state_file}: cannot read trainer state ({exc})")
-
-    def save_state(self, model, opt, state: TrainState, config: dict, device: torch.device) -> None:
-        """Write ``state/step-N/`` then point ``trainer_state.json`` at it; older states are removed."""
-        step_dir = self.path / "state" / f"step-{state.global_step:09d}"
-        step_dir.mkdir(parents=True, exist_ok=True)
-        save_state_dict(model, step_dir / "model.safetensors")
-        opt_tensors, groups = _optimizer_tensors(opt)
-        rng_tensors, rng_json = _rng_state(device)
-        save_state_dict({**opt_tensors, **rng_tensors}, step_dir / "optimizer.safetensors")
-        saved = asdict(state) | {"checkpoint": str(step_dir.relative_to(self.path)), "optimizer_groups": groups,
-                                 "rng": rng_json}
-        atomic_write_text(self.path / "config.json", json.dumps(config, indent=2, sort_keys=True))
-        atomic_write_text(self.state_file, json.dumps(saved, indent=2))
-        for old in (self.path / "state").glob("step-*"):
-            if old != step_dir:
-                for f in old.iterdir():
-                    f.unlink()
-                old.rmdir()
-
-    def load_state(self, model, opt, saved: dict, device: torch.device) -> TrainState:
-        """Load the model, optimizer and RNG states that ``saved`` (the read ``trainer_state.json``) points at."""
-        step_dir = self.path / saved["checkpoint"]
-        load_weights(model, read_weights_file(step_dir / "model.safetensors", device), str(step_dir))
-        tensors = read_weights_file(step_dir / "optimizer.safetensors")
-        _load_optimizer(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("state.")},
-                        saved["optimizer_groups"])
-        _restore_rng({k: v for k, v in tensors.items() if k.startswith("rng.")}, saved["rng"], device)
-        return TrainState(**{f.name: saved[f.name] for f in fields(TrainState)})
-
-
-# ------------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -407,10 +280,7 @@ def load_pretrained_stage(model, source: str) -> None:
     """Load an earlier stage's run (or any of our checkpoints) with ``strict=False``, printing the report. A model's
     ``load_pretrained_stage(state_dict) -> (missing, unexpected, left_out)`` takes over (e.g. only the MAE of an
     IFA-Net realness-prior run)."""
-    from ..checkpoint import checkpoint_weights_path
-
-    path = Path(source)
-    sd = read_state_dict(checkpoint_weights_path(path) if path.is_dir() else path)
+    sd = read_state_dict(checkpoint_weights_path(source))
     where = f"pretrained weights {source}"
     try:
         missing, unexpected, left_out = model.load_pretrained_stage(sd, where)
@@ -447,15 +317,15 @@ class Trainer:
         resume_state = None
         if opts.resume:
             if not self.run.exists():
-                raise UserError(f"{self.run.path}: nothing to resume (no trainer_state.json)")
+                raise UserError(f"{self.run.path}: nothing to resume (no {self.run.state_file.name})")
             resume_state = self.run.read_state()
-            saved = json.loads((self.run.path / "config.json").read_text())
+            saved = self.run.read_config()
             if saved["model"] != opts.model:
                 raise UserError(f"{self.run.path}: run is for model '{saved['model']}', not '{opts.model}'")
             # a kill between the epoch's model save and the state save leaves the train section under "extra"
             train_cfg = saved.get("train") or (saved.get("extra") or {}).get("train")
             if not train_cfg or "config" not in saved:
-                raise UserError(f"{self.run.path / 'config.json'}: no training configuration to resume from")
+                raise UserError(f"{self.run.config_file}: no training configuration to resume from")
             # keys added to a model after the run was saved take the value the run was trained with
             model_cfg = dict(entry.cls.legacy_config) | saved["config"]
             check_resume_options(self.run.path, train_cfg, opts, self.world)
@@ -758,7 +628,7 @@ class Trainer:
         if is_main():
             from ..report.plots import plot_training_curves
 
-            plot_training_curves(self.run.log_file, self.run.path / "curves.png")
+            plot_training_curves(self.run.log_file, self.run.curves_file)
 
     @staticmethod
     def _select(fit: Fit, metrics: dict, epoch: int) -> tuple[str, bool]:
