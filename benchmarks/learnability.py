@@ -42,7 +42,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -386,6 +386,8 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=4.0, help="training CPU minutes per model (budget check)")
     ap.add_argument("--evals", type=int, default=4, help="validations during the budget")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, help="learning rate of the budget check's main stage (default: each "
+                    "model's, 1e-3 for most)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -421,7 +423,8 @@ def main(argv=None) -> int:
         train_records = load_evaluation_records(args.train)
         for name in args.models:
             print(f"[budget] {name}: {SPECS[name].reduced}", flush=True)
-            r = run_budget(name, SPECS[name], train_records, val_records, args.size, args.minutes * 60, args.evals,
+            spec = replace(SPECS[name], lr=args.lr) if args.lr else SPECS[name]
+            r = run_budget(name, spec, train_records, val_records, args.size, args.minutes * 60, args.evals,
                            args.batch_size, args.seed, log=lambda s: print(s, flush=True))
             r.update(machine=cpu_info(), command=" ".join(sys.argv), ela_pixel_f1=ela_f1,
                      above_ela=r["pixel_f1"] > ela_f1, train=str(args.train), val=str(args.val))
