@@ -574,6 +574,11 @@ def write_png(path: PathLike, array: np.ndarray, protect: Iterable[PathLike] | N
         raise UserError(f"{os.fspath(path)}: write_png needs a uint8 array, got {arr.dtype}")
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or arr.size == 0:
         raise UserError(f"{os.fspath(path)}: write_png needs an H×W or H×W×3 array, got shape {arr.shape}")
+    return atomic_write_bytes(path, encode_image(arr), protect=protect)
+
+
+def encode_image(array: np.ndarray, format: str = "PNG", **options) -> bytes:
+    """``array`` encoded by PIL as a ``format`` file in memory (``options``: PIL's save options, e.g. quality)."""
     buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
-    return atomic_write_bytes(path, buf.getvalue(), protect=protect)
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format=format, **options)
+    return buf.getvalue()

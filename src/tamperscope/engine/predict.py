@@ -60,7 +60,7 @@ import torch
 from ..data.transforms import JPEG_GRID, pad_to_multiple
 from ..errors import ImageReadError, UserError
 from ..inference import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
-from ..io import atomic_write_text, read_image, read_image_bytes
+from ..io import atomic_write_text, encode_image, read_image, read_image_bytes
 from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
 from ..sizes import INPUT_MULTIPLE, check_image_size
@@ -450,20 +450,7 @@ def check_finite(pred: Prediction, where: str) -> None:
 def probability_png(prob: np.ndarray) -> bytes:
     """The raw probability map as a 16-bit grey PNG (0–65535 = probability 0–1), readable by
     ``evaluate --predictions`` (:func:`tamperscope.io.read_probability_map`)."""
-    from PIL import Image
-
-    values = np.round(np.clip(prob, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    buf = _io.BytesIO()
-    Image.fromarray(values).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_image(np.round(np.clip(prob, 0.0, 1.0) * 65535.0).astype(np.uint16))
 
 
 def sha256_of(path: PathLike) -> str:
@@ -526,7 +513,8 @@ def write_prediction_images(pred: Prediction, out_dir: PathLike, stem: str, prot
     before it is written; returns the paths."""
     out_dir = Path(out_dir)
     protect = list(protect)
-    images = {"heatmap": _png(pred.heatmap()), "mask": _png(pred.mask_png()), "overlay": _png(pred.overlay()),
+    images = {"heatmap": encode_image(pred.heatmap()), "mask": encode_image(pred.mask_png()),
+              "overlay": encode_image(pred.overlay()),
               "probability": probability_png(pred.probability)}
     paths = {}
     for kind in OUTPUT_KINDS:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import io as _io
 import ipaddress
 import json
 import re
@@ -67,7 +66,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from PIL import Image
 
 from ..errors import UserError
 
@@ -111,9 +109,9 @@ def load_static() -> dict[str, tuple[bytes, str]]:
 
 
 def png_data_url(image: np.ndarray) -> str:
-    buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    from ..io import encode_image
+
+    return "data:image/png;base64," + base64.b64encode(encode_image(image)).decode("ascii")
 
 
 def find_checkpoints(folder: str | Path) -> dict[str, Path]:

@@ -60,7 +60,6 @@ diffusion) and ``other`` (splice, copy-move). No built-in method imitates a GAN 
 """
 from __future__ import annotations
 
-import io as _io
 import json
 import os
 import re
@@ -74,7 +73,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...errors import ImageReadError, UserError
-from ...io import atomic_write_bytes, atomic_write_text, read_image, write_png
+from ...io import atomic_write_bytes, atomic_write_text, encode_image, read_image, write_png
 from .creation import Creator, Donor
 from .prompts import make_prompt
 from .quality import NaturalnessRange, QualityThresholds, evaluate_forgery, naturalness_alpha
@@ -214,11 +213,7 @@ def save_image(out: Path, rel_stem: str, image: np.ndarray, jpeg_quality: int | 
     if jpeg_quality is None:
         write_png(out / f"{rel_stem}.png", image)
         return f"{rel_stem}.png"
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=int(jpeg_quality))
-    atomic_write_bytes(out / f"{rel_stem}.jpg", buf.getvalue())
+    atomic_write_bytes(out / f"{rel_stem}.jpg", encode_image(image, "JPEG", quality=int(jpeg_quality)))
     return f"{rel_stem}.jpg"
 
 
