@@ -512,10 +512,6 @@ def mask_is_binary(mask: PathLike | np.ndarray) -> bool:
 
 def check_protected(path: PathLike, protect: Iterable[PathLike] | None) -> None:
     """Raise :class:`UserError` when ``path`` is (or links to) one of the ``protect`` paths."""
-    _check_protected(Path(path), protect)
-
-
-def _check_protected(path: Path, protect: Iterable[PathLike] | None) -> None:
     if not protect:
         return
     target = Path(os.path.realpath(path))
@@ -531,7 +527,7 @@ def _check_protected(path: Path, protect: Iterable[PathLike] | None) -> None:
 def atomic_write_bytes(path: PathLike, data: bytes, protect: Iterable[PathLike] | None = None) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it into place (never a half-written file)."""
     path = Path(path)
-    _check_protected(path, protect)
+    check_protected(path, protect)
     if path.is_dir():
         raise UserError(f"{os.fspath(path)}: is a directory, cannot write a file there")
     try:

@@ -113,10 +113,7 @@ def records_from_json(path: PathLike) -> list[Record]:
 
 
 def _subdir(folder: Path, name: str) -> Path | None:
-    for child in folder.iterdir():
-        if child.is_dir() and child.name.lower() == name.lower():
-            return child
-    return None
+    return next((c for c in folder.iterdir() if c.is_dir() and c.name.lower() == name.lower()), None)
 
 
 def _mask_key(stem: str) -> str:

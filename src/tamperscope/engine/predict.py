@@ -417,13 +417,10 @@ def collect_inputs(items: Iterable[PathLike]) -> tuple[list[Path], list[tuple[st
             found += matches
         else:
             problems.append((text, "file not found"))
-    unique, seen = [], set()
+    unique: dict[str, Path] = {}
     for f in found:
-        key = os.path.realpath(f)
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    return unique, problems
+        unique.setdefault(os.path.realpath(f), f)
+    return list(unique.values()), problems
 
 
 def output_stems(paths: Sequence[Path]) -> list[str]:

@@ -64,8 +64,8 @@ import json
 import os
 import re
 import sys
-from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -217,14 +217,6 @@ def save_image(out: Path, rel_stem: str, image: np.ndarray, jpeg_quality: int | 
     return f"{rel_stem}.jpg"
 
 
-def _is_relative_to(path: Path, other: Path) -> bool:
-    try:
-        path.relative_to(other)
-        return True
-    except ValueError:
-        return False
-
-
 # --------------------------------------------------------------------------------------------- the run
 
 
@@ -233,17 +225,10 @@ class _PhotoCache:
 
     def __init__(self, root: Path, sources: dict[str, Source], max_side: int):
         self.root, self.sources, self.max_side = root, sources, max_side
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.get = lru_cache(maxsize=_CACHE_SIZE)(self._read)
 
-    def get(self, name: str) -> np.ndarray:
-        if name in self._cache:
-            self._cache.move_to_end(name)
-            return self._cache[name]
-        image = downscale(read_image(self.root / self.sources[name].relpath), self.max_side)
-        self._cache[name] = image
-        if len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return image
+    def _read(self, name: str) -> np.ndarray:
+        return downscale(read_image(self.root / self.sources[name].relpath), self.max_side)
 
 
 def validate_options(opts: GenerateOptions) -> GenerateOptions:
@@ -251,7 +236,7 @@ def validate_options(opts: GenerateOptions) -> GenerateOptions:
     photos, out = Path(opts.photos).resolve(), Path(opts.out).resolve()
     if not photos.is_dir():
         raise UserError(f"photos folder {opts.photos}: not a folder")
-    if out == photos or _is_relative_to(out, photos):
+    if out.is_relative_to(photos):
         raise UserError(f"output folder {opts.out}: must not be the photos folder or inside it ({opts.photos})")
     if out.exists() and not out.is_dir():
         raise UserError(f"output folder {opts.out}: exists and is not a folder")
