@@ -21,6 +21,19 @@ def add_inference_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def inference_options(args) -> dict:
+    """The keywords of the engine's dataset runners (evaluate, compare, robustness) from the arguments of
+    :func:`add_inference_arguments`, ``--image-size`` checked."""
+    from ..registry import parse_overrides
+    from ..sizes import check_image_size
+
+    if args.image_size is not None:
+        check_image_size(args.image_size, "--image-size")
+    return {"threshold": args.threshold, "image_size": args.image_size, "batch_size": args.batch_size,
+            "device": args.device, "workers": args.workers, "on_mismatch": args.on_mismatch,
+            "overrides": parse_overrides(args.set), "progress": not args.no_progress}
+
+
 MODEL_HELP = ("run folders, .safetensors checkpoints, 'default' (the bundled model) or a weight-free model name "
               "('ela')")
 
