@@ -299,23 +299,19 @@ def resolve_methods(opts: GenerateOptions, available: tuple[str, ...], defaults:
 
 
 def _plan_record(opts: GenerateOptions) -> dict:
-    return {"photos": str(opts.photos), "n": opts.n, "seed": opts.seed, "methods": list(opts.methods),
-            "regions": list(opts.regions), "area_bins": list(opts.area_bins), "area_policy": opts.area_policy,
-            "max_side": opts.max_side,
-            "jpeg_quality": opts.jpeg_quality, "retries": opts.retries, "backend": opts.backend,
-            "model_dirs": {k: str(v) for k, v in sorted(opts.model_dirs.items())},
-            "inpaint_steps": opts.inpaint_steps, "clip_min_score": opts.clip_min_score,
-            "thresholds": opts.thresholds.to_dict()}
+    """The :data:`_PLAN_KEYS` of the options as JSON values (in that order)."""
+    return {k: getattr(opts, k) for k in _PLAN_KEYS} | {
+        "photos": str(opts.photos), "methods": list(opts.methods), "regions": list(opts.regions),
+        "area_bins": list(opts.area_bins), "model_dirs": {k: str(v) for k, v in sorted(opts.model_dirs.items())},
+        "thresholds": opts.thresholds.to_dict()}
 
 
 def _options_from_plan(out: Path, plan: dict, progress: bool) -> GenerateOptions:
     """The options a state file was made with (for ``--merge``, which is given only ``--out``)."""
-    return GenerateOptions(
-        photos=Path(plan["photos"]), out=out, n=plan["n"], seed=plan["seed"], methods=tuple(plan["methods"]),
-        regions=tuple(plan["regions"]), area_bins=tuple(plan["area_bins"]), area_policy=plan["area_policy"],
-        max_side=plan["max_side"], jpeg_quality=plan["jpeg_quality"], retries=plan["retries"],
-        backend=plan["backend"], model_dirs=dict(plan["model_dirs"]), inpaint_steps=plan["inpaint_steps"],
-        clip_min_score=plan["clip_min_score"], thresholds=QualityThresholds(**plan["thresholds"]), progress=progress)
+    return GenerateOptions(**{k: plan[k] for k in _PLAN_KEYS} | {
+        "photos": Path(plan["photos"]), "methods": tuple(plan["methods"]), "regions": tuple(plan["regions"]),
+        "area_bins": tuple(plan["area_bins"]), "model_dirs": dict(plan["model_dirs"]),
+        "thresholds": QualityThresholds(**plan["thresholds"])}, out=out, progress=progress)
 
 
 def _scan_photos(opts: GenerateOptions) -> dict:
@@ -664,17 +660,11 @@ def _worker(opts: GenerateOptions) -> int:
 def generate(opts: GenerateOptions) -> dict:
     """Run (or resume) the pipeline. Without ``shard`` it writes the dataset and returns the summary (also in
     ``summary.json``); with ``shard`` it makes that shard's samples only and returns a short shard report."""
-    from .backends import build_backends
-
     opts = validate_options(opts)
     if opts.workers > 1:
         return _generate_with_workers(opts)
-    backends = build_backends(opts.backend, opts.model_dirs, opts.device, opts.inpaint_steps, opts.clip_min_score)
-    opts = resolve_methods(opts, tuple(backends.creators), backends.default_methods)
-    check_area_policy(opts, backends.regions)
+    backends, opts, state = _prepare(opts)
     creators = {m: backends.creators[m] for m in opts.methods}
-    opts.out.mkdir(parents=True, exist_ok=True)
-    state = _load_or_create_state(opts, backends.info)
     plan = _Plan(opts, state)
     shard_label = "" if opts.shard is None else f" shard {opts.shard[0]}/{opts.shard[1]}"
     if opts.shard is None or opts.shard[0] == 0:
@@ -692,21 +682,25 @@ def generate(opts: GenerateOptions) -> dict:
     return summary
 
 
+def _prepare(opts: GenerateOptions):
+    """``(back ends, options with their methods resolved, the run's state read or created)``."""
+    from .backends import build_backends
+
+    backends = build_backends(opts.backend, opts.model_dirs, opts.device, opts.inpaint_steps, opts.clip_min_score)
+    opts = resolve_methods(opts, tuple(backends.creators), backends.default_methods)
+    check_area_policy(opts, backends.regions)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    return backends, opts, _load_or_create_state(opts, backends.info)
+
+
 def _generate_with_workers(opts: GenerateOptions) -> dict:
     """``--workers W``: prepare the state once, run ``W`` sub-shards as processes, merge (unless sharded)."""
     import multiprocessing as mp
 
-    from .backends import build_backends
-
     k, n = opts.shard or (0, 1)
     # the state (photo scan) once, before the workers start; the back ends' report is all that is needed here
     if opts.backend == "builtin":
-        backends = build_backends(opts.backend, opts.model_dirs, opts.device, opts.inpaint_steps,
-                                  opts.clip_min_score)
-        resolved = resolve_methods(opts, tuple(backends.creators), backends.default_methods)
-        check_area_policy(resolved, backends.regions)
-        resolved.out.mkdir(parents=True, exist_ok=True)
-        _load_or_create_state(resolved, backends.info)
+        _prepare(opts)
     jobs = [GenerateOptions(**{**opts.__dict__, "workers": 1, "shard": (k + n * w, n * opts.workers),
                                "progress": opts.progress and w == 0}) for w in range(opts.workers)]
     with mp.get_context("spawn").Pool(opts.workers) as pool:
