@@ -46,11 +46,9 @@ def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
     else:
         path = Path(source)
         if path.is_dir():
-            for name in ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin"):
-                if (path / name).is_file():
-                    path = path / name
-                    break
-            else:
+            names = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin")
+            path = next((path / n for n in names if (path / n).is_file()), None)
+            if path is None:
                 raise UserError(f"{source}: folder holds no model.safetensors or pytorch_model.bin")
         if not path.is_file():
             raise UserError(f"{source}: weight file not found")
@@ -124,13 +122,11 @@ def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> Path:
     cfg = checkpoint_config(model)
     if extra:
         cfg["extra"] = extra
-    if path.suffix == ".safetensors":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_state_dict(model, path, metadata={"tamperscope": json.dumps(cfg)})
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    save_state_dict(model, path / MODEL_FILE, metadata={"tamperscope": json.dumps(cfg)})
-    atomic_write_text(path / CONFIG_FILE, json.dumps(cfg, indent=2, sort_keys=True))
+    single_file = path.suffix == ".safetensors"
+    (path.parent if single_file else path).mkdir(parents=True, exist_ok=True)
+    save_state_dict(model, path if single_file else path / MODEL_FILE, metadata={"tamperscope": json.dumps(cfg)})
+    if not single_file:
+        atomic_write_text(path / CONFIG_FILE, json.dumps(cfg, indent=2, sort_keys=True))
     return path
 
 

@@ -68,11 +68,8 @@ def iterate_maps(model, dataset, *, batch_size: int = 8, device: torch.device | 
                             "are probably damaged")
         for i in range(probs.shape[0]):
             gt = batch["mask_full"][i].numpy().astype(bool)
-            if native:
-                h, w = batch["input_size"][i]
-                prob = probs[i, :, :h, :w]
-            else:
-                prob = probs[i]
+            h, w = batch["input_size"][i] if native else probs.shape[-2:]
+            prob = probs[i, :, :h, :w]
             meta = batch.get("meta", [None] * probs.shape[0])[i]
             yield (int(batch["index"][i]), upsample_to(prob.float(), gt.shape), gt, float(scores[i]), meta,
                    batch["path"][i])

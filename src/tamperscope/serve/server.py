@@ -510,17 +510,14 @@ class Handler(BaseHTTPRequestHandler):
         if self._post_refused():
             return None
         length_text = self.headers.get("Content-Length")
-        if length_text is None:
-            self.close_connection = True
+        if length_text is None:  # every answer of 400 or more closes the connection (_send)
             return self._error(HTTPStatus.LENGTH_REQUIRED, "send the image as the request body with a Content-Length")
         try:
             length = int(length_text)
         except ValueError:
-            self.close_connection = True
             return self._error(400, "invalid Content-Length")
         limit = self.app.max_upload_bytes
-        if length > limit:
-            self.close_connection = True  # the body is not read
+        if length > limit:  # the body is not read
             return self._error(413, f"file too large ({length / 2**20:.1f} MB; the limit is {limit / 2**20:.1f} MB)")
         if length <= 0:
             return self._error(400, "empty upload")
@@ -532,7 +529,6 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(400, "job must be 8-64 letters, digits, '-' or '_'")
         ticket = object()
         if not self.app.queue.join(ticket):  # before reading the body: waiting requests hold no upload
-            self.close_connection = True
             return self._error(503, "the server is busy (too many analyses waiting); try again in a minute")
         try:
             data = self.rfile.read(length)

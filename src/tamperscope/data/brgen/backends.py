@@ -121,9 +121,7 @@ class GroundedSAMRegions:
         if len(result["scores"]) == 0:
             return None
         best = int(torch.argmax(result["scores"]))
-        box = result["boxes"][best].tolist()
-        box = [float(np.clip(box[0], 0, w - 1)), float(np.clip(box[1], 0, h - 1)),
-               float(np.clip(box[2], 0, w - 1)), float(np.clip(box[3], 0, h - 1))]
+        box = [float(np.clip(v, 0, side - 1)) for v, side in zip(result["boxes"][best].tolist(), (w, h, w, h))]
         return box, float(result["scores"][best])
 
     def segment(self, image: np.ndarray, box: list[float]) -> np.ndarray:
