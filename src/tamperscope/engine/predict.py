@@ -389,10 +389,6 @@ def predict(image, checkpoint: PathLike | None = None, *, threshold: float = DEF
 # --------------------------------------------------------------------------------------------- files
 
 
-def _is_output_name(name: str) -> bool:
-    return any(name.endswith(f".{kind}.png") for kind in OUTPUT_KINDS)
-
-
 def collect_inputs(items: Iterable[PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expand files, folders (recursively: image suffixes only, skipping hidden files and our own outputs) and
     glob patterns into a de-duplicated list of files, plus ``(item, problem)`` for items that match nothing."""
@@ -404,7 +400,7 @@ def collect_inputs(items: Iterable[PathLike]) -> tuple[list[Path], list[tuple[st
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
                            and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                           and not _is_output_name(f.name))
+                           and not any(f.name.endswith(f".{kind}.png") for kind in OUTPUT_KINDS))
             if not files:
                 problems.append((text, "folder holds no image files"))
             found += files
@@ -580,13 +576,11 @@ def _legacy_outputs(out_dir: Path) -> set[Path]:
                    if isinstance(r.get(kind), str)}
 
 
-def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: PathLike, *,
-                  threshold: float = DEFAULT_THRESHOLD, image_threshold: float = DEFAULT_THRESHOLD,
-                  raw_map: bool = False, tiles: bool = False, tile_size: int | None = None,
-                  tile_overlap: float = DEFAULT_TILE_OVERLAP, progress: bool = True,
-                  report: Callable[[str], None] | None = None) -> BatchResult:
-    """Predict every image of ``items`` into ``out_dir``; a bad file is reported (one line) and skipped, and so is a
-    non-finite map or score (:func:`check_finite`). Each result row carries the input's SHA-256.
+def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: PathLike, *, progress: bool = True,
+                  report: Callable[[str], None] | None = None, **settings) -> BatchResult:
+    """Predict every image of ``items`` into ``out_dir`` with the ``settings`` of :meth:`Predictor.predict_array`
+    (threshold, image_threshold, raw_map, tiles, tile_size, tile_overlap); a bad file is reported (one line) and
+    skipped, and so is a non-finite map or score (:func:`check_finite`). Each result row carries the input's SHA-256.
 
     Nothing is ever written over an input file, nor over a file in ``out_dir`` that an earlier ``predict`` did not
     write (:func:`files_not_written_by_predict`; all go to the writers' ``protect`` list); every file written is
@@ -622,9 +616,7 @@ def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: Path
                            disable=not progress, leave=False):
         try:
             digest = sha256_of(path)
-            pred = predictor.predict_array(read_image(path), threshold=threshold, image_threshold=image_threshold,
-                                           raw_map=raw_map, tiles=tiles, tile_size=tile_size,
-                                           tile_overlap=tile_overlap, path=str(path))
+            pred = predictor.predict_array(read_image(path), path=str(path), **settings)
             check_finite(pred, str(path))
             written = write_prediction_images(pred, out_dir, stem, protect, manifest)
         except (ImageReadError, UserError, MemoryError, RuntimeError, cv2.error, OSError) as exc:

@@ -135,17 +135,13 @@ def resolve_train_config(opts: TrainOptions, entry, yaml_cfg: dict, world: int =
     name = default_preset(entry, opts)
     if opts.preset and opts.preset not in presets:
         raise UserError(f"{entry.name}: unknown preset '{opts.preset}' (presets: {', '.join(presets) or 'none'})")
-    cfg = dict(TRAIN_DEFAULTS)
-    cfg.update({k: v for k, v in (presets.get(name, {}) if name else {}).items() if k != "model"})
-    cfg.update(yaml_cfg.get("train", {}) or {})
-    cfg.update(opts.train_overrides)
-    for key in ("epochs", "batch_size", "lr"):
-        if getattr(opts, key) is not None:
-            cfg[key] = getattr(opts, key)
+    preset = presets.get(name) or {}
+    cfg = dict(TRAIN_DEFAULTS) | {k: v for k, v in preset.items() if k != "model"}
+    cfg |= (yaml_cfg.get("train") or {}) | opts.train_overrides
+    cfg |= {key: getattr(opts, key) for key in ("epochs", "batch_size", "lr") if getattr(opts, key) is not None}
     cfg["preset"] = name
-    preset_batch = (presets.get(name, {}) if name else {}).get("batch_size")
     cfg["accum"] = opts.accum if opts.accum is not None else (
-        global_accumulation(cfg, world) if cfg["batch_size"] == preset_batch else 1)
+        global_accumulation(cfg, world) if cfg["batch_size"] == preset.get("batch_size") else 1)
     if cfg["optimizer"] not in ("adamw", "adam"):
         raise UserError(f"unknown optimizer '{cfg['optimizer']}' (adamw, adam)")
     if cfg["schedule"] not in ("cosine", "constant"):
@@ -333,10 +329,8 @@ class Trainer:
             if self.run.exists() and is_main():
                 raise UserError(f"{self.run.path}: already holds a run; resume it or choose another run folder")
             # model config: preset's "model" part (e.g. the official code's loss weight) ← YAML ← model_overrides
-            preset_name = default_preset(entry, opts)
-            model_cfg = dict((entry.train_presets.get(preset_name) or {}).get("model", {}))
-            model_cfg.update(yaml_cfg.get("model", {}) or {})
-            model_cfg.update(opts.model_overrides)
+            preset = entry.train_presets.get(default_preset(entry, opts)) or {}
+            model_cfg = preset.get("model", {}) | (yaml_cfg.get("model") or {}) | opts.model_overrides
             if opts.stage:
                 if opts.stage not in entry.stages:
                     raise UserError(f"{opts.model}: unknown stage '{opts.stage}' "
