@@ -32,7 +32,7 @@ from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_text, read_image, read_image_bytes, read_mask
 from ..metrics import MetricAccumulator
 from ..report.html import METRIC_MEANINGS, HtmlReport
-from ..report.visualize import COLORMAP, OVERLAY_COLOR, mask_image
+from ..report.visualize import COLORMAP, OVERLAY_COLOR, fit_within, mask_image
 from .predict import Predictor, verdict_line, write_prediction_images
 
 #: natural colour photos among scikit-image's bundled data files
@@ -59,11 +59,7 @@ def write_sample_photos(dest: Path, max_side: int) -> int:
         raise UserError("no sample photos found: scikit-image's bundled data files "
                         f"({', '.join(SAMPLE_PHOTOS)}) are not installed")
     for ref in photos:
-        rgb = read_image_bytes(ref.read_bytes(), name=ref.name)
-        scale = max_side / max(rgb.shape[:2])
-        if scale < 1:
-            size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        rgb = fit_within(read_image_bytes(ref.read_bytes(), name=ref.name), max_side)
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                 [cv2.IMWRITE_JPEG_QUALITY, CAMERA_JPEG_QUALITY])
         if not ok:

@@ -74,6 +74,7 @@ from tqdm import tqdm
 
 from ...errors import ImageReadError, UserError
 from ...io import atomic_write_bytes, atomic_write_text, encode_image, read_image, write_png
+from ...report.visualize import fit_within
 from .creation import Creator, Donor
 from .prompts import make_prompt
 from .quality import NaturalnessRange, QualityThresholds, evaluate_forgery, naturalness_alpha
@@ -154,15 +155,6 @@ def find_photos(root: Path) -> list[str]:
     return sorted(found)
 
 
-def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Area-downscale so the longest side is at most ``max_side`` (smaller photos are kept as they are)."""
-    h, w = image.shape[:2]
-    if max(h, w) <= max_side:
-        return image
-    s = max_side / max(h, w)
-    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-
-
 def split_sources(names: list[str], seed: int) -> dict[str, str]:
     """8:1:1 train/val/test assignment of photo names (seeded permutation, see the module docstring)."""
     p = len(names)
@@ -228,7 +220,7 @@ class _PhotoCache:
         self.get = lru_cache(maxsize=_CACHE_SIZE)(self._read)
 
     def _read(self, name: str) -> np.ndarray:
-        return downscale(read_image(self.root / self.sources[name].relpath), self.max_side)
+        return fit_within(read_image(self.root / self.sources[name].relpath), self.max_side)
 
 
 def validate_options(opts: GenerateOptions) -> GenerateOptions:
@@ -339,7 +331,7 @@ def _scan_photos(opts: GenerateOptions) -> dict:
         used_names.add(name)
         sources.append({"name": name, "relpath": rel})
         if k % calib_every == 0:
-            alphas.append(naturalness_alpha(downscale(image, opts.max_side)))
+            alphas.append(naturalness_alpha(fit_within(image, opts.max_side)))
     if not sources:
         raise UserError(f"photos folder {opts.photos}: none of the {len(rels)} image files could be read")
     return {"sources": sources, "bad_photos": bad, "calibration_alphas": [round(a, 6) for a in alphas]}
