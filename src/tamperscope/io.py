@@ -319,10 +319,7 @@ def _integer_range(im: Image.Image, arr: np.ndarray) -> float:
 def _float_range(arr: np.ndarray) -> float:
     finite = arr[np.isfinite(arr)]
     vmax = float(finite.max()) if finite.size else 0.0
-    for full in (1.0, 255.0, 65535.0):
-        if vmax <= full:
-            return full
-    return vmax
+    return next((full for full in (1.0, 255.0, 65535.0) if vmax <= full), vmax)
 
 
 def _wide_to_uint8(im: Image.Image) -> np.ndarray:

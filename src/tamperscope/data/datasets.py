@@ -115,11 +115,7 @@ def _subdir(folder: Path, name: str) -> Path | None:
 
 
 def _mask_key(stem: str) -> str:
-    low = stem.lower()
-    for suffix in MASK_STEM_SUFFIXES:
-        if low.endswith(suffix):
-            return stem[: -len(suffix)]
-    return stem
+    return next((stem[:-len(s)] for s in MASK_STEM_SUFFIXES if stem.lower().endswith(s)), stem)
 
 
 def _read_metadata(path: Path) -> dict[str, dict]:

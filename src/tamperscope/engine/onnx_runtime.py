@@ -110,8 +110,7 @@ def fresh_preprocessor(name: str, config: dict):
     """A weight-free instance of model ``name`` for its ``export_inputs`` (``*_weights`` paths not read)."""
     from ..registry import create_model
 
-    config = {k: (None if k.endswith("_weights") and isinstance(v, str) else v) for k, v in config.items()}
-    return create_model(name, **config).eval()
+    return create_model(name, weight_files=False, **config).eval()
 
 
 def probabilities(mask_logits, image_logit, calibration: dict | None) -> tuple[torch.Tensor, torch.Tensor]:

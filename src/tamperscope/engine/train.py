@@ -108,11 +108,8 @@ def default_preset(entry, opts: TrainOptions) -> str | None:
     ``lightvae-code``), else the model's first preset."""
     if opts.preset:
         return opts.preset
-    if opts.stage:
-        for name in entry.train_presets:
-            if name == opts.stage or name.startswith(f"{opts.stage}-"):
-                return name
-    return next(iter(entry.train_presets), None)
+    staged = [n for n in entry.train_presets if opts.stage and (n == opts.stage or n.startswith(f"{opts.stage}-"))]
+    return next(iter(staged or entry.train_presets), None)
 
 
 def global_accumulation(cfg: dict, world: int) -> int:

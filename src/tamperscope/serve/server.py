@@ -411,13 +411,11 @@ class ServeApp:
         on_windows(0)
         pred = watched(predictor, on_windows).predict_array(rgb, threshold=self.threshold, raw_map=raw_map,
                                                             tiles=tiles, tile_size=tile_size)
-        noise = self._noiseprint_map(rgb) if want_noiseprint else None
-        return pred, noise
-
-    def _noiseprint_map(self, rgb: np.ndarray) -> np.ndarray:
+        if not want_noiseprint:
+            return pred, None
         from ..backbones.dncnn import photo_noise_map
 
-        return photo_noise_map(self.noiseprint, rgb, self.device)
+        return pred, photo_noise_map(self.noiseprint, rgb, self.device)
 
 
 class Handler(BaseHTTPRequestHandler):

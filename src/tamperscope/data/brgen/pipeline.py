@@ -161,10 +161,8 @@ def split_sources(names: list[str], seed: int) -> dict[str, str]:
     n_eval = round(p / 10) if p >= 10 else (1 if p >= 3 else 0)
     n_test = n_eval if p >= 10 else (1 if p >= 2 else 0)
     order = rng_for(seed, 2).permutation(p)
-    split = {}
-    for rank, idx in enumerate(order):
-        split[names[idx]] = "test" if rank < n_test else ("val" if rank < n_test + n_eval else "train")
-    return split
+    return {names[idx]: "test" if rank < n_test else ("val" if rank < n_test + n_eval else "train")
+            for rank, idx in enumerate(order)}
 
 
 def photo_slots(names: list[str], split_of: dict[str, str], seed: int) -> list[str]:
@@ -493,8 +491,7 @@ class _Run:
                     "last_quality": None}
         image = self.photos.get(source)
         rng = rng_for(opts.seed, 1, i)
-        prompt = grp["prompt"] if creator.needs_prompt else None
-        prompt_info = grp["prompt_info"] if creator.needs_prompt else None
+        prompt, prompt_info = (grp["prompt"], grp["prompt_info"]) if creator.needs_prompt else (None, None)
         donor = self._donor_fn(source)
         rejections: list[list[str]] = []
         scores: dict = {}
