@@ -1,5 +1,7 @@
 """Argument groups shared by several sub-commands (not a command itself: the CLI skips ``_`` modules)."""
-from ..sizes import DEFAULT_IMAGE_SIZE
+from pathlib import Path
+
+from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
 
 
 def add_inference_arguments(p) -> None:
@@ -25,7 +27,6 @@ def inference_options(args) -> dict:
     """The keywords of the engine's dataset runners (evaluate, compare, robustness) from the arguments of
     :func:`add_inference_arguments`, ``--image-size`` checked."""
     from ..registry import parse_overrides
-    from ..sizes import check_image_size
 
     if args.image_size is not None:
         check_image_size(args.image_size, "--image-size")
@@ -59,8 +60,6 @@ def model_specs(args) -> list[str]:
 def input_paths(data: list[str], models: list[str] = ()) -> list:
     """Every file a command reads: the data lists (and each image, mask and ``metadata.jsonl`` they name) and the
     model files (a run folder's files, a checkpoint); outputs must never replace any of them."""
-    from pathlib import Path
-
     from ..data.datasets import load_evaluation_records, parse_mix_spec
 
     files = []
@@ -80,8 +79,6 @@ def input_paths(data: list[str], models: list[str] = ()) -> list:
 
 def refuse_outputs(out_dir, names, inputs) -> None:
     """Before any work: none of ``out_dir/NAME`` may be one of ``inputs`` (a one-line error naming it)."""
-    from pathlib import Path
-
     from ..io import check_protected
 
     for name in names:

@@ -4,6 +4,7 @@ maps and image scores pass through its calibration (``export --calibrate``), so 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ._common import add_inference_arguments, inference_options, input_paths
@@ -31,8 +32,6 @@ def add_arguments(p):
 
 def check_out(out: Path, inputs: list[Path]) -> None:
     """Before any work: ``--out`` is no input, no folder, and its folder can be written."""
-    import os
-
     from ..errors import UserError
     from ..io import check_protected
 

@@ -3,6 +3,8 @@
 See :mod:`tamperscope.data.synthetic` for what each sample goes through."""
 from __future__ import annotations
 
+from pathlib import Path
+
 NAME = "synthesize"
 HELP = "make a training set of forgeries with mixed compression histories from authentic photos"
 
@@ -26,8 +28,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..data.synthetic import load_photos, write_synthetic
     from ..errors import UserError
 

@@ -1,7 +1,9 @@
 """`tamperscope train MODEL --train DATA [--val DATA] --out RUN ...` (one CPU to many GPUs via torchrun)."""
 from __future__ import annotations
 
-from ..sizes import DEFAULT_IMAGE_SIZE
+from dataclasses import fields
+
+from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
 
 NAME = "train"
 HELP = "train a model (multi-GPU with torchrun; --resume continues exactly)"
@@ -44,11 +46,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from dataclasses import fields
-
     from ..engine.train import TrainOptions, train
     from ..registry import parse_overrides
-    from ..sizes import check_image_size
 
     check_image_size(args.image_size, "--image-size")
     same_name = {f.name: getattr(args, f.name) for f in fields(TrainOptions) if hasattr(args, f.name)}

@@ -38,7 +38,7 @@ factor F and the model sees that image; area interpolation when shrinking, bilin
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -267,8 +267,6 @@ def augment_native(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
 
 def photometric_config(config: AugmentConfig | None) -> AugmentConfig:
     """``config`` without the steps that move the JPEG block grid (rescale, flips, rotation)."""
-    from dataclasses import replace
-
     return replace(config or AugmentConfig(), **_NO_GEOMETRY)
 
 

@@ -5,6 +5,7 @@ whatever the batch size or number of processes."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..errors import UserError
+from ..errors import ImageReadError, UserError
 from ..inference import model_probabilities, upsample_to
-from ..metrics import MetricAccumulator
+from ..metrics import MetricAccumulator, f1_at_thresholds
 from .distributed import ResumableSampler, is_main
 
 METRIC_KEYS = ("n_images", "n_tampered", "n_authentic", "pixel_f1", "pixel_iou", "pixel_auc", "pixel_f1_permuted",
@@ -96,8 +97,6 @@ def calibration_sweep(model, dataset, thresholds, **kwargs) -> tuple[np.ndarray,
     """One model pass (single process, ``kwargs`` as :func:`iterate_maps`) over validation data: the pixel F1 of
     each tampered image at each of ``thresholds`` (``n_tampered × len(thresholds)``), and every image's score and
     label (1 = tampered). Used by ``export --calibrate`` to choose the operating points."""
-    from ..metrics import f1_at_thresholds
-
     f1, scores, labels = [], [], []
     for _, full, gt, score, _, _ in iterate_maps(model, dataset, **kwargs):
         scores.append(score)
@@ -123,7 +122,6 @@ def scoring_mask(rec, on_mismatch: str = "error") -> np.ndarray | None:
     stored grid of an EXIF-rotated photo is turned like the photo; another size is resized (``resize``), skipped
     (``skip``: None) or an error naming both files."""
     from ..data.transforms import resize_mask
-    from ..errors import ImageReadError
     from ..io import orient_mask, probe_image, read_mask
 
     header = probe_image(rec.image)
@@ -149,8 +147,6 @@ def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5, 
     ground truth of ``records`` (:func:`scoring_mask`); a missing map is an error naming it. ``predict``'s own
     16-bit maps, ``<image stem>.probability.png``, are taken where no ``<image stem>.png`` exists, so its output
     folder (with its ``scores.json``) is scored as it is."""
-    import warnings
-
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise UserError(f"{pred_dir}: predictions folder not found")

@@ -25,6 +25,7 @@ install 'tamperscope[onnx]'``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -55,8 +56,6 @@ INSTALL_HINT = "pip install 'tamperscope[onnx]'"
 
 def require(module: str):
     """Import an optional runtime dependency, or a one-line error saying how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -298,8 +297,6 @@ def read_onnx_config(path: str | os.PathLike) -> dict:
 
 def resolve_runtime(runtime: str) -> str:
     """``onnxruntime``, ``openvino``, or for ``auto`` the first installed of :data:`AUTO_ORDER`."""
-    import importlib.util
-
     if runtime == "auto":
         for name in AUTO_ORDER:
             if importlib.util.find_spec(name) is not None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import io as _io
 import json
 import math
@@ -60,7 +61,7 @@ import torch
 from ..data.transforms import JPEG_GRID, pad_to_multiple
 from ..errors import ImageReadError, UserError
 from ..inference import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
-from ..io import atomic_write_text, encode_image, read_image, read_image_bytes
+from ..io import atomic_write_bytes, atomic_write_text, check_protected, encode_image, read_image, read_image_bytes
 from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
 from ..sizes import INPUT_MULTIPLE, check_image_size
@@ -447,8 +448,6 @@ def probability_png(prob: np.ndarray) -> bytes:
 
 
 def sha256_of(path: PathLike) -> str:
-    import hashlib
-
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -481,8 +480,6 @@ class OutputManifest:
 
     def record(self, path: Path, data: bytes, protect: Iterable[PathLike] = ()) -> None:
         """Record ``path`` as about to receive ``data`` (call before writing it)."""
-        import hashlib
-
         keep = [sha256_of(path)] if path.is_file() and self.ours(path) else []
         new = hashlib.sha256(data).hexdigest()
         self.files[path.name] = list(dict.fromkeys(keep + [new]))
@@ -491,8 +488,6 @@ class OutputManifest:
 
 
 def _write_recorded(path: Path, data: bytes, manifest: OutputManifest | None, protect: list) -> None:
-    from ..io import atomic_write_bytes, check_protected
-
     check_protected(path, protect)  # before the manifest names it
     if manifest is not None:
         manifest.record(path, data, protect)

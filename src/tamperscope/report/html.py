@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_text, encode_image
-from .visualize import fit_within
+from .visualize import _colormap_lut, fit_within
 
 DEFAULT_MAX_SIDE = 384
 
@@ -220,8 +220,6 @@ class HtmlReport:
 
 
 def _legend_html(legend: _Legend) -> str:
-    from .visualize import _colormap_lut
-
     lut = _colormap_lut(legend.colormap)
     stops = ", ".join("#%02x%02x%02x" % tuple(int(v) for v in lut[i]) for i in range(0, 256, 28)) + \
         ", #%02x%02x%02x" % tuple(int(v) for v in lut[255])

@@ -61,6 +61,7 @@ diffusion) and ``other`` (splice, copy-move). No built-in method imitates a GAN 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import re
 import sys
@@ -684,8 +685,6 @@ def _prepare(opts: GenerateOptions):
 
 def _generate_with_workers(opts: GenerateOptions) -> dict:
     """``--workers W``: prepare the state once, run ``W`` sub-shards as processes, merge (unless sharded)."""
-    import multiprocessing as mp
-
     k, n = opts.shard or (0, 1)
     # the state (photo scan) once, before the workers start; the back ends' report is all that is needed here
     if opts.backend == "builtin":
