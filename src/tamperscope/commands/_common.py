@@ -1,6 +1,7 @@
 """Argument groups shared by several sub-commands (not a command itself: the CLI skips ``_`` modules)."""
 from pathlib import Path
 
+from ..errors import UserError
 from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
 
 
@@ -49,8 +50,6 @@ def add_model_arguments(p) -> None:
 
 def model_specs(args) -> list[str]:
     """The models given, positional first, then those after ``--checkpoint``; at least one."""
-    from ..errors import UserError
-
     specs = list(args.models) + list(args.checkpoint)
     if not specs:
         raise UserError("give at least one model (MODEL ... or --checkpoint MODEL ...)")

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import UserError
 from ._common import (add_inference_arguments, add_model_arguments, inference_options, input_paths, model_specs,
                       refuse_outputs)
 
@@ -30,8 +31,6 @@ def add_arguments(p):
 
 def parse_named_data(items: list[str]) -> dict[str, str]:
     """``["casia=a.json", "b_folder"]`` -> ``{"casia": "a.json", "b_folder": "b_folder"}`` (unique names)."""
-    from ..errors import UserError
-
     out: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
@@ -52,7 +51,6 @@ def parse_named_data(items: list[str]) -> dict[str, str]:
 def run(args) -> int:
     from ..engine.compare import compare_models
     from ..engine.evaluate import METRIC_KEYS
-    from ..errors import UserError
     from ..io import atomic_write_bytes, atomic_write_text, read_image
     from ..report.compare import COMPARE_METRICS, example_grid_png, mean_over_datasets, to_html, to_markdown
 

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import UserError
 from ._common import add_inference_arguments, inference_options, input_paths
 
 NAME = "evaluate"
@@ -32,7 +33,6 @@ def add_arguments(p):
 
 def check_out(out: Path, inputs: list[Path]) -> None:
     """Before any work: ``--out`` is no input, no folder, and its folder can be written."""
-    from ..errors import UserError
     from ..io import check_protected
 
     check_protected(out, inputs)
@@ -48,7 +48,6 @@ def check_out(out: Path, inputs: list[Path]) -> None:
 def run(args) -> int:
     from ..engine.evaluate import format_table
     from ..engine.runs import evaluate_source
-    from ..errors import UserError
 
     inputs = input_paths([args.data], [args.checkpoint or args.predictions]) if args.out else []
     if args.out:  # checked before the work

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import UserError
 from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
 
 NAME = "predict"
@@ -56,7 +57,6 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..engine.predict import load_predictor, predict_files, verdict_line
-    from ..errors import UserError
 
     for flag, value in (("--threshold", args.threshold), ("--image-threshold", args.image_threshold)):
         if not 0.0 <= value <= 1.0:

@@ -2,6 +2,7 @@
 metrics under JPEG, blur, noise, gamma and resize perturbations (see :mod:`tamperscope.engine.robustness`)."""
 from __future__ import annotations
 
+from ..errors import UserError
 from ._common import (add_inference_arguments, add_model_arguments, inference_options, input_paths, model_specs,
                       refuse_outputs)
 
@@ -22,7 +23,6 @@ def add_arguments(p):
 def parse_kinds(text: str | None) -> list[str]:
     """``"jpeg,blur"`` -> ``["jpeg", "blur"]`` (all kinds when empty); unknown kinds raise a UserError."""
     from ..engine.robustness import DEFAULT_LEVELS
-    from ..errors import UserError
 
     if not text:
         return list(DEFAULT_LEVELS)
@@ -36,7 +36,6 @@ def parse_kinds(text: str | None) -> list[str]:
 def parse_levels(items: list[str] | None) -> dict[str, tuple[float, ...]]:
     """``["jpeg:90,70", "blur:3"]`` -> ``{"jpeg": (90.0, 70.0), "blur": (3.0,)}``; each level is validated."""
     from ..data.transforms import parse_perturb
-    from ..errors import UserError
 
     out: dict[str, tuple[float, ...]] = {}
     for item in items or []:
@@ -51,7 +50,6 @@ def parse_levels(items: list[str] | None) -> dict[str, tuple[float, ...]]:
 def sweep_plan(kinds: list[str], levels: dict[str, tuple[float, ...]]) -> list[tuple[str, float]]:
     """The (kind, level) pairs to run: ``levels[kind]`` when given, else the default grid of that kind."""
     from ..engine.robustness import DEFAULT_LEVELS
-    from ..errors import UserError
 
     extra = [k for k in levels if k not in kinds]
     if extra:
@@ -62,7 +60,6 @@ def sweep_plan(kinds: list[str], levels: dict[str, tuple[float, ...]]) -> list[t
 def run(args) -> int:
     from ..engine.distributed import is_main
     from ..engine.robustness import format_robustness, robustness_files, run_robustness, write_robustness
-    from ..errors import UserError
 
     options = inference_options(args)
     if args.batch_size < 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
+
 NAME = "synthesize"
 HELP = "make a training set of forgeries with mixed compression histories from authentic photos"
 
@@ -29,7 +31,6 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..data.synthetic import load_photos, write_synthetic
-    from ..errors import UserError
 
     if args.tampered < 0 or args.authentic < 0 or args.tampered + args.authentic == 0:
         raise UserError("--tampered and --authentic must be ≥ 0 and not both 0")
