@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from .errors import UserError
+from .io import atomic_write_bytes, atomic_write_text
 
 FORMAT = "tamperscope-checkpoint"
 FORMAT_VERSION = 1
@@ -99,8 +100,6 @@ def _tensors_for_saving(model_or_sd) -> dict[str, torch.Tensor]:
 
 def save_state_dict(sd_or_module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors atomically."""
-    from .io import atomic_write_bytes
-
     atomic_write_bytes(Path(path), save(_tensors_for_saving(sd_or_module), metadata=metadata))
 
 
@@ -116,8 +115,6 @@ def checkpoint_config(model) -> dict:
 def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> Path:
     """Save ``model`` to a run folder (``config.json`` + ``model.safetensors``) or, when ``path`` ends in
     ``.safetensors``, to one self-describing file. Returns the path written."""
-    from .io import atomic_write_text
-
     path = Path(path)
     cfg = checkpoint_config(model)
     if extra:

@@ -13,8 +13,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..data.datasets import ForensicsDataset, collate
 from ..errors import ImageReadError, UserError
 from ..inference import model_probabilities, upsample_to
+from ..io import orient_mask, probe_image, read_mask, read_probability_map
 from ..metrics import MetricAccumulator, f1_at_thresholds
 from .distributed import ResumableSampler, is_main
 
@@ -38,8 +40,6 @@ def evaluation_dataset(model, records, image_size: int, *, on_mismatch: str = "e
     """The dataset ``model`` is scored on: native-resolution models (ELA, the default model) see each photo at its
     own size (padded; resampling would erase the JPEG traces they read), the others a resize to ``image_size``.
     ``perturb``: a parsed ``(kind, level)`` or None. Used by evaluate, robustness, compare and export."""
-    from ..data.datasets import ForensicsDataset
-
     resolution = "native" if model.native_resolution else "resize"
     return ForensicsDataset(records, image_size=image_size, augment=False, on_mismatch=on_mismatch, perturb=perturb,
                             resolution=resolution)
@@ -53,8 +53,6 @@ def iterate_maps(model, dataset, *, batch_size: int = 8, device: torch.device | 
     A dataset at ``resolution="native"`` (photos padded to a multiple of 32) runs one image per batch, and each
     map is cropped back to the photo the model saw (its ``input_size``: smaller or larger than the ground truth
     under a ``resize`` perturbation), then resized to the ground truth."""
-    from ..data.datasets import collate
-
     native = getattr(dataset, "resolution", "resize") == "native"
     batch_size = 1 if native else batch_size
     device = torch.device(device)
@@ -108,8 +106,6 @@ def calibration_sweep(model, dataset, thresholds, **kwargs) -> tuple[np.ndarray,
 
 def load_prediction_map(path: Path, size: tuple[int, int]) -> np.ndarray:
     """A saved grayscale PNG (0–255 = probability) as float32 in [0,1] at ``size``."""
-    from ..io import read_probability_map
-
     prob = torch.from_numpy(read_probability_map(path))[None]
     if size[0] != size[1] and tuple(prob.shape[-2:]) == (size[1], size[0]):
         raise UserError(f"{path}: the map is {prob.shape[-2]}×{prob.shape[-1]} (H×W), the image {size[0]}×{size[1]}: "
@@ -122,7 +118,6 @@ def scoring_mask(rec, on_mismatch: str = "error") -> np.ndarray | None:
     stored grid of an EXIF-rotated photo is turned like the photo; another size is resized (``resize``), skipped
     (``skip``: None) or an error naming both files."""
     from ..data.transforms import resize_mask
-    from ..io import orient_mask, probe_image, read_mask
 
     header = probe_image(rec.image)
     size = header.oriented_hw

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from ..checkpoint import (checkpoint_config, checkpoint_weights_path, format_key_report, read_state_dict,
                           save_checkpoint)
+from ..data.datasets import ForensicsDataset, collate, load_dataset_spec, load_evaluation_records
 from ..errors import UserError
 from ..inference import autocast_for
 from ..io import atomic_write_text
@@ -350,7 +351,6 @@ class Trainer:
         return model, train_cfg, resume_state
 
     def _datasets(self, model, train_cfg):
-        from ..data.datasets import ForensicsDataset, load_dataset_spec, load_evaluation_records
         from ..data.transforms import augment_policy
 
         req = model.data_requirements()
@@ -376,8 +376,6 @@ class Trainer:
     # -- validation ------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, model, val_ds) -> dict:
-        from ..data.datasets import collate
-
         model.eval()
         bs = self.opts.val_batch_size or self.train_cfg["batch_size"]
         if val_ds.resolution == "native":  # photos of different sizes
@@ -526,8 +524,6 @@ class Trainer:
 
     def _epoch_batches(self, fit: Fit):
         """The batches of the state's epoch from its ``batch_in_epoch`` on, in the seeded order, on the device."""
-        from ..data.datasets import collate
-
         epoch = fit.state.epoch
         fit.sampler.set_epoch(epoch, start_sample=fit.state.batch_in_epoch * fit.batch_size)
         if hasattr(fit.train_ds, "set_epoch"):

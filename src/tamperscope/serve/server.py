@@ -68,6 +68,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from ..errors import UserError
+from ..io import check_image_bytes, encode_image, read_image_bytes
 
 DEFAULT_MAX_UPLOAD_MB = 25.0
 DEFAULT_MAX_MEGAPIXELS = 24.0
@@ -109,8 +110,6 @@ def load_static() -> dict[str, tuple[bytes, str]]:
 
 
 def png_data_url(image: np.ndarray) -> str:
-    from ..io import encode_image
-
     return "data:image/png;base64," + base64.b64encode(encode_image(image)).decode("ascii")
 
 
@@ -351,7 +350,6 @@ class ServeApp:
         :attr:`queue`, or None to join now) and return the JSON answer. Raises :class:`RequestStopped` when the
         wait or the analysis runs out of time or ``cancelled()`` says the client has gone."""
         from ..engine.predict import check_finite
-        from ..io import check_image_bytes, read_image_bytes
         from ..report.visualize import stretch_to_uint8
 
         if model_id not in self.models:
