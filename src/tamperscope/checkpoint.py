@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save
 
 from .errors import UserError
 from .io import atomic_write_bytes, atomic_write_text
+from .registry import create_model
 
 FORMAT = "tamperscope-checkpoint"
 FORMAT_VERSION = 1
@@ -209,8 +210,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
 def model_from_checkpoint(path: str | Path, cfg: dict, map_location: str | torch.device = "cpu", strict: bool = True,
                           overrides: dict | None = None):
     """:func:`load_checkpoint` with the checkpoint's config ``cfg`` (:func:`read_checkpoint_config`) already read."""
-    from .registry import create_model
-
     overrides = dict(overrides or {})
     calibration = cfg.get("calibration")
     if calibration and calibration.get("mode") != "absolute":

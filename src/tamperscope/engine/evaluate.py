@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.datasets import ForensicsDataset, collate
+from ..data.transforms import resize_mask
 from ..errors import ImageReadError, UserError
 from ..inference import model_probabilities, upsample_to
 from ..io import orient_mask, probe_image, read_mask, read_probability_map
@@ -117,8 +118,6 @@ def scoring_mask(rec, on_mismatch: str = "error") -> np.ndarray | None:
     """The ground truth of ``rec`` at its image's displayed size (authentic: all False). A mask drawn on the
     stored grid of an EXIF-rotated photo is turned like the photo; another size is resized (``resize``), skipped
     (``skip``: None) or an error naming both files."""
-    from ..data.transforms import resize_mask
-
     header = probe_image(rec.image)
     size = header.oriented_hw
     if rec.mask is None:

@@ -38,6 +38,11 @@ import torch
 
 from ..checkpoint import FORMAT, checkpoint_config
 from ..errors import UserError
+from ..inference import calibrate_map, calibrate_score
+from ..io import atomic_write_bytes
+from ..models.base import TamperModel
+from ..nn.norm import imagenet_normalize
+from ..registry import create_model
 from .experts import EXPERTS_KEY
 
 ONNX_SUFFIX = ".onnx"
@@ -86,16 +91,12 @@ def input_names(n: int) -> list[str]:
 
 def splits_inputs(model) -> bool:
     """Whether ``model`` computes part of its input outside the graph (overrides ``export_inputs``)."""
-    from ..models.base import TamperModel
-
     return isinstance(model, TamperModel) and type(model).export_inputs is not TamperModel.export_inputs
 
 
 def sample_images(native: bool, image_size: int, hw: tuple[int, int] = SAMPLE_HW, seed: int = 0) -> torch.Tensor:
     """A deterministic ``SAMPLE_BATCH×3×H×W`` ImageNet-normalised batch of uint8-valued photos (smooth gradients plus
     noise, so that JPEG round trips and error levels are not degenerate)."""
-    from ..nn.norm import imagenet_normalize
-
     h, w = hw if native else (image_size, image_size)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -107,15 +108,11 @@ def sample_images(native: bool, image_size: int, hw: tuple[int, int] = SAMPLE_HW
 
 def fresh_preprocessor(name: str, config: dict):
     """A weight-free instance of model ``name`` for its ``export_inputs`` (``*_weights`` paths not read)."""
-    from ..registry import create_model
-
     return create_model(name, weight_files=False, **config).eval()
 
 
 def probabilities(mask_logits, image_logit, calibration: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
     """What ``predict`` shows: the calibrated probabilities (:func:`tamperscope.inference.model_probabilities`)."""
-    from ..inference import calibrate_map, calibrate_score
-
     mask = calibrate_map(torch.sigmoid(torch.as_tensor(mask_logits).float()), calibration)
     return mask, calibrate_score(torch.sigmoid(torch.as_tensor(image_logit).double().reshape(-1)), calibration)
 
@@ -141,8 +138,6 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, image_size: 
     """Write ``model`` (a loaded, calibrated :class:`TamperModel`) as a checked, self-describing ONNX file (module
     docstring); ``experts``: the checkpoint's weight-free experts entry (:mod:`tamperscope.engine.experts`), kept
     so that ``predict`` fuses the same experts. Returns the ``onnx`` metadata written (with ``max_abs_diff``)."""
-    from ..io import atomic_write_bytes
-
     onnx, ort = require("onnx"), require("onnxruntime")
     path = Path(path)
     if path.suffix != ONNX_SUFFIX:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..data.datasets import load_evaluation_records
 from ..errors import UserError
 from ..io import atomic_write_text
 from .distributed import init_distributed, is_main
@@ -77,8 +78,6 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
     (kind, level) of ``plan``; returns the JSON-ready result (see
     :func:`write_robustness`): ``{"data", "threshold", "models": {label: {"checkpoint", "image_size"}},
     "results": {label: {kind: [{"level", "identity", metric: value, ...}, ...]}}}``."""
-    from ..data.datasets import load_evaluation_records
-
     if not checkpoints:
         raise UserError("robustness: no model to run")
     if not plan:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from ..checkpoint import (checkpoint_config, checkpoint_weights_path, format_key_report, read_state_dict,
                           save_checkpoint)
 from ..data.datasets import ForensicsDataset, collate, load_dataset_spec, load_evaluation_records
+from ..data.transforms import augment_policy
 from ..errors import UserError
 from ..inference import autocast_for
 from ..io import atomic_write_text
@@ -351,8 +352,6 @@ class Trainer:
         return model, train_cfg, resume_state
 
     def _datasets(self, model, train_cfg):
-        from ..data.transforms import augment_policy
-
         req = model.data_requirements()
         common = dict(image_size=train_cfg["image_size"], edge=req.get("edge"), edge_width=req.get("edge_width", 7))
         if req.get("edge") == "canny":  # the width of the Canny variant is its dilation kernel

@@ -81,6 +81,7 @@ from .prompts import make_prompt
 from .quality import NaturalnessRange, QualityThresholds, evaluate_forgery, naturalness_alpha
 from .regions import (AREA_BINS, AREA_POLICIES, REGION_LABELS, REGION_TYPES, area_bin_of, compatible_bins,
                       draw_target_area)
+from .report import build_summary, contact_sheet, summary_markdown
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm"}
 STATE_DIR = ".brgen"
@@ -599,8 +600,6 @@ def _result_warnings(plan: _Plan, records: list[dict]) -> list[str]:
 
 
 def _write_outputs(plan: _Plan, records: list[dict]) -> dict:
-    from .report import build_summary, contact_sheet, summary_markdown
-
     opts = plan.opts
     done = [r for r in records if r["status"] == "done"]
     lines = "".join(json.dumps(_metadata_line(r)) + "\n" for r in done)
@@ -674,7 +673,7 @@ def generate(opts: GenerateOptions) -> dict:
 
 def _prepare(opts: GenerateOptions):
     """``(back ends, options with their methods resolved, the run's state read or created)``."""
-    from .backends import build_backends
+    from .backends import build_backends  # looked up at each call: tests replace it
 
     backends = build_backends(opts.backend, opts.model_dirs, opts.device, opts.inpaint_steps, opts.clip_min_score)
     opts = resolve_methods(opts, tuple(backends.creators), backends.default_methods)
