@@ -244,12 +244,10 @@ def validate_options(opts: GenerateOptions) -> GenerateOptions:
         raise UserError(f"worker processes must be at least 1, got {opts.workers}", option="workers")
     if opts.shard is not None and not 0 <= opts.shard[0] < opts.shard[1]:
         raise UserError(f"shard {opts.shard[0]}/{opts.shard[1]}: expected K/N with 0 <= K < N", option="shard")
-    bad_regions = [r for r in opts.regions if r not in REGION_TYPES]
-    if bad_regions or not opts.regions:
+    if not opts.regions or not set(opts.regions) <= set(REGION_TYPES):
         raise UserError(f"region types: choose from {', '.join(REGION_TYPES)}, got {', '.join(opts.regions) or 'none'}",
                         option="regions")
-    bad_bins = [b for b in opts.area_bins if b not in AREA_BINS]
-    if bad_bins or not opts.area_bins:
+    if not opts.area_bins or not set(opts.area_bins) <= set(AREA_BINS):
         raise UserError(f"area bins: choose from {', '.join(AREA_BINS)}, got {', '.join(opts.area_bins) or 'none'}",
                         option="area_bins")
     if opts.area_policy not in AREA_POLICIES:
