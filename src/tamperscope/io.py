@@ -460,12 +460,6 @@ def _mask_values(path: PathLike, max_pixels: int | None, apply_exif: bool) -> tu
     return rgb.mean(axis=2), 255.0, fmt
 
 
-def _binarise(values: np.ndarray, full: float, fmt: str) -> np.ndarray:
-    if full > 1.0 and fmt != "JPEG" and float(values.max(initial=0.0)) <= 1.0:
-        full = 1.0  # a 0/1 mask stored in an 8/16-bit file
-    return values > (full / 2.0)
-
-
 def read_mask(path: PathLike, expected_size: tuple[int, int] | None = None,
               max_pixels: int | None = DEFAULT_MAX_PIXELS, apply_exif: bool = True) -> np.ndarray:
     """Read a ground-truth mask of any mode as ``H×W`` bool (tampered = above half the range).
@@ -473,7 +467,9 @@ def read_mask(path: PathLike, expected_size: tuple[int, int] | None = None,
     ``expected_size`` is the image's ``(H, W)``; a different mask size raises ImageReadError naming both.
     """
     values, full, fmt = _mask_values(path, max_pixels, apply_exif)
-    mask = _binarise(values, full, fmt)
+    if full > 1.0 and fmt != "JPEG" and float(values.max(initial=0.0)) <= 1.0:
+        full = 1.0  # a 0/1 mask stored in an 8/16-bit file
+    mask = values > (full / 2.0)
     if expected_size is not None and tuple(mask.shape) != tuple(expected_size):
         eh, ew = expected_size
         raise ImageReadError(

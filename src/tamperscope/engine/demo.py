@@ -135,7 +135,7 @@ def run_demo(out: Path, predictor: Predictor, *, n: int = 8, seed: int = 0, max_
                                          "tampering probability (heat map) and the regions drawn for the verdict. "
                             + score_note)
     forged.legend(COLORMAP, "0: authentic", "1: tampered", OVERLAY_COLOR, "overlay: flagged region")
-    if _always_marks(predictor):
+    if predictor.model.model_name == "ela" or predictor.name == "ela":  # ELA's map marks every photo
         authentic_note = (f"Photos with no manipulation. {predictor.name} is error-level analysis: its heat map "
                           "shows how each pixel recompresses, so it is never empty, on authentic photos too; judge "
                           "these by the verdict, and a drawn region is a false alarm.")
@@ -160,11 +160,6 @@ def run_demo(out: Path, predictor: Predictor, *, n: int = 8, seed: int = 0, max_
     say(f"[4/4] pixel F1 {_fmt(metrics.get('pixel_f1'))}, pixel AUC {_fmt(metrics.get('pixel_auc'))}, "
         f"image AUC {_fmt(metrics.get('image_auc'))}")
     return path
-
-
-def _always_marks(predictor) -> bool:
-    """Whether the model is the ELA baseline, whose map marks every photo (recompression differences)."""
-    return predictor.model.model_name == "ela" or predictor.name == "ela"
 
 
 def _fmt(value) -> str:

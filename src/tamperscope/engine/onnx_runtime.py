@@ -89,11 +89,6 @@ def input_names(n: int) -> list[str]:
     return ["inputs"] + [f"inputs_{i}" for i in range(1, n)]
 
 
-def splits_inputs(model) -> bool:
-    """Whether ``model`` computes part of its input outside the graph (overrides ``export_inputs``)."""
-    return isinstance(model, TamperModel) and type(model).export_inputs is not TamperModel.export_inputs
-
-
 def sample_images(native: bool, image_size: int, hw: tuple[int, int] = SAMPLE_HW, seed: int = 0) -> torch.Tensor:
     """A deterministic ``SAMPLE_BATCH×3×H×W`` ImageNet-normalised batch of uint8-valued photos (smooth gradients plus
     noise, so that JPEG round trips and error levels are not degenerate)."""
@@ -145,7 +140,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, image_size: 
     model = model.to("cpu").eval()
     name = model.model_name or type(model).__name__
     native = model.native_resolution
-    split = splits_inputs(model)
+    # whether the model computes part of its input outside the graph (overrides export_inputs)
+    split = isinstance(model, TamperModel) and type(model).export_inputs is not TamperModel.export_inputs
     images = sample_images(native, image_size)
     with torch.inference_mode():
         inputs = as_tuple(model.export_inputs(images))

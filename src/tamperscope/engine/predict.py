@@ -57,6 +57,7 @@ from typing import Callable, Iterable, Sequence, Union
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..data.transforms import JPEG_GRID, pad_to_multiple
 from ..errors import ImageReadError, UserError
@@ -580,8 +581,6 @@ def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: Path
     Nothing is ever written over an input file, nor over a file in ``out_dir`` that an earlier ``predict`` did not
     write (:func:`files_not_written_by_predict`; all go to the writers' ``protect`` list); every file written is
     recorded first in the folder's :class:`OutputManifest`."""
-    from tqdm import tqdm
-
     report = report or (lambda line: tqdm.write(line, file=sys.stderr))
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

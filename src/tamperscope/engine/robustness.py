@@ -66,11 +66,6 @@ def unique_labels(specs: list[str]) -> list[str]:
     return labels
 
 
-def _keep(metrics: dict) -> dict:
-    keys = ("n_images", "n_tampered", "n_authentic") + ROBUSTNESS_METRICS
-    return {k: metrics.get(k) for k in keys}
-
-
 def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, float]], *, threshold: float = 0.5,
                    image_size: int | None = None, batch_size: int = 8, device: str = "auto", workers: int = 0,
                    on_mismatch: str = "error", overrides: dict | None = None, progress: bool = True) -> dict:
@@ -107,7 +102,8 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
                                         perturb=None if identity else (kind, level))
                 acc, _ = evaluate_model(model, ds, batch_size=batch_size, device=dev, threshold=threshold,
                                         workers=workers, rank=rank, world_size=world, progress=False)
-                metrics = _keep(acc.compute())
+                computed = acc.compute()
+                metrics = {k: computed.get(k) for k in ("n_images", "n_tampered", "n_authentic") + ROBUSTNESS_METRICS}
                 if identity:
                     clean = metrics
             per_kind.setdefault(kind, []).append({"level": level, "identity": identity, **metrics})
