@@ -48,14 +48,9 @@ def is_identity(kind: str, level: float) -> bool:
     return kind in IDENTITY_LEVEL and float(level) == IDENTITY_LEVEL[kind]
 
 
-def model_label(spec: str) -> str:
-    path = Path(spec)
-    return path.stem if path.suffix == ".safetensors" else (path.name or str(spec))
-
-
 def unique_labels(specs: list[str]) -> list[str]:
     """Short, distinct names for the models (run folder names; parent folders added to break ties)."""
-    base = [model_label(s) for s in specs]
+    base = [Path(s).stem if Path(s).suffix == ".safetensors" else (Path(s).name or str(s)) for s in specs]
     labels = ["/".join(Path(s).parts[-2:]) if base.count(b) > 1 else b for s, b in zip(specs, base)]
     repeated = {label for label in labels if labels.count(label) > 1}
     seen: dict[str, int] = {}

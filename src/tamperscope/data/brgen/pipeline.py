@@ -212,17 +212,6 @@ def save_image(out: Path, rel_stem: str, image: np.ndarray, jpeg_quality: int | 
 # --------------------------------------------------------------------------------------------- the run
 
 
-class _PhotoCache:
-    """Downscaled photos by source name, read lazily with a small LRU cache."""
-
-    def __init__(self, root: Path, sources: dict[str, Source], max_side: int):
-        self.root, self.sources, self.max_side = root, sources, max_side
-        self.get = lru_cache(maxsize=_CACHE_SIZE)(self._read)
-
-    def _read(self, name: str) -> np.ndarray:
-        return fit_within(read_image(self.root / self.sources[name].relpath), self.max_side)
-
-
 def validate_options(opts: GenerateOptions) -> GenerateOptions:
     """Check the paths, counts, regions and area bins; raise one-line UserErrors."""
     photos, out = Path(opts.photos).resolve(), Path(opts.out).resolve()
@@ -435,7 +424,9 @@ class _Run:
         self.plan, self.opts = plan, plan.opts
         self.regions_backend, self.creators, self.aligner = regions_backend, creators, aligner
         self.decides_area = bool(regions_backend.decides_area)
-        self.photos = _PhotoCache(self.opts.photos, plan.sources, self.opts.max_side)
+        # a source's downscaled photo, read lazily with a small LRU cache
+        self.photo = lru_cache(maxsize=_CACHE_SIZE)(
+            lambda name: fit_within(read_image(self.opts.photos / plan.sources[name].relpath), self.opts.max_side))
         self.records_dir = self.opts.out / STATE_DIR / "records"
         self._group_cache: tuple[int, dict] | None = None
 
@@ -444,9 +435,9 @@ class _Run:
 
         def donor(rng: np.random.Generator) -> Donor:
             if not split_names:  # a split holding a single photo: lend its mirror image
-                return Donor(np.ascontiguousarray(self.photos.get(source)[:, ::-1]), f"{source}(mirrored)")
+                return Donor(np.ascontiguousarray(self.photo(source)[:, ::-1]), f"{source}(mirrored)")
             name = split_names[int(rng.integers(len(split_names)))]
-            return Donor(self.photos.get(name), name)
+            return Donor(self.photo(name), name)
         return donor
 
     def group(self, g: int, source: str, region_kind: str) -> dict:
@@ -458,7 +449,7 @@ class _Run:
         rng = rng_for(opts.seed, 5, g)
         bins = region_bins(region_kind, opts, self.decides_area)
         area_bin = bins[int(rng.integers(len(bins)))]
-        image = self.photos.get(source)
+        image = self.photo(source)
         rejections: list[list[str]] = []
         region = None
         for _ in range(opts.retries + 1):
@@ -489,7 +480,7 @@ class _Run:
         if region is None:
             return {**base, "status": "failed", "area_bin": grp["area_bin"], "attempts": 0, "rejections": [],
                     "last_quality": None}
-        image = self.photos.get(source)
+        image = self.photo(source)
         rng = rng_for(opts.seed, 1, i)
         prompt, prompt_info = (grp["prompt"], grp["prompt_info"]) if creator.needs_prompt else (None, None)
         donor = self._donor_fn(source)
