@@ -429,9 +429,7 @@ def probe_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
         head = fh.read(512)
         fh.seek(0)
         im = _open(fh, head, name, max_pixels, p.stat().st_size)
-        orientation = _exif_orientation(im)
-        w, h = im.size
-        header = ImageHeader((h, w), orientation, im.format or "", im.mode)
+        header = ImageHeader(im.size[::-1], _exif_orientation(im), im.format or "", im.mode)
         im.close()
     return header
 
