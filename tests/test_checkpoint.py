@@ -76,3 +76,22 @@ def test_a_relative_calibration_is_refused_in_one_line(run, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(old), str(photo), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(old) in err and "re-export" in err
+
+
+def test_read_state_dict_finds_the_weights_file_of_a_model_folder(tmp_path):
+    """An HF/diffusers model folder: its model.safetensors first, then diffusion_pytorch_model.safetensors, then
+    pytorch_model.bin; a folder with none of them is a one-line error naming it."""
+    from safetensors.torch import save_file
+
+    from tamperscope.checkpoint import read_state_dict
+
+    folder = tmp_path / "vae"
+    folder.mkdir()
+    with pytest.raises(UserError, match=f"{folder}: folder holds no model.safetensors or pytorch_model.bin"):
+        read_state_dict(folder)
+    torch.save({"state_dict": {"w": torch.ones(2)}}, folder / "pytorch_model.bin")
+    assert torch.equal(read_state_dict(folder)["w"], torch.ones(2))
+    save_file({"w": torch.zeros(2)}, str(folder / "diffusion_pytorch_model.safetensors"))
+    assert torch.equal(read_state_dict(folder)["w"], torch.zeros(2))
+    save_file({"module.w": torch.full((2,), 3.0)}, str(folder / "model.safetensors"))
+    assert torch.equal(read_state_dict(folder)["w"], torch.full((2,), 3.0))

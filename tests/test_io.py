@@ -303,3 +303,13 @@ def test_a_file_cut_after_5000_bytes_says_truncated(tmp_path, fmt, kwargs):
     with pytest.raises(ImageReadError, match="truncated") as info:
         read_image(path)
     assert "corrupt image header" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_float_images_take_the_smallest_full_scale_that_holds_their_maximum():
+    """Float data is read as [0, 1], [0, 255] or [0, 65535] (the smallest range holding the maximum), else scaled
+    by the maximum; NaN and infinity are not a maximum."""
+    from tamperscope.io import _float_range
+
+    for values, full in (([0.0, 0.5, 1.0], 1.0), ([0.0, 1.5, 255.0], 255.0), ([3.0, 40000.0], 65535.0),
+                         ([0.0, 100000.0], 100000.0), ([np.nan, np.inf], 1.0), ([], 1.0)):
+        assert _float_range(np.array(values, np.float64)) == full, values

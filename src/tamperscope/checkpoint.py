@@ -20,6 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 from .errors import UserError
+from .io import atomic_write_bytes, atomic_write_text
+from .registry import create_model
 
 FORMAT = "tamperscope-checkpoint"
 FORMAT_VERSION = 1
@@ -46,11 +48,9 @@ def read_state_dict(source: Any) -> dict[str, torch.Tensor]:
     else:
         path = Path(source)
         if path.is_dir():
-            for name in ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin"):
-                if (path / name).is_file():
-                    path = path / name
-                    break
-            else:
+            names = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin")
+            path = next((path / n for n in names if (path / n).is_file()), None)
+            if path is None:
                 raise UserError(f"{source}: folder holds no model.safetensors or pytorch_model.bin")
         if not path.is_file():
             raise UserError(f"{source}: weight file not found")
@@ -101,8 +101,6 @@ def _tensors_for_saving(model_or_sd) -> dict[str, torch.Tensor]:
 
 def save_state_dict(sd_or_module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors atomically."""
-    from .io import atomic_write_bytes
-
     atomic_write_bytes(Path(path), save(_tensors_for_saving(sd_or_module), metadata=metadata))
 
 
@@ -118,19 +116,15 @@ def checkpoint_config(model) -> dict:
 def save_checkpoint(model, path: str | Path, extra: dict | None = None) -> Path:
     """Save ``model`` to a run folder (``config.json`` + ``model.safetensors``) or, when ``path`` ends in
     ``.safetensors``, to one self-describing file. Returns the path written."""
-    from .io import atomic_write_text
-
     path = Path(path)
     cfg = checkpoint_config(model)
     if extra:
         cfg["extra"] = extra
-    if path.suffix == ".safetensors":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_state_dict(model, path, metadata={"tamperscope": json.dumps(cfg)})
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    save_state_dict(model, path / MODEL_FILE, metadata={"tamperscope": json.dumps(cfg)})
-    atomic_write_text(path / CONFIG_FILE, json.dumps(cfg, indent=2, sort_keys=True))
+    single_file = path.suffix == ".safetensors"
+    (path.parent if single_file else path).mkdir(parents=True, exist_ok=True)
+    save_state_dict(model, path if single_file else path / MODEL_FILE, metadata={"tamperscope": json.dumps(cfg)})
+    if not single_file:
+        atomic_write_text(path / CONFIG_FILE, json.dumps(cfg, indent=2, sort_keys=True))
     return path
 
 
@@ -216,8 +210,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
 def model_from_checkpoint(path: str | Path, cfg: dict, map_location: str | torch.device = "cpu", strict: bool = True,
                           overrides: dict | None = None):
     """:func:`load_checkpoint` with the checkpoint's config ``cfg`` (:func:`read_checkpoint_config`) already read."""
-    from .registry import create_model
-
     overrides = dict(overrides or {})
     calibration = cfg.get("calibration")
     if calibration and calibration.get("mode") != "absolute":

@@ -319,10 +319,7 @@ def _integer_range(im: Image.Image, arr: np.ndarray) -> float:
 def _float_range(arr: np.ndarray) -> float:
     finite = arr[np.isfinite(arr)]
     vmax = float(finite.max()) if finite.size else 0.0
-    for full in (1.0, 255.0, 65535.0):
-        if vmax <= full:
-            return full
-    return vmax
+    return next((full for full in (1.0, 255.0, 65535.0) if vmax <= full), vmax)
 
 
 def _wide_to_uint8(im: Image.Image) -> np.ndarray:
@@ -432,9 +429,7 @@ def probe_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
         head = fh.read(512)
         fh.seek(0)
         im = _open(fh, head, name, max_pixels, p.stat().st_size)
-        orientation = _exif_orientation(im)
-        w, h = im.size
-        header = ImageHeader((h, w), orientation, im.format or "", im.mode)
+        header = ImageHeader(im.size[::-1], _exif_orientation(im), im.format or "", im.mode)
         im.close()
     return header
 
@@ -463,12 +458,6 @@ def _mask_values(path: PathLike, max_pixels: int | None, apply_exif: bool) -> tu
     return rgb.mean(axis=2), 255.0, fmt
 
 
-def _binarise(values: np.ndarray, full: float, fmt: str) -> np.ndarray:
-    if full > 1.0 and fmt != "JPEG" and float(values.max(initial=0.0)) <= 1.0:
-        full = 1.0  # a 0/1 mask stored in an 8/16-bit file
-    return values > (full / 2.0)
-
-
 def read_mask(path: PathLike, expected_size: tuple[int, int] | None = None,
               max_pixels: int | None = DEFAULT_MAX_PIXELS, apply_exif: bool = True) -> np.ndarray:
     """Read a ground-truth mask of any mode as ``H×W`` bool (tampered = above half the range).
@@ -476,7 +465,9 @@ def read_mask(path: PathLike, expected_size: tuple[int, int] | None = None,
     ``expected_size`` is the image's ``(H, W)``; a different mask size raises ImageReadError naming both.
     """
     values, full, fmt = _mask_values(path, max_pixels, apply_exif)
-    mask = _binarise(values, full, fmt)
+    if full > 1.0 and fmt != "JPEG" and float(values.max(initial=0.0)) <= 1.0:
+        full = 1.0  # a 0/1 mask stored in an 8/16-bit file
+    mask = values > (full / 2.0)
     if expected_size is not None and tuple(mask.shape) != tuple(expected_size):
         eh, ew = expected_size
         raise ImageReadError(
@@ -512,10 +503,6 @@ def mask_is_binary(mask: PathLike | np.ndarray) -> bool:
 
 def check_protected(path: PathLike, protect: Iterable[PathLike] | None) -> None:
     """Raise :class:`UserError` when ``path`` is (or links to) one of the ``protect`` paths."""
-    _check_protected(Path(path), protect)
-
-
-def _check_protected(path: Path, protect: Iterable[PathLike] | None) -> None:
     if not protect:
         return
     target = Path(os.path.realpath(path))
@@ -531,7 +518,7 @@ def _check_protected(path: Path, protect: Iterable[PathLike] | None) -> None:
 def atomic_write_bytes(path: PathLike, data: bytes, protect: Iterable[PathLike] | None = None) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it into place (never a half-written file)."""
     path = Path(path)
-    _check_protected(path, protect)
+    check_protected(path, protect)
     if path.is_dir():
         raise UserError(f"{os.fspath(path)}: is a directory, cannot write a file there")
     try:
@@ -574,6 +561,11 @@ def write_png(path: PathLike, array: np.ndarray, protect: Iterable[PathLike] | N
         raise UserError(f"{os.fspath(path)}: write_png needs a uint8 array, got {arr.dtype}")
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or arr.size == 0:
         raise UserError(f"{os.fspath(path)}: write_png needs an H×W or H×W×3 array, got shape {arr.shape}")
+    return atomic_write_bytes(path, encode_image(arr), protect=protect)
+
+
+def encode_image(array: np.ndarray, format: str = "PNG", **options) -> bytes:
+    """``array`` encoded by PIL as a ``format`` file in memory (``options``: PIL's save options, e.g. quality)."""
     buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
-    return atomic_write_bytes(path, buf.getvalue(), protect=protect)
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format=format, **options)
+    return buf.getvalue()

@@ -274,10 +274,6 @@ def _equal_error_rate(pos_le: np.ndarray, neg_le: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------------
 # streaming, distributed-safe accumulation
 # ----------------------------------------------------------------------------------------------------
-def _mean(values: list) -> float | None:
-    return float(np.mean(values)) if values else None
-
-
 class MetricAccumulator:
     """Collects one scalar record per image and computes the flat metric dict of ARCHITECTURE.md.
 
@@ -424,7 +420,8 @@ def _summarise(records: list[dict], threshold: float, image_threshold: float = 0
         "n_band_undefined": sum(r["f1_permuted_band"] is None for r in tampered),
     }
     for key in PIXEL_MEAN_KEYS:
-        out[f"pixel_{key}"] = _mean([r[key] for r in tampered if r[key] is not None])
+        values = [r[key] for r in tampered if r[key] is not None]
+        out[f"pixel_{key}"] = float(np.mean(values)) if values else None
     tp = sum(r["tp"] for r in records)
     fp = sum(r["fp"] for r in records)
     fn = sum(r["fn"] for r in records)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -86,26 +87,11 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-
-    @property
-    def config_file(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def weights_file(self) -> Path:
-        return self.path / MODEL_FILE
-
-    @property
-    def state_file(self) -> Path:
-        return self.path / STATE_FILE
-
-    @property
-    def log_file(self) -> Path:
-        return self.path / LOG_FILE
-
-    @property
-    def curves_file(self) -> Path:
-        return self.path / CURVES_FILE
+        self.config_file = self.path / CONFIG_FILE
+        self.weights_file = self.path / MODEL_FILE
+        self.state_file = self.path / STATE_FILE
+        self.log_file = self.path / LOG_FILE
+        self.curves_file = self.path / CURVES_FILE
 
     def read_config(self) -> dict:
         """The run's checkpoint config (:func:`tamperscope.checkpoint.read_checkpoint_config`)."""
@@ -152,9 +138,7 @@ class RunFolder:
         atomic_write_text(self.state_file, json.dumps(saved, indent=2))
         for old in (self.path / "state").glob("step-*"):
             if old != step_dir:
-                for f in old.iterdir():
-                    f.unlink()
-                old.rmdir()
+                shutil.rmtree(old)
 
     def load_state(self, model, opt, saved: dict, device: torch.device) -> TrainState:
         """Load the model, optimizer and RNG states that ``saved`` (the read ``trainer_state.json``) points at."""

@@ -24,6 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -166,8 +167,6 @@ class ResidualNoiseExtractor(nn.Module):
 def photo_noise_map(extractor: nn.Module, rgb_uint8, device: str | torch.device = "cpu"):
     """``H×W`` float32 numpy map of an ``H×W×3`` uint8 RGB photo: ``extractor.forward_rgb01(rgb / 256)``, as
     TruFor's loaders scale it."""
-    import numpy as np
-
     x = torch.from_numpy(np.ascontiguousarray(rgb_uint8)).permute(2, 0, 1)[None].to(device, torch.float32) / 256.0
     return extractor.forward_rgb01(x)[0, 0].float().cpu().numpy()
 

@@ -1,5 +1,8 @@
 """Argument groups shared by several sub-commands (not a command itself: the CLI skips ``_`` modules)."""
-from ..sizes import DEFAULT_IMAGE_SIZE
+from pathlib import Path
+
+from ..errors import UserError
+from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
 
 
 def add_inference_arguments(p) -> None:
@@ -21,6 +24,18 @@ def add_inference_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def inference_options(args) -> dict:
+    """The keywords of the engine's dataset runners (evaluate, compare, robustness) from the arguments of
+    :func:`add_inference_arguments`, ``--image-size`` checked."""
+    from ..registry import parse_overrides
+
+    if args.image_size is not None:
+        check_image_size(args.image_size, "--image-size")
+    return {"threshold": args.threshold, "image_size": args.image_size, "batch_size": args.batch_size,
+            "device": args.device, "workers": args.workers, "on_mismatch": args.on_mismatch,
+            "overrides": parse_overrides(args.set), "progress": not args.no_progress}
+
+
 MODEL_HELP = ("run folders, .safetensors checkpoints, 'default' (the bundled model) or a weight-free model name "
               "('ela')")
 
@@ -35,8 +50,6 @@ def add_model_arguments(p) -> None:
 
 def model_specs(args) -> list[str]:
     """The models given, positional first, then those after ``--checkpoint``; at least one."""
-    from ..errors import UserError
-
     specs = list(args.models) + list(args.checkpoint)
     if not specs:
         raise UserError("give at least one model (MODEL ... or --checkpoint MODEL ...)")
@@ -46,8 +59,6 @@ def model_specs(args) -> list[str]:
 def input_paths(data: list[str], models: list[str] = ()) -> list:
     """Every file a command reads: the data lists (and each image, mask and ``metadata.jsonl`` they name) and the
     model files (a run folder's files, a checkpoint); outputs must never replace any of them."""
-    from pathlib import Path
-
     from ..data.datasets import load_evaluation_records, parse_mix_spec
 
     files = []
@@ -67,8 +78,6 @@ def input_paths(data: list[str], models: list[str] = ()) -> list:
 
 def refuse_outputs(out_dir, names, inputs) -> None:
     """Before any work: none of ``out_dir/NAME`` may be one of ``inputs`` (a one-line error naming it)."""
-    from pathlib import Path
-
     from ..io import check_protected
 
     for name in names:

@@ -10,7 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from ._common import add_inference_arguments, add_model_arguments, input_paths, model_specs, refuse_outputs
+from ..errors import UserError
+from ._common import (add_inference_arguments, add_model_arguments, inference_options, input_paths, model_specs,
+                      refuse_outputs)
 
 NAME = "compare"
 HELP = "one table (Markdown/HTML/JSON) of several models on several datasets, with qualitative examples"
@@ -29,8 +31,6 @@ def add_arguments(p):
 
 def parse_named_data(items: list[str]) -> dict[str, str]:
     """``["casia=a.json", "b_folder"]`` -> ``{"casia": "a.json", "b_folder": "b_folder"}`` (unique names)."""
-    from ..errors import UserError
-
     out: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
@@ -51,14 +51,10 @@ def parse_named_data(items: list[str]) -> dict[str, str]:
 def run(args) -> int:
     from ..engine.compare import compare_models
     from ..engine.evaluate import METRIC_KEYS
-    from ..errors import UserError
     from ..io import atomic_write_bytes, atomic_write_text, read_image
-    from ..registry import parse_overrides
     from ..report.compare import COMPARE_METRICS, example_grid_png, mean_over_datasets, to_html, to_markdown
-    from ..sizes import check_image_size
 
-    if args.image_size is not None:
-        check_image_size(args.image_size, "--image-size")
+    options = inference_options(args)
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else COMPARE_METRICS
     unknown = [m for m in metrics if m not in METRIC_KEYS]
     if unknown:
@@ -66,10 +62,7 @@ def run(args) -> int:
     datasets = parse_named_data(args.data)
     refuse_outputs(args.out, ("compare.md", "compare.html", "compare.json", "examples.png"),
                    input_paths(list(datasets.values()), model_specs(args)))
-    results, models_info, examples = compare_models(
-        model_specs(args), datasets, examples=args.examples, threshold=args.threshold, image_size=args.image_size,
-        batch_size=args.batch_size, device=args.device, workers=args.workers, on_mismatch=args.on_mismatch,
-        overrides=parse_overrides(args.set), progress=not args.no_progress)
+    results, models_info, examples = compare_models(model_specs(args), datasets, examples=args.examples, **options)
     labels = list(models_info)
 
     out = Path(args.out)

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import UserError
+
 NAME = "demo"
 HELP = "build forgeries from bundled sample photos, run the default model, score it and write an HTML report"
 
@@ -28,7 +30,6 @@ def run(args) -> int:
     from ..engine.demo import run_demo
     from ..engine.loading import default_model_available
     from ..engine.predict import load_predictor
-    from ..errors import UserError
 
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")

@@ -4,9 +4,11 @@ maps and image scores pass through its calibration (``export --calibrate``), so 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from ._common import add_inference_arguments, input_paths
+from ..errors import UserError
+from ._common import add_inference_arguments, inference_options, input_paths
 
 NAME = "evaluate"
 HELP = "score a checkpoint or saved prediction maps with the exact protocol metrics"
@@ -31,9 +33,6 @@ def add_arguments(p):
 
 def check_out(out: Path, inputs: list[Path]) -> None:
     """Before any work: ``--out`` is no input, no folder, and its folder can be written."""
-    import os
-
-    from ..errors import UserError
     from ..io import check_protected
 
     check_protected(out, inputs)
@@ -49,24 +48,17 @@ def check_out(out: Path, inputs: list[Path]) -> None:
 def run(args) -> int:
     from ..engine.evaluate import format_table
     from ..engine.runs import evaluate_source
-    from ..errors import UserError
-    from ..registry import parse_overrides
-    from ..sizes import check_image_size
 
     inputs = input_paths([args.data], [args.checkpoint or args.predictions]) if args.out else []
     if args.out:  # checked before the work
         check_out(Path(args.out), inputs)
-    if args.image_size is not None:
-        check_image_size(args.image_size, "--image-size")
+    options = inference_options(args)
     if args.perturb and args.predictions:
         raise UserError("--perturb applies to a model, not to saved predictions")
     group_by = "area_bin" if args.group_by == "area" else args.group_by
     metrics, groups = evaluate_source(checkpoint=args.checkpoint, predictions=args.predictions, data=args.data,
-                                      threshold=args.threshold, perturb=args.perturb, image_size=args.image_size,
-                                      batch_size=args.batch_size, device=args.device, workers=args.workers,
-                                      on_mismatch=args.on_mismatch, group_by=group_by,
-                                      overrides=parse_overrides(args.set), progress=not args.no_progress,
-                                      compile=args.compile, experts=not args.no_experts)
+                                      perturb=args.perturb, group_by=group_by, compile=args.compile,
+                                      experts=not args.no_experts, **options)
     print(format_table(metrics, f"{args.checkpoint or args.predictions} on {args.data}"
                                 + (f" ({args.perturb})" if args.perturb else "")))
     for value, m in (groups or {}).items():

@@ -7,6 +7,8 @@ how the bundled default model was made and how a model is shared or passed to ``
 a test set: the choice is model selection."""
 from __future__ import annotations
 
+from ..errors import UserError
+
 NAME = "export"
 HELP = "write a run's selected model as one .safetensors file (weights + config + recipe)"
 
@@ -30,7 +32,6 @@ def add_arguments(p):
 def run(args) -> int:
     from ..engine.distributed import resolve_device
     from ..engine.export import export_run
-    from ..errors import UserError
 
     if args.calibrate and not 0.0 <= args.max_false_alarm < 1.0:
         raise UserError(f"--max-false-alarm must be in [0, 1), got {args.max_false_alarm}")

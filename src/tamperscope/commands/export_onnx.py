@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
 from ..sizes import DEFAULT_IMAGE_SIZE
 
 NAME = "export-onnx"
@@ -32,7 +33,6 @@ def run(args) -> int:
     from ..engine.onnx_runtime import OPSET, export_onnx
     from ..engine.loading import resolve_checkpoint
     from ..engine.predict import load_predictor
-    from ..errors import UserError
 
     out = Path(args.out)
     if out.suffix != ".onnx":

@@ -5,6 +5,7 @@ resumability, and :mod:`tamperscope.data.brgen.backends` for the model back ends
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from ..errors import UserError
@@ -96,13 +97,10 @@ def run(args) -> int:
         return _print_summary(summary, args.out)
     if not args.photos:
         raise UserError("--photos DIR is required (except with --merge)")
-    opts = GenerateOptions(
-        photos=Path(args.photos), out=Path(args.out), n=args.n, seed=args.seed, methods=args.methods,
-        regions=args.regions, area_bins=args.area_bins, area_policy=args.area_policy, max_side=args.max_side,
-        jpeg_quality=args.jpeg_quality,
-        retries=args.retries, backend=args.backend, model_dirs=_model_dirs(args.model_dirs), device=args.device,
-        inpaint_steps=args.inpaint_steps, clip_min_score=args.clip_min_score, progress=not args.no_progress,
-        shard=parse_shard(args.shard) if args.shard else None, workers=args.workers)
+    same_name = {f.name: getattr(args, f.name) for f in fields(GenerateOptions) if hasattr(args, f.name)}
+    opts = GenerateOptions(**same_name | {
+        "photos": Path(args.photos), "out": Path(args.out), "model_dirs": _model_dirs(args.model_dirs),
+        "shard": parse_shard(args.shard) if args.shard else None}, progress=not args.no_progress)
     result = generate(opts)
     if opts.shard is not None:
         k, n = opts.shard

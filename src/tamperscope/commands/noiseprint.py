@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 
+from ..errors import UserError
+
 NAME = "noiseprint"
 HELP = "extract the Noiseprint++ map of an image (.npy, optional viewable .png)"
 
@@ -27,7 +29,6 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..backbones.dncnn import NoiseprintExtractor, ResidualNoiseExtractor, photo_noise_map
-    from ..errors import UserError
     from ..io import atomic_write_bytes, read_image, write_png
     from ..report.visualize import stretch_to_uint8
 

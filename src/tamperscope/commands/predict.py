@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from ..sizes import DEFAULT_IMAGE_SIZE
+from ..errors import UserError
+from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
 
 NAME = "predict"
 HELP = "localise manipulations in photos (files, folders, globs): heat map, mask, overlay and a results table"
@@ -56,8 +57,6 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..engine.predict import load_predictor, predict_files, verdict_line
-    from ..errors import UserError
-    from ..sizes import check_image_size
 
     for flag, value in (("--threshold", args.threshold), ("--image-threshold", args.image_threshold)):
         if not 0.0 <= value <= 1.0:

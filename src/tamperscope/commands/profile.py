@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import platform
 
-from ..sizes import DEFAULT_IMAGE_SIZE
+from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
 
 NAME = "profile"
 HELP = "measure params, GMACs, latency, throughput and peak memory of a model (or --all)"
@@ -40,8 +41,6 @@ def _num(value, fmt: str) -> str:
 def markdown_table(rows: list[dict], image_size: int, device: str) -> str:
     """The complexity table: our measurements next to the papers' numbers (``PAPER_COMPLEXITY``); methods the
     papers compare against but that are not implemented here are listed as reference rows ("paper only")."""
-    import platform
-
     import torch
 
     from ..engine.profile import PAPER_COMPLEXITY
@@ -80,7 +79,6 @@ def markdown_table(rows: list[dict], image_size: int, device: str) -> str:
 def run(args) -> int:
     from ..engine.profile import profile_model
     from ..registry import list_models, parse_overrides
-    from ..sizes import check_image_size
 
     if not args.model and not args.all:
         raise ValueError("give a MODEL name or --all")

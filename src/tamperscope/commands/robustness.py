@@ -2,7 +2,9 @@
 metrics under JPEG, blur, noise, gamma and resize perturbations (see :mod:`tamperscope.engine.robustness`)."""
 from __future__ import annotations
 
-from ._common import add_inference_arguments, add_model_arguments, input_paths, model_specs, refuse_outputs
+from ..errors import UserError
+from ._common import (add_inference_arguments, add_model_arguments, inference_options, input_paths, model_specs,
+                      refuse_outputs)
 
 NAME = "robustness"
 HELP = "metrics of one or more models under graded JPEG / blur / noise / gamma / resize perturbations"
@@ -21,7 +23,6 @@ def add_arguments(p):
 def parse_kinds(text: str | None) -> list[str]:
     """``"jpeg,blur"`` -> ``["jpeg", "blur"]`` (all kinds when empty); unknown kinds raise a UserError."""
     from ..engine.robustness import DEFAULT_LEVELS
-    from ..errors import UserError
 
     if not text:
         return list(DEFAULT_LEVELS)
@@ -35,7 +36,6 @@ def parse_kinds(text: str | None) -> list[str]:
 def parse_levels(items: list[str] | None) -> dict[str, tuple[float, ...]]:
     """``["jpeg:90,70", "blur:3"]`` -> ``{"jpeg": (90.0, 70.0), "blur": (3.0,)}``; each level is validated."""
     from ..data.transforms import parse_perturb
-    from ..errors import UserError
 
     out: dict[str, tuple[float, ...]] = {}
     for item in items or []:
@@ -50,7 +50,6 @@ def parse_levels(items: list[str] | None) -> dict[str, tuple[float, ...]]:
 def sweep_plan(kinds: list[str], levels: dict[str, tuple[float, ...]]) -> list[tuple[str, float]]:
     """The (kind, level) pairs to run: ``levels[kind]`` when given, else the default grid of that kind."""
     from ..engine.robustness import DEFAULT_LEVELS
-    from ..errors import UserError
 
     extra = [k for k in levels if k not in kinds]
     if extra:
@@ -61,20 +60,13 @@ def sweep_plan(kinds: list[str], levels: dict[str, tuple[float, ...]]) -> list[t
 def run(args) -> int:
     from ..engine.distributed import is_main
     from ..engine.robustness import format_robustness, robustness_files, run_robustness, write_robustness
-    from ..errors import UserError
-    from ..registry import parse_overrides
-    from ..sizes import check_image_size
 
-    if args.image_size is not None:
-        check_image_size(args.image_size, "--image-size")
+    options = inference_options(args)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     plan = sweep_plan(parse_kinds(args.kinds), parse_levels(args.levels))
     refuse_outputs(args.out, robustness_files(kind for kind, _ in plan), input_paths([args.data], model_specs(args)))
-    result = run_robustness(model_specs(args), args.data, plan, threshold=args.threshold, image_size=args.image_size,
-                            batch_size=args.batch_size, device=args.device, workers=args.workers,
-                            on_mismatch=args.on_mismatch, overrides=parse_overrides(args.set),
-                            progress=not args.no_progress)
+    result = run_robustness(model_specs(args), args.data, plan, **options)
     if is_main():
         print(format_robustness(result))
         written = write_robustness(result, args.out)

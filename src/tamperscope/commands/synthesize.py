@@ -3,6 +3,10 @@
 See :mod:`tamperscope.data.synthetic` for what each sample goes through."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..errors import UserError
+
 NAME = "synthesize"
 HELP = "make a training set of forgeries with mixed compression histories from authentic photos"
 
@@ -26,10 +30,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..data.synthetic import load_photos, write_synthetic
-    from ..errors import UserError
 
     if args.tampered < 0 or args.authentic < 0 or args.tampered + args.authentic == 0:
         raise UserError("--tampered and --authentic must be ≥ 0 and not both 0")

@@ -1,7 +1,9 @@
 """`tamperscope train MODEL --train DATA [--val DATA] --out RUN ...` (one CPU to many GPUs via torchrun)."""
 from __future__ import annotations
 
-from ..sizes import DEFAULT_IMAGE_SIZE
+from dataclasses import fields
+
+from ..sizes import DEFAULT_IMAGE_SIZE, check_image_size
 
 NAME = "train"
 HELP = "train a model (multi-GPU with torchrun; --resume continues exactly)"
@@ -46,17 +48,11 @@ def add_arguments(p):
 def run(args) -> int:
     from ..engine.train import TrainOptions, train
     from ..registry import parse_overrides
-    from ..sizes import check_image_size
 
     check_image_size(args.image_size, "--image-size")
-    opts = TrainOptions(model=args.model, train=args.train, out=args.out, val=args.val, stage=args.stage,
-                        preset=args.preset, config_file=args.config, pretrained=args.pretrained, resume=args.resume,
-                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
-                        device=args.device, workers=args.workers, accum=args.accum, clip_grad=args.clip_grad,
-                        seed=args.seed, max_steps=args.max_steps, save_every=args.save_every,
-                        log_every=args.log_every, augment=not args.no_augment, on_mismatch=args.on_mismatch,
-                        model_overrides=parse_overrides(args.set), progress=not args.no_progress,
-                        compile=args.compile)
+    same_name = {f.name: getattr(args, f.name) for f in fields(TrainOptions) if hasattr(args, f.name)}
+    opts = TrainOptions(**same_name, config_file=args.config, augment=not args.no_augment,
+                        model_overrides=parse_overrides(args.set), progress=not args.no_progress)
     try:
         state = train(opts)
     except KeyboardInterrupt as exc:

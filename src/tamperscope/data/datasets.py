@@ -100,9 +100,7 @@ def records_from_json(path: PathLike) -> list[Record]:
             raise UserError(f"{path}: entry {i} is not an [image, mask] pair of strings: {entry!r}")
         image = base / entry[0]
         mask = None if entry[1].strip().lower() == "negative" else base / entry[1]
-        for p in (image, mask):
-            if p is not None and not p.is_file():
-                missing.append(str(p))
+        missing += [str(p) for p in (image, mask) if p is not None and not p.is_file()]
         records.append(Record(image, mask))
     if missing:
         raise UserError(f"{path}: {len(missing)} listed file(s) missing: {_listing(missing)}")
@@ -113,18 +111,11 @@ def records_from_json(path: PathLike) -> list[Record]:
 
 
 def _subdir(folder: Path, name: str) -> Path | None:
-    for child in folder.iterdir():
-        if child.is_dir() and child.name.lower() == name.lower():
-            return child
-    return None
+    return next((c for c in folder.iterdir() if c.is_dir() and c.name.lower() == name.lower()), None)
 
 
 def _mask_key(stem: str) -> str:
-    low = stem.lower()
-    for suffix in MASK_STEM_SUFFIXES:
-        if low.endswith(suffix):
-            return stem[: -len(suffix)]
-    return stem
+    return next((stem[:-len(s)] for s in MASK_STEM_SUFFIXES if stem.lower().endswith(s)), stem)
 
 
 def _read_metadata(path: Path) -> dict[str, dict]:
@@ -181,12 +172,9 @@ def records_from_folder(path: PathLike) -> list[Record]:
             stems[im.stem] = im
         unpaired_tp = [im.name for im in images if im.stem not in masks]
         unpaired_gt = [m.name for k, m in masks.items() if k not in stems]
-        if unpaired_tp or unpaired_gt:
-            parts = []
-            if unpaired_tp:
-                parts.append(f"{len(unpaired_tp)} image(s) in Tp/ without a mask: {_listing(unpaired_tp)}")
-            if unpaired_gt:
-                parts.append(f"{len(unpaired_gt)} mask(s) in Gt/ without an image: {_listing(unpaired_gt)}")
+        parts = [f"{len(names)} {what}: {_listing(names)}" for names, what in (
+            (unpaired_tp, "image(s) in Tp/ without a mask"), (unpaired_gt, "mask(s) in Gt/ without an image")) if names]
+        if parts:
             raise UserError(f"{folder}: " + "; ".join(parts))
         records += [Record(im, masks[im.stem]) for im in images]
     if au is not None:
@@ -372,10 +360,8 @@ class ForensicsDataset(Dataset):
             raise UserError(f"image_size must be positive, got {image_size}")
         if edge == "band" and (edge_width < 1 or edge_width % 2 == 0):
             raise UserError(f"edge_width must be a positive odd number, got {edge_width}")
-        if isinstance(perturb, str):
-            perturb = parse_perturb(perturb)
-        elif perturb is not None:
-            perturb = parse_perturb(f"{perturb[0]}:{perturb[1]}")
+        if perturb is not None:
+            perturb = parse_perturb(perturb if isinstance(perturb, str) else f"{perturb[0]}:{perturb[1]}")
         self.image_size = int(image_size)
         self.augment = bool(augment)
         self.edge = edge

@@ -32,17 +32,20 @@ reproducible byte for byte).
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from ..errors import ImageReadError, UserError
 from ..io import atomic_write_bytes, atomic_write_text, read_image, write_png
 from .brgen.creation import Donor, builtin_creators, colour_transfer, composite, cover_crop, ring_or_outside
 from .brgen.regions import BuiltinRegions
+from .datasets import load_records
 from .transforms import jpeg_roundtrip
 
 #: the edits of step 3 and how often each is drawn
@@ -225,7 +228,6 @@ def photo_paths(spec: str | Path) -> list[Path]:
         lines = [line.strip() for line in spec.read_text().splitlines()]
         return [(spec.parent / line) for line in lines if line and not line.startswith("#")]
     if spec.suffix == ".json":
-        from .datasets import load_records
         return [Path(r.image) for r in load_records(spec) if r.mask is None]
     raise UserError(f"{spec}: expected a folder, a .txt list or a .json list of photos")
 
@@ -293,8 +295,6 @@ def write_synthetic(photos: list[Photo], out: str | Path, tampered: int, authent
     ``out/list.json`` (IMDL-BenCo, relative paths) and ``out/meta.jsonl`` (what was drawn for each sample).
     Existing samples are kept, so an interrupted run continues where it stopped."""
     global _PHOTOS
-    from tqdm import tqdm
-
     out = Path(out)
     for sub in ("Tp", "Gt", "Au"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -304,7 +304,6 @@ def write_synthetic(photos: list[Photo], out: str | Path, tampered: int, authent
     _PHOTOS = photos
     bar = dict(total=len(jobs), desc="synthesize", unit="img", disable=not progress)
     if workers > 1:
-        import multiprocessing as mp
         with mp.get_context("fork").Pool(workers) as pool:
             rows = list(tqdm(pool.imap(_work, jobs, chunksize=8), **bar))
     else:

@@ -38,7 +38,7 @@ factor F and the model sees that image; area interpolation when shrinking, bilin
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -85,13 +85,6 @@ def augment_policy(name: str) -> tuple[AugmentConfig, bool]:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _check_pair(image: np.ndarray, mask: np.ndarray) -> None:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise UserError(f"augmentation needs an H×W×3 uint8 image, got {image.dtype} {image.shape}")
-    if mask.shape != image.shape[:2]:
-        raise UserError(f"augmentation needs a mask of the image size {image.shape[:2]}, got {mask.shape}")
 
 
 def _random_window(rng: np.random.Generator, height: int, width: int, frac: tuple[float, float],
@@ -177,7 +170,10 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, forge
     """The MVSS-style training list (module docstring), without the final resize. Returns (image, mask)."""
     cfg = config or AugmentConfig()
     mask = np.asarray(mask, dtype=bool)
-    _check_pair(image, mask)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise UserError(f"augmentation needs an H×W×3 uint8 image, got {image.dtype} {image.shape}")
+    if mask.shape != image.shape[:2]:
+        raise UserError(f"augmentation needs a mask of the image size {image.shape[:2]}, got {mask.shape}")
     factor = rng.uniform(*cfg.scale_range)
     h, w = mask.shape
     nh, nw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
@@ -267,8 +263,6 @@ def augment_native(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
 
 def photometric_config(config: AugmentConfig | None) -> AugmentConfig:
     """``config`` without the steps that move the JPEG block grid (rescale, flips, rotation)."""
-    from dataclasses import replace
-
     return replace(config or AugmentConfig(), **_NO_GEOMETRY)
 
 

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import torch
 
+from ..data.datasets import load_evaluation_records
 from ..errors import UserError
 from ..inference import false_alarm_threshold
+from .evaluate import calibration_sweep, evaluation_dataset
 
 CALIBRATION_THRESHOLDS = (0.01, 0.02, 0.03, 0.04) + tuple(round(0.05 * k, 2) for k in range(1, 20))
 INCONCLUSIVE_FACTOR = 2.5
@@ -30,9 +32,6 @@ def calibrate(model, data: str, *, image_size: int, max_false_alarm: float = 0.1
     """(the ``calibration`` entry of the module docstring measured on ``data`` in one pass, the image operating
     point on that data: ``{"false_alarm", "recall", "n_authentic", "n_tampered"}``). The model is left on the CPU
     without a calibration."""
-    from ..data.datasets import load_evaluation_records
-    from .evaluate import calibration_sweep, evaluation_dataset
-
     if not 0.0 <= max_false_alarm < 1.0:
         raise UserError(f"the false-alarm rate must be in [0, 1), got {max_false_alarm}")
     model.calibration = None

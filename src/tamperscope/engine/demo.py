@@ -32,7 +32,7 @@ from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_text, read_image, read_image_bytes, read_mask
 from ..metrics import MetricAccumulator
 from ..report.html import METRIC_MEANINGS, HtmlReport
-from ..report.visualize import COLORMAP, OVERLAY_COLOR, mask_image
+from ..report.visualize import COLORMAP, OVERLAY_COLOR, fit_within, mask_image
 from .predict import Predictor, verdict_line, write_prediction_images
 
 #: natural colour photos among scikit-image's bundled data files
@@ -59,11 +59,7 @@ def write_sample_photos(dest: Path, max_side: int) -> int:
         raise UserError("no sample photos found: scikit-image's bundled data files "
                         f"({', '.join(SAMPLE_PHOTOS)}) are not installed")
     for ref in photos:
-        rgb = read_image_bytes(ref.read_bytes(), name=ref.name)
-        scale = max_side / max(rgb.shape[:2])
-        if scale < 1:
-            size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        rgb = fit_within(read_image_bytes(ref.read_bytes(), name=ref.name), max_side)
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                 [cv2.IMWRITE_JPEG_QUALITY, CAMERA_JPEG_QUALITY])
         if not ok:
@@ -139,7 +135,7 @@ def run_demo(out: Path, predictor: Predictor, *, n: int = 8, seed: int = 0, max_
                                          "tampering probability (heat map) and the regions drawn for the verdict. "
                             + score_note)
     forged.legend(COLORMAP, "0: authentic", "1: tampered", OVERLAY_COLOR, "overlay: flagged region")
-    if _always_marks(predictor):
+    if predictor.model.model_name == "ela" or predictor.name == "ela":  # ELA's map marks every photo
         authentic_note = (f"Photos with no manipulation. {predictor.name} is error-level analysis: its heat map "
                           "shows how each pixel recompresses, so it is never empty, on authentic photos too; judge "
                           "these by the verdict, and a drawn region is a false alarm.")
@@ -164,11 +160,6 @@ def run_demo(out: Path, predictor: Predictor, *, n: int = 8, seed: int = 0, max_
     say(f"[4/4] pixel F1 {_fmt(metrics.get('pixel_f1'))}, pixel AUC {_fmt(metrics.get('pixel_auc'))}, "
         f"image AUC {_fmt(metrics.get('image_auc'))}")
     return path
-
-
-def _always_marks(predictor) -> bool:
-    """Whether the model is the ELA baseline, whose map marks every photo (recompression differences)."""
-    return predictor.model.model_name == "ela" or predictor.name == "ela"
 
 
 def _fmt(value) -> str:

@@ -5,6 +5,7 @@ whatever the batch size or number of processes."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..errors import UserError
+from ..data.datasets import ForensicsDataset, collate
+from ..data.transforms import resize_mask
+from ..errors import ImageReadError, UserError
 from ..inference import model_probabilities, upsample_to
-from ..metrics import MetricAccumulator
+from ..io import orient_mask, probe_image, read_mask, read_probability_map
+from ..metrics import MetricAccumulator, f1_at_thresholds
 from .distributed import ResumableSampler, is_main
 
 METRIC_KEYS = ("n_images", "n_tampered", "n_authentic", "pixel_f1", "pixel_iou", "pixel_auc", "pixel_f1_permuted",
@@ -37,8 +41,6 @@ def evaluation_dataset(model, records, image_size: int, *, on_mismatch: str = "e
     """The dataset ``model`` is scored on: native-resolution models (ELA, the default model) see each photo at its
     own size (padded; resampling would erase the JPEG traces they read), the others a resize to ``image_size``.
     ``perturb``: a parsed ``(kind, level)`` or None. Used by evaluate, robustness, compare and export."""
-    from ..data.datasets import ForensicsDataset
-
     resolution = "native" if model.native_resolution else "resize"
     return ForensicsDataset(records, image_size=image_size, augment=False, on_mismatch=on_mismatch, perturb=perturb,
                             resolution=resolution)
@@ -52,8 +54,6 @@ def iterate_maps(model, dataset, *, batch_size: int = 8, device: torch.device | 
     A dataset at ``resolution="native"`` (photos padded to a multiple of 32) runs one image per batch, and each
     map is cropped back to the photo the model saw (its ``input_size``: smaller or larger than the ground truth
     under a ``resize`` perturbation), then resized to the ground truth."""
-    from ..data.datasets import collate
-
     native = getattr(dataset, "resolution", "resize") == "native"
     batch_size = 1 if native else batch_size
     device = torch.device(device)
@@ -68,11 +68,8 @@ def iterate_maps(model, dataset, *, batch_size: int = 8, device: torch.device | 
                             "are probably damaged")
         for i in range(probs.shape[0]):
             gt = batch["mask_full"][i].numpy().astype(bool)
-            if native:
-                h, w = batch["input_size"][i]
-                prob = probs[i, :, :h, :w]
-            else:
-                prob = probs[i]
+            h, w = batch["input_size"][i] if native else probs.shape[-2:]
+            prob = probs[i, :, :h, :w]
             meta = batch.get("meta", [None] * probs.shape[0])[i]
             yield (int(batch["index"][i]), upsample_to(prob.float(), gt.shape), gt, float(scores[i]), meta,
                    batch["path"][i])
@@ -99,8 +96,6 @@ def calibration_sweep(model, dataset, thresholds, **kwargs) -> tuple[np.ndarray,
     """One model pass (single process, ``kwargs`` as :func:`iterate_maps`) over validation data: the pixel F1 of
     each tampered image at each of ``thresholds`` (``n_tampered × len(thresholds)``), and every image's score and
     label (1 = tampered). Used by ``export --calibrate`` to choose the operating points."""
-    from ..metrics import f1_at_thresholds
-
     f1, scores, labels = [], [], []
     for _, full, gt, score, _, _ in iterate_maps(model, dataset, **kwargs):
         scores.append(score)
@@ -112,8 +107,6 @@ def calibration_sweep(model, dataset, thresholds, **kwargs) -> tuple[np.ndarray,
 
 def load_prediction_map(path: Path, size: tuple[int, int]) -> np.ndarray:
     """A saved grayscale PNG (0–255 = probability) as float32 in [0,1] at ``size``."""
-    from ..io import read_probability_map
-
     prob = torch.from_numpy(read_probability_map(path))[None]
     if size[0] != size[1] and tuple(prob.shape[-2:]) == (size[1], size[0]):
         raise UserError(f"{path}: the map is {prob.shape[-2]}×{prob.shape[-1]} (H×W), the image {size[0]}×{size[1]}: "
@@ -125,10 +118,6 @@ def scoring_mask(rec, on_mismatch: str = "error") -> np.ndarray | None:
     """The ground truth of ``rec`` at its image's displayed size (authentic: all False). A mask drawn on the
     stored grid of an EXIF-rotated photo is turned like the photo; another size is resized (``resize``), skipped
     (``skip``: None) or an error naming both files."""
-    from ..data.transforms import resize_mask
-    from ..errors import ImageReadError
-    from ..io import orient_mask, probe_image, read_mask
-
     header = probe_image(rec.image)
     size = header.oriented_hw
     if rec.mask is None:
@@ -152,8 +141,6 @@ def evaluate_predictions(pred_dir: str | Path, records, threshold: float = 0.5, 
     ground truth of ``records`` (:func:`scoring_mask`); a missing map is an error naming it. ``predict``'s own
     16-bit maps, ``<image stem>.probability.png``, are taken where no ``<image stem>.png`` exists, so its output
     folder (with its ``scores.json``) is scored as it is."""
-    import warnings
-
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise UserError(f"{pred_dir}: predictions folder not found")

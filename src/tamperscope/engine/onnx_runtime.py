@@ -25,6 +25,7 @@ install 'tamperscope[onnx]'``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -37,6 +38,11 @@ import torch
 
 from ..checkpoint import FORMAT, checkpoint_config
 from ..errors import UserError
+from ..inference import calibrate_map, calibrate_score
+from ..io import atomic_write_bytes
+from ..models.base import TamperModel
+from ..nn.norm import imagenet_normalize
+from ..registry import create_model
 from .experts import EXPERTS_KEY
 
 ONNX_SUFFIX = ".onnx"
@@ -55,8 +61,6 @@ INSTALL_HINT = "pip install 'tamperscope[onnx]'"
 
 def require(module: str):
     """Import an optional runtime dependency, or a one-line error saying how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -85,18 +89,9 @@ def input_names(n: int) -> list[str]:
     return ["inputs"] + [f"inputs_{i}" for i in range(1, n)]
 
 
-def splits_inputs(model) -> bool:
-    """Whether ``model`` computes part of its input outside the graph (overrides ``export_inputs``)."""
-    from ..models.base import TamperModel
-
-    return isinstance(model, TamperModel) and type(model).export_inputs is not TamperModel.export_inputs
-
-
 def sample_images(native: bool, image_size: int, hw: tuple[int, int] = SAMPLE_HW, seed: int = 0) -> torch.Tensor:
     """A deterministic ``SAMPLE_BATCH×3×H×W`` ImageNet-normalised batch of uint8-valued photos (smooth gradients plus
     noise, so that JPEG round trips and error levels are not degenerate)."""
-    from ..nn.norm import imagenet_normalize
-
     h, w = hw if native else (image_size, image_size)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -108,16 +103,11 @@ def sample_images(native: bool, image_size: int, hw: tuple[int, int] = SAMPLE_HW
 
 def fresh_preprocessor(name: str, config: dict):
     """A weight-free instance of model ``name`` for its ``export_inputs`` (``*_weights`` paths not read)."""
-    from ..registry import create_model
-
-    config = {k: (None if k.endswith("_weights") and isinstance(v, str) else v) for k, v in config.items()}
-    return create_model(name, **config).eval()
+    return create_model(name, weight_files=False, **config).eval()
 
 
 def probabilities(mask_logits, image_logit, calibration: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
     """What ``predict`` shows: the calibrated probabilities (:func:`tamperscope.inference.model_probabilities`)."""
-    from ..inference import calibrate_map, calibrate_score
-
     mask = calibrate_map(torch.sigmoid(torch.as_tensor(mask_logits).float()), calibration)
     return mask, calibrate_score(torch.sigmoid(torch.as_tensor(image_logit).double().reshape(-1)), calibration)
 
@@ -143,8 +133,6 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, image_size: 
     """Write ``model`` (a loaded, calibrated :class:`TamperModel`) as a checked, self-describing ONNX file (module
     docstring); ``experts``: the checkpoint's weight-free experts entry (:mod:`tamperscope.engine.experts`), kept
     so that ``predict`` fuses the same experts. Returns the ``onnx`` metadata written (with ``max_abs_diff``)."""
-    from ..io import atomic_write_bytes
-
     onnx, ort = require("onnx"), require("onnxruntime")
     path = Path(path)
     if path.suffix != ONNX_SUFFIX:
@@ -152,7 +140,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, image_size: 
     model = model.to("cpu").eval()
     name = model.model_name or type(model).__name__
     native = model.native_resolution
-    split = splits_inputs(model)
+    # whether the model computes part of its input outside the graph (overrides export_inputs)
+    split = isinstance(model, TamperModel) and type(model).export_inputs is not TamperModel.export_inputs
     images = sample_images(native, image_size)
     with torch.inference_mode():
         inputs = as_tuple(model.export_inputs(images))
@@ -299,8 +288,6 @@ def read_onnx_config(path: str | os.PathLike) -> dict:
 
 def resolve_runtime(runtime: str) -> str:
     """``onnxruntime``, ``openvino``, or for ``auto`` the first installed of :data:`AUTO_ORDER`."""
-    import importlib.util
-
     if runtime == "auto":
         for name in AUTO_ORDER:
             if importlib.util.find_spec(name) is not None:

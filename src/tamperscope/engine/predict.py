@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import io as _io
 import json
 import math
@@ -56,11 +57,12 @@ from typing import Callable, Iterable, Sequence, Union
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..data.transforms import JPEG_GRID, pad_to_multiple
 from ..errors import ImageReadError, UserError
 from ..inference import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
-from ..io import atomic_write_text, read_image, read_image_bytes
+from ..io import atomic_write_bytes, atomic_write_text, check_protected, encode_image, read_image, read_image_bytes
 from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
 from ..sizes import INPUT_MULTIPLE, check_image_size
@@ -389,10 +391,6 @@ def predict(image, checkpoint: PathLike | None = None, *, threshold: float = DEF
 # --------------------------------------------------------------------------------------------- files
 
 
-def _is_output_name(name: str) -> bool:
-    return any(name.endswith(f".{kind}.png") for kind in OUTPUT_KINDS)
-
-
 def collect_inputs(items: Iterable[PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expand files, folders (recursively: image suffixes only, skipping hidden files and our own outputs) and
     glob patterns into a de-duplicated list of files, plus ``(item, problem)`` for items that match nothing."""
@@ -404,7 +402,7 @@ def collect_inputs(items: Iterable[PathLike]) -> tuple[list[Path], list[tuple[st
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
                            and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                           and not _is_output_name(f.name))
+                           and not any(f.name.endswith(f".{kind}.png") for kind in OUTPUT_KINDS))
             if not files:
                 problems.append((text, "folder holds no image files"))
             found += files
@@ -417,13 +415,10 @@ def collect_inputs(items: Iterable[PathLike]) -> tuple[list[Path], list[tuple[st
             found += matches
         else:
             problems.append((text, "file not found"))
-    unique, seen = [], set()
+    unique: dict[str, Path] = {}
     for f in found:
-        key = os.path.realpath(f)
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    return unique, problems
+        unique.setdefault(os.path.realpath(f), f)
+    return list(unique.values()), problems
 
 
 def output_stems(paths: Sequence[Path]) -> list[str]:
@@ -450,25 +445,10 @@ def check_finite(pred: Prediction, where: str) -> None:
 def probability_png(prob: np.ndarray) -> bytes:
     """The raw probability map as a 16-bit grey PNG (0–65535 = probability 0–1), readable by
     ``evaluate --predictions`` (:func:`tamperscope.io.read_probability_map`)."""
-    from PIL import Image
-
-    values = np.round(np.clip(prob, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    buf = _io.BytesIO()
-    Image.fromarray(values).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_image(np.round(np.clip(prob, 0.0, 1.0) * 65535.0).astype(np.uint16))
 
 
 def sha256_of(path: PathLike) -> str:
-    import hashlib
-
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -501,8 +481,6 @@ class OutputManifest:
 
     def record(self, path: Path, data: bytes, protect: Iterable[PathLike] = ()) -> None:
         """Record ``path`` as about to receive ``data`` (call before writing it)."""
-        import hashlib
-
         keep = [sha256_of(path)] if path.is_file() and self.ours(path) else []
         new = hashlib.sha256(data).hexdigest()
         self.files[path.name] = list(dict.fromkeys(keep + [new]))
@@ -511,8 +489,6 @@ class OutputManifest:
 
 
 def _write_recorded(path: Path, data: bytes, manifest: OutputManifest | None, protect: list) -> None:
-    from ..io import atomic_write_bytes, check_protected
-
     check_protected(path, protect)  # before the manifest names it
     if manifest is not None:
         manifest.record(path, data, protect)
@@ -526,7 +502,8 @@ def write_prediction_images(pred: Prediction, out_dir: PathLike, stem: str, prot
     before it is written; returns the paths."""
     out_dir = Path(out_dir)
     protect = list(protect)
-    images = {"heatmap": _png(pred.heatmap()), "mask": _png(pred.mask_png()), "overlay": _png(pred.overlay()),
+    images = {"heatmap": encode_image(pred.heatmap()), "mask": encode_image(pred.mask_png()),
+              "overlay": encode_image(pred.overlay()),
               "probability": probability_png(pred.probability)}
     paths = {}
     for kind in OUTPUT_KINDS:
@@ -595,19 +572,15 @@ def _legacy_outputs(out_dir: Path) -> set[Path]:
                    if isinstance(r.get(kind), str)}
 
 
-def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: PathLike, *,
-                  threshold: float = DEFAULT_THRESHOLD, image_threshold: float = DEFAULT_THRESHOLD,
-                  raw_map: bool = False, tiles: bool = False, tile_size: int | None = None,
-                  tile_overlap: float = DEFAULT_TILE_OVERLAP, progress: bool = True,
-                  report: Callable[[str], None] | None = None) -> BatchResult:
-    """Predict every image of ``items`` into ``out_dir``; a bad file is reported (one line) and skipped, and so is a
-    non-finite map or score (:func:`check_finite`). Each result row carries the input's SHA-256.
+def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: PathLike, *, progress: bool = True,
+                  report: Callable[[str], None] | None = None, **settings) -> BatchResult:
+    """Predict every image of ``items`` into ``out_dir`` with the ``settings`` of :meth:`Predictor.predict_array`
+    (threshold, image_threshold, raw_map, tiles, tile_size, tile_overlap); a bad file is reported (one line) and
+    skipped, and so is a non-finite map or score (:func:`check_finite`). Each result row carries the input's SHA-256.
 
     Nothing is ever written over an input file, nor over a file in ``out_dir`` that an earlier ``predict`` did not
     write (:func:`files_not_written_by_predict`; all go to the writers' ``protect`` list); every file written is
     recorded first in the folder's :class:`OutputManifest`."""
-    from tqdm import tqdm
-
     report = report or (lambda line: tqdm.write(line, file=sys.stderr))
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -637,9 +610,7 @@ def predict_files(predictor: Predictor, items: Iterable[PathLike], out_dir: Path
                            disable=not progress, leave=False):
         try:
             digest = sha256_of(path)
-            pred = predictor.predict_array(read_image(path), threshold=threshold, image_threshold=image_threshold,
-                                           raw_map=raw_map, tiles=tiles, tile_size=tile_size,
-                                           tile_overlap=tile_overlap, path=str(path))
+            pred = predictor.predict_array(read_image(path), path=str(path), **settings)
             check_finite(pred, str(path))
             written = write_prediction_images(pred, out_dir, stem, protect, manifest)
         except (ImageReadError, UserError, MemoryError, RuntimeError, cv2.error, OSError) as exc:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..data.datasets import load_evaluation_records
 from ..errors import UserError
 from ..io import atomic_write_text
 from .distributed import init_distributed, is_main
@@ -47,14 +48,9 @@ def is_identity(kind: str, level: float) -> bool:
     return kind in IDENTITY_LEVEL and float(level) == IDENTITY_LEVEL[kind]
 
 
-def model_label(spec: str) -> str:
-    path = Path(spec)
-    return path.stem if path.suffix == ".safetensors" else (path.name or str(spec))
-
-
 def unique_labels(specs: list[str]) -> list[str]:
     """Short, distinct names for the models (run folder names; parent folders added to break ties)."""
-    base = [model_label(s) for s in specs]
+    base = [Path(s).stem if Path(s).suffix == ".safetensors" else (Path(s).name or str(s)) for s in specs]
     labels = ["/".join(Path(s).parts[-2:]) if base.count(b) > 1 else b for s, b in zip(specs, base)]
     repeated = {label for label in labels if labels.count(label) > 1}
     seen: dict[str, int] = {}
@@ -65,11 +61,6 @@ def unique_labels(specs: list[str]) -> list[str]:
     return labels
 
 
-def _keep(metrics: dict) -> dict:
-    keys = ("n_images", "n_tampered", "n_authentic") + ROBUSTNESS_METRICS
-    return {k: metrics.get(k) for k in keys}
-
-
 def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, float]], *, threshold: float = 0.5,
                    image_size: int | None = None, batch_size: int = 8, device: str = "auto", workers: int = 0,
                    on_mismatch: str = "error", overrides: dict | None = None, progress: bool = True) -> dict:
@@ -77,8 +68,6 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
     (kind, level) of ``plan``; returns the JSON-ready result (see
     :func:`write_robustness`): ``{"data", "threshold", "models": {label: {"checkpoint", "image_size"}},
     "results": {label: {kind: [{"level", "identity", metric: value, ...}, ...]}}}``."""
-    from ..data.datasets import load_evaluation_records
-
     if not checkpoints:
         raise UserError("robustness: no model to run")
     if not plan:
@@ -108,7 +97,8 @@ def run_robustness(checkpoints: list[str], data: str, plan: list[tuple[str, floa
                                         perturb=None if identity else (kind, level))
                 acc, _ = evaluate_model(model, ds, batch_size=batch_size, device=dev, threshold=threshold,
                                         workers=workers, rank=rank, world_size=world, progress=False)
-                metrics = _keep(acc.compute())
+                computed = acc.compute()
+                metrics = {k: computed.get(k) for k in ("n_images", "n_tampered", "n_authentic") + ROBUSTNESS_METRICS}
                 if identity:
                     clean = metrics
             per_kind.setdefault(kind, []).append({"level": level, "identity": identity, **metrics})

@@ -2,6 +2,8 @@
 was trained at (:func:`tamperscope.engine.loading.load_model`), build the dataset, run, compute."""
 from __future__ import annotations
 
+from ..data.datasets import load_evaluation_records
+from ..data.transforms import parse_perturb
 from ..errors import UserError
 from ..sizes import DEFAULT_IMAGE_SIZE
 from .distributed import init_distributed
@@ -15,9 +17,6 @@ def evaluate_source(*, checkpoint=None, predictions=None, data, threshold=0.5, p
     """Metrics (and per-group metrics) of a checkpoint/model (:func:`~tamperscope.engine.loading.load_model`, with
     config ``overrides``) or a predictions folder on ``data``; ``experts=False`` scores a fused checkpoint's learned
     model alone."""
-    from ..data.datasets import load_evaluation_records
-    from ..data.transforms import parse_perturb
-
     records = load_evaluation_records(data)
     if predictions:
         if perturb:

@@ -34,6 +34,8 @@ from tqdm import tqdm
 
 from ..checkpoint import (checkpoint_config, checkpoint_weights_path, format_key_report, read_state_dict,
                           save_checkpoint)
+from ..data.datasets import ForensicsDataset, collate, load_dataset_spec, load_evaluation_records
+from ..data.transforms import augment_policy
 from ..errors import UserError
 from ..inference import autocast_for
 from ..io import atomic_write_text
@@ -108,11 +110,8 @@ def default_preset(entry, opts: TrainOptions) -> str | None:
     ``lightvae-code``), else the model's first preset."""
     if opts.preset:
         return opts.preset
-    if opts.stage:
-        for name in entry.train_presets:
-            if name == opts.stage or name.startswith(f"{opts.stage}-"):
-                return name
-    return next(iter(entry.train_presets), None)
+    staged = [n for n in entry.train_presets if opts.stage and (n == opts.stage or n.startswith(f"{opts.stage}-"))]
+    return next(iter(staged or entry.train_presets), None)
 
 
 def global_accumulation(cfg: dict, world: int) -> int:
@@ -135,17 +134,13 @@ def resolve_train_config(opts: TrainOptions, entry, yaml_cfg: dict, world: int =
     name = default_preset(entry, opts)
     if opts.preset and opts.preset not in presets:
         raise UserError(f"{entry.name}: unknown preset '{opts.preset}' (presets: {', '.join(presets) or 'none'})")
-    cfg = dict(TRAIN_DEFAULTS)
-    cfg.update({k: v for k, v in (presets.get(name, {}) if name else {}).items() if k != "model"})
-    cfg.update(yaml_cfg.get("train", {}) or {})
-    cfg.update(opts.train_overrides)
-    for key in ("epochs", "batch_size", "lr"):
-        if getattr(opts, key) is not None:
-            cfg[key] = getattr(opts, key)
+    preset = presets.get(name) or {}
+    cfg = dict(TRAIN_DEFAULTS) | {k: v for k, v in preset.items() if k != "model"}
+    cfg |= (yaml_cfg.get("train") or {}) | opts.train_overrides
+    cfg |= {key: getattr(opts, key) for key in ("epochs", "batch_size", "lr") if getattr(opts, key) is not None}
     cfg["preset"] = name
-    preset_batch = (presets.get(name, {}) if name else {}).get("batch_size")
     cfg["accum"] = opts.accum if opts.accum is not None else (
-        global_accumulation(cfg, world) if cfg["batch_size"] == preset_batch else 1)
+        global_accumulation(cfg, world) if cfg["batch_size"] == preset.get("batch_size") else 1)
     if cfg["optimizer"] not in ("adamw", "adam"):
         raise UserError(f"unknown optimizer '{cfg['optimizer']}' (adamw, adam)")
     if cfg["schedule"] not in ("cosine", "constant"):
@@ -333,10 +328,8 @@ class Trainer:
             if self.run.exists() and is_main():
                 raise UserError(f"{self.run.path}: already holds a run; resume it or choose another run folder")
             # model config: preset's "model" part (e.g. the official code's loss weight) ← YAML ← model_overrides
-            preset_name = default_preset(entry, opts)
-            model_cfg = dict((entry.train_presets.get(preset_name) or {}).get("model", {}))
-            model_cfg.update(yaml_cfg.get("model", {}) or {})
-            model_cfg.update(opts.model_overrides)
+            preset = entry.train_presets.get(default_preset(entry, opts)) or {}
+            model_cfg = preset.get("model", {}) | (yaml_cfg.get("model") or {}) | opts.model_overrides
             if opts.stage:
                 if opts.stage not in entry.stages:
                     raise UserError(f"{opts.model}: unknown stage '{opts.stage}' "
@@ -359,9 +352,6 @@ class Trainer:
         return model, train_cfg, resume_state
 
     def _datasets(self, model, train_cfg):
-        from ..data.datasets import ForensicsDataset, load_dataset_spec, load_evaluation_records
-        from ..data.transforms import augment_policy
-
         req = model.data_requirements()
         common = dict(image_size=train_cfg["image_size"], edge=req.get("edge"), edge_width=req.get("edge_width", 7))
         if req.get("edge") == "canny":  # the width of the Canny variant is its dilation kernel
@@ -385,8 +375,6 @@ class Trainer:
     # -- validation ------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, model, val_ds) -> dict:
-        from ..data.datasets import collate
-
         model.eval()
         bs = self.opts.val_batch_size or self.train_cfg["batch_size"]
         if val_ds.resolution == "native":  # photos of different sizes
@@ -535,8 +523,6 @@ class Trainer:
 
     def _epoch_batches(self, fit: Fit):
         """The batches of the state's epoch from its ``batch_in_epoch`` on, in the seeded order, on the device."""
-        from ..data.datasets import collate
-
         epoch = fit.state.epoch
         fit.sampler.set_epoch(epoch, start_sample=fit.state.batch_in_epoch * fit.batch_size)
         if hasattr(fit.train_ds, "set_epoch"):

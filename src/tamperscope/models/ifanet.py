@@ -69,6 +69,7 @@ from ..checkpoint import read_state_dict
 from ..errors import UserError
 from ..nn.film import FiLM, PromptEncoder
 from ..nn.heads import AllMLPHead
+from ..nn.jpeg import jpeg_roundtrip
 from ..nn.losses import bce, dice_linear
 from ..nn.norm import imagenet_denormalize
 from ..registry import register_model
@@ -326,8 +327,6 @@ class IFANet(TamperModel):
             y = F.pad(x01, (radius, radius, radius, radius), mode="reflect")
             y = F.conv2d(y, g.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
             return F.conv2d(y, g.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
-        from ..nn.jpeg import jpeg_roundtrip
-
         rgb = (x01.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         back = np.stack([jpeg_roundtrip(np.ascontiguousarray(im), self.lowpass_quality) for im in rgb])
         return torch.from_numpy(back).permute(0, 3, 1, 2).to(x01.device, x01.dtype) / 255

@@ -16,6 +16,9 @@ import math
 
 import numpy as np
 
+from .html import STYLE
+from .visualize import fit_within, heatmap, mask_image
+
 #: columns of the table by default (every flat metric key is kept in the JSON)
 COMPARE_METRICS = ("pixel_f1", "pixel_iou", "pixel_auc", "pixel_f1_permuted", "pixel_f1_permuted_band",
                    "pixel_f1_best", "image_auc", "image_acc", "image_balanced_acc", "image_eer")
@@ -89,8 +92,6 @@ def to_html(results: dict[str, dict[str, dict]], metrics=COMPARE_METRICS, *, tit
             notes: list[str] | None = None, grid_png: bytes | None = None) -> str:
     """A self-contained HTML page in the style of :mod:`tamperscope.report.html`: the table (best in bold; that
     module's tables escape every cell, so this one is written here), optional notes and the examples grid inline."""
-    from .html import STYLE
-
     esc = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
              f"<style>{STYLE}{_CSS_EXTRA}</style></head><body><h1>{esc(title)}</h1>"]
@@ -122,8 +123,6 @@ def example_grid_png(rows: list[dict], models: list[str], tile: int = 192) -> by
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .visualize import fit_within, heatmap, mask_image
 
     ncols = 2 + len(models)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(ncols * tile / 80, len(rows) * tile / 80 + 0.4),

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import base64
 import html
-import io as _io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from PIL import Image
 
 from ..errors import UserError
-from ..io import atomic_write_bytes, atomic_write_text
-from .visualize import fit_within
+from ..io import atomic_write_bytes, atomic_write_text, encode_image
+from .visualize import _colormap_lut, fit_within
 
 DEFAULT_MAX_SIDE = 384
 
@@ -93,9 +91,7 @@ def _png_bytes(image: np.ndarray, max_side: int) -> bytes:
     arr = np.asarray(image)
     if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or arr.size == 0:
         raise UserError(f"report images must be H×W or H×W×3 uint8 arrays, got {arr.shape} {arr.dtype}")
-    buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(fit_within(arr, max_side))).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
+    return encode_image(fit_within(arr, max_side), optimize=True)
 
 
 @dataclass
@@ -224,8 +220,6 @@ class HtmlReport:
 
 
 def _legend_html(legend: _Legend) -> str:
-    from .visualize import _colormap_lut
-
     lut = _colormap_lut(legend.colormap)
     stops = ", ".join("#%02x%02x%02x" % tuple(int(v) for v in lut[i]) for i in range(0, 256, 28)) + \
         ", #%02x%02x%02x" % tuple(int(v) for v in lut[255])

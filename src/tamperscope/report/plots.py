@@ -1,6 +1,7 @@
 """Plots people would rather look at than read: training curves, robustness curves."""
 from __future__ import annotations
 
+import io as _io
 import json
 from pathlib import Path
 
@@ -9,11 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..io import atomic_write_bytes  # noqa: E402
+
 
 def _save(fig, path: Path) -> None:
-    from ..io import atomic_write_bytes
-    import io as _io
-
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

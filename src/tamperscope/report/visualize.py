@@ -50,10 +50,6 @@ def mask_image(mask: np.ndarray) -> np.ndarray:
     return np.where(np.asarray(mask, dtype=bool), np.uint8(255), np.uint8(0))
 
 
-def outline_width(height: int, width: int) -> int:
-    return max(1, round(max(height, width) / 300))
-
-
 def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = OVERLAY_COLOR,
             alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """The RGB photo with ``mask`` tinted by ``color`` at opacity ``alpha`` and outlined in ``color``."""
@@ -66,7 +62,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = O
     out = image.astype(np.float32)
     tint = np.asarray(color, dtype=np.float32)
     out[mask] = (1.0 - alpha) * out[mask] + alpha * tint
-    k = 2 * outline_width(*mask.shape) + 1
+    k = 2 * max(1, round(max(mask.shape) / 300)) + 1  # the outline: about 1/300 of the longer side
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     edge = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, kernel).astype(bool)
     out[edge] = tint

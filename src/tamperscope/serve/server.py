@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import io as _io
 import ipaddress
 import json
 import re
@@ -67,9 +66,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from PIL import Image
 
 from ..errors import UserError
+from ..io import check_image_bytes, encode_image, read_image_bytes
 
 DEFAULT_MAX_UPLOAD_MB = 25.0
 DEFAULT_MAX_MEGAPIXELS = 24.0
@@ -111,9 +110,7 @@ def load_static() -> dict[str, tuple[bytes, str]]:
 
 
 def png_data_url(image: np.ndarray) -> str:
-    buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(encode_image(image)).decode("ascii")
 
 
 def find_checkpoints(folder: str | Path) -> dict[str, Path]:
@@ -353,7 +350,6 @@ class ServeApp:
         :attr:`queue`, or None to join now) and return the JSON answer. Raises :class:`RequestStopped` when the
         wait or the analysis runs out of time or ``cancelled()`` says the client has gone."""
         from ..engine.predict import check_finite
-        from ..io import check_image_bytes, read_image_bytes
         from ..report.visualize import stretch_to_uint8
 
         if model_id not in self.models:
@@ -413,13 +409,11 @@ class ServeApp:
         on_windows(0)
         pred = watched(predictor, on_windows).predict_array(rgb, threshold=self.threshold, raw_map=raw_map,
                                                             tiles=tiles, tile_size=tile_size)
-        noise = self._noiseprint_map(rgb) if want_noiseprint else None
-        return pred, noise
-
-    def _noiseprint_map(self, rgb: np.ndarray) -> np.ndarray:
+        if not want_noiseprint:
+            return pred, None
         from ..backbones.dncnn import photo_noise_map
 
-        return photo_noise_map(self.noiseprint, rgb, self.device)
+        return pred, photo_noise_map(self.noiseprint, rgb, self.device)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -512,17 +506,14 @@ class Handler(BaseHTTPRequestHandler):
         if self._post_refused():
             return None
         length_text = self.headers.get("Content-Length")
-        if length_text is None:
-            self.close_connection = True
+        if length_text is None:  # every answer of 400 or more closes the connection (_send)
             return self._error(HTTPStatus.LENGTH_REQUIRED, "send the image as the request body with a Content-Length")
         try:
             length = int(length_text)
         except ValueError:
-            self.close_connection = True
             return self._error(400, "invalid Content-Length")
         limit = self.app.max_upload_bytes
-        if length > limit:
-            self.close_connection = True  # the body is not read
+        if length > limit:  # the body is not read
             return self._error(413, f"file too large ({length / 2**20:.1f} MB; the limit is {limit / 2**20:.1f} MB)")
         if length <= 0:
             return self._error(400, "empty upload")
@@ -534,7 +525,6 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(400, "job must be 8-64 letters, digits, '-' or '_'")
         ticket = object()
         if not self.app.queue.join(ticket):  # before reading the body: waiting requests hold no upload
-            self.close_connection = True
             return self._error(503, "the server is busy (too many analyses waiting); try again in a minute")
         try:
             data = self.rfile.read(length)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from ...errors import UserError
 from .creation import DEFAULT_METHODS, Creator, builtin_creators, composite, resynthesis_source
@@ -65,12 +66,6 @@ def _load(kind: str, path: str, loader):
         raise UserError(f"{kind} model folder {path}: cannot load the model ({first[:200]})") from exc
 
 
-def _pil(image: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(image)
-
-
 # --------------------------------------------------------------------------------------------- perception
 
 
@@ -103,12 +98,9 @@ class GroundedSAMRegions:
         import torch
 
         h, w = image.shape[:2]
-        pil = _pil(image)
-        if self.detector_type == "grounding-dino":
-            inputs = self.detector_processor(images=pil, text=f"{category}.", return_tensors="pt").to(self.device)
-        else:
-            inputs = self.detector_processor(images=pil, text=[[f"a photo of {category}"]],
-                                             return_tensors="pt").to(self.device)
+        text = f"{category}." if self.detector_type == "grounding-dino" else [[f"a photo of {category}"]]
+        inputs = self.detector_processor(images=Image.fromarray(image), text=text, return_tensors="pt")
+        inputs = inputs.to(self.device)
         with torch.no_grad():
             outputs = self.detector(**inputs)
         if self.detector_type == "grounding-dino":
@@ -121,16 +113,15 @@ class GroundedSAMRegions:
         if len(result["scores"]) == 0:
             return None
         best = int(torch.argmax(result["scores"]))
-        box = result["boxes"][best].tolist()
-        box = [float(np.clip(box[0], 0, w - 1)), float(np.clip(box[1], 0, h - 1)),
-               float(np.clip(box[2], 0, w - 1)), float(np.clip(box[3], 0, h - 1))]
+        box = [float(np.clip(v, 0, side - 1)) for v, side in zip(result["boxes"][best].tolist(), (w, h, w, h))]
         return box, float(result["scores"][best])
 
     def segment(self, image: np.ndarray, box: list[float]) -> np.ndarray:
         """SAM's single-mask prediction for a box prompt, as a boolean mask at the photo's size."""
         import torch
 
-        inputs = self.sam_processor(images=_pil(image), input_boxes=[[box]], return_tensors="pt").to(self.device)
+        inputs = self.sam_processor(images=Image.fromarray(image), input_boxes=[[box]], return_tensors="pt")
+        inputs = inputs.to(self.device)
         with torch.no_grad():
             outputs = self.sam(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"],
                                multimask_output=False)
@@ -195,8 +186,8 @@ class DiffusersInpainter(Creator):
         seed = int(rng.integers(0, 2 ** 31 - 1))
         src = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
         msk = cv2.resize(mask.astype(np.uint8) * 255, (tw, th), interpolation=cv2.INTER_NEAREST)
-        result = self.pipe(prompt=prompt or "", image=_pil(src), mask_image=_pil(msk), height=th, width=tw,
-                           num_inference_steps=self.steps, guidance_scale=self.guidance_scale, strength=1.0,
+        result = self.pipe(prompt=prompt or "", image=Image.fromarray(src), mask_image=Image.fromarray(msk), height=th,
+                           width=tw, num_inference_steps=self.steps, guidance_scale=self.guidance_scale, strength=1.0,
                            generator=torch.Generator("cpu").manual_seed(seed), output_type="np").images[0]
         out = np.clip(np.asarray(result) * 255.0, 0, 255).round().astype(np.uint8)
         out = cv2.resize(out, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -263,8 +254,8 @@ class ClipAlignment:
 
         ys, xs = np.nonzero(mask)
         crop = image[ys.min():ys.max() + 1, xs.min():xs.max() + 1] if ys.size else image
-        inputs = self.processor(text=[prompt or ""], images=_pil(np.ascontiguousarray(crop)), return_tensors="pt",
-                                padding=True).to(self.device)
+        inputs = self.processor(text=[prompt or ""], images=Image.fromarray(np.ascontiguousarray(crop)),
+                                return_tensors="pt", padding=True).to(self.device)
         with torch.no_grad():
             out = self.model(**inputs)
         img = torch.nn.functional.normalize(out.image_embeds, dim=-1)

@@ -63,13 +63,9 @@ def cover_crop(src: np.ndarray, h: int, w: int, rng: np.random.Generator,
     return big[y:y + h, x:x + w], {"donor_scale": round(float(scale), 4), "donor_offset": [y, x]}
 
 
-def _ring(mask: np.ndarray, width: int) -> np.ndarray:
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
-    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
-
-
 def ring_or_outside(mask: np.ndarray, width: int) -> np.ndarray:
-    ring = _ring(mask, width)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    ring = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool) & ~mask
     return ring if ring.any() else ~mask
 
 

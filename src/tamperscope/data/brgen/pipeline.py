@@ -60,13 +60,13 @@ diffusion) and ``other`` (splice, copy-move). No built-in method imitates a GAN 
 """
 from __future__ import annotations
 
-import io as _io
 import json
+import multiprocessing as mp
 import os
 import re
 import sys
-from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -74,12 +74,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ...errors import ImageReadError, UserError
-from ...io import atomic_write_bytes, atomic_write_text, read_image, write_png
+from ...io import atomic_write_bytes, atomic_write_text, encode_image, read_image, write_png
+from ...report.visualize import fit_within
 from .creation import Creator, Donor
 from .prompts import make_prompt
 from .quality import NaturalnessRange, QualityThresholds, evaluate_forgery, naturalness_alpha
 from .regions import (AREA_BINS, AREA_POLICIES, REGION_LABELS, REGION_TYPES, area_bin_of, compatible_bins,
                       draw_target_area)
+from .report import build_summary, contact_sheet, summary_markdown
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm"}
 STATE_DIR = ".brgen"
@@ -155,25 +157,14 @@ def find_photos(root: Path) -> list[str]:
     return sorted(found)
 
 
-def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Area-downscale so the longest side is at most ``max_side`` (smaller photos are kept as they are)."""
-    h, w = image.shape[:2]
-    if max(h, w) <= max_side:
-        return image
-    s = max_side / max(h, w)
-    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-
-
 def split_sources(names: list[str], seed: int) -> dict[str, str]:
     """8:1:1 train/val/test assignment of photo names (seeded permutation, see the module docstring)."""
     p = len(names)
     n_eval = round(p / 10) if p >= 10 else (1 if p >= 3 else 0)
     n_test = n_eval if p >= 10 else (1 if p >= 2 else 0)
     order = rng_for(seed, 2).permutation(p)
-    split = {}
-    for rank, idx in enumerate(order):
-        split[names[idx]] = "test" if rank < n_test else ("val" if rank < n_test + n_eval else "train")
-    return split
+    return {names[idx]: "test" if rank < n_test else ("val" if rank < n_test + n_eval else "train")
+            for rank, idx in enumerate(order)}
 
 
 def photo_slots(names: list[str], split_of: dict[str, str], seed: int) -> list[str]:
@@ -214,41 +205,11 @@ def save_image(out: Path, rel_stem: str, image: np.ndarray, jpeg_quality: int | 
     if jpeg_quality is None:
         write_png(out / f"{rel_stem}.png", image)
         return f"{rel_stem}.png"
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=int(jpeg_quality))
-    atomic_write_bytes(out / f"{rel_stem}.jpg", buf.getvalue())
+    atomic_write_bytes(out / f"{rel_stem}.jpg", encode_image(image, "JPEG", quality=int(jpeg_quality)))
     return f"{rel_stem}.jpg"
 
 
-def _is_relative_to(path: Path, other: Path) -> bool:
-    try:
-        path.relative_to(other)
-        return True
-    except ValueError:
-        return False
-
-
 # --------------------------------------------------------------------------------------------- the run
-
-
-class _PhotoCache:
-    """Downscaled photos by source name, read lazily with a small LRU cache."""
-
-    def __init__(self, root: Path, sources: dict[str, Source], max_side: int):
-        self.root, self.sources, self.max_side = root, sources, max_side
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    def get(self, name: str) -> np.ndarray:
-        if name in self._cache:
-            self._cache.move_to_end(name)
-            return self._cache[name]
-        image = downscale(read_image(self.root / self.sources[name].relpath), self.max_side)
-        self._cache[name] = image
-        if len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return image
 
 
 def validate_options(opts: GenerateOptions) -> GenerateOptions:
@@ -256,7 +217,7 @@ def validate_options(opts: GenerateOptions) -> GenerateOptions:
     photos, out = Path(opts.photos).resolve(), Path(opts.out).resolve()
     if not photos.is_dir():
         raise UserError(f"photos folder {opts.photos}: not a folder")
-    if out == photos or _is_relative_to(out, photos):
+    if out.is_relative_to(photos):
         raise UserError(f"output folder {opts.out}: must not be the photos folder or inside it ({opts.photos})")
     if out.exists() and not out.is_dir():
         raise UserError(f"output folder {opts.out}: exists and is not a folder")
@@ -272,12 +233,10 @@ def validate_options(opts: GenerateOptions) -> GenerateOptions:
         raise UserError(f"worker processes must be at least 1, got {opts.workers}", option="workers")
     if opts.shard is not None and not 0 <= opts.shard[0] < opts.shard[1]:
         raise UserError(f"shard {opts.shard[0]}/{opts.shard[1]}: expected K/N with 0 <= K < N", option="shard")
-    bad_regions = [r for r in opts.regions if r not in REGION_TYPES]
-    if bad_regions or not opts.regions:
+    if not opts.regions or not set(opts.regions) <= set(REGION_TYPES):
         raise UserError(f"region types: choose from {', '.join(REGION_TYPES)}, got {', '.join(opts.regions) or 'none'}",
                         option="regions")
-    bad_bins = [b for b in opts.area_bins if b not in AREA_BINS]
-    if bad_bins or not opts.area_bins:
+    if not opts.area_bins or not set(opts.area_bins) <= set(AREA_BINS):
         raise UserError(f"area bins: choose from {', '.join(AREA_BINS)}, got {', '.join(opts.area_bins) or 'none'}",
                         option="area_bins")
     if opts.area_policy not in AREA_POLICIES:
@@ -319,23 +278,19 @@ def resolve_methods(opts: GenerateOptions, available: tuple[str, ...], defaults:
 
 
 def _plan_record(opts: GenerateOptions) -> dict:
-    return {"photos": str(opts.photos), "n": opts.n, "seed": opts.seed, "methods": list(opts.methods),
-            "regions": list(opts.regions), "area_bins": list(opts.area_bins), "area_policy": opts.area_policy,
-            "max_side": opts.max_side,
-            "jpeg_quality": opts.jpeg_quality, "retries": opts.retries, "backend": opts.backend,
-            "model_dirs": {k: str(v) for k, v in sorted(opts.model_dirs.items())},
-            "inpaint_steps": opts.inpaint_steps, "clip_min_score": opts.clip_min_score,
-            "thresholds": opts.thresholds.to_dict()}
+    """The :data:`_PLAN_KEYS` of the options as JSON values (in that order)."""
+    return {k: getattr(opts, k) for k in _PLAN_KEYS} | {
+        "photos": str(opts.photos), "methods": list(opts.methods), "regions": list(opts.regions),
+        "area_bins": list(opts.area_bins), "model_dirs": {k: str(v) for k, v in sorted(opts.model_dirs.items())},
+        "thresholds": opts.thresholds.to_dict()}
 
 
 def _options_from_plan(out: Path, plan: dict, progress: bool) -> GenerateOptions:
     """The options a state file was made with (for ``--merge``, which is given only ``--out``)."""
-    return GenerateOptions(
-        photos=Path(plan["photos"]), out=out, n=plan["n"], seed=plan["seed"], methods=tuple(plan["methods"]),
-        regions=tuple(plan["regions"]), area_bins=tuple(plan["area_bins"]), area_policy=plan["area_policy"],
-        max_side=plan["max_side"], jpeg_quality=plan["jpeg_quality"], retries=plan["retries"],
-        backend=plan["backend"], model_dirs=dict(plan["model_dirs"]), inpaint_steps=plan["inpaint_steps"],
-        clip_min_score=plan["clip_min_score"], thresholds=QualityThresholds(**plan["thresholds"]), progress=progress)
+    return GenerateOptions(**{k: plan[k] for k in _PLAN_KEYS} | {
+        "photos": Path(plan["photos"]), "methods": tuple(plan["methods"]), "regions": tuple(plan["regions"]),
+        "area_bins": tuple(plan["area_bins"]), "model_dirs": dict(plan["model_dirs"]),
+        "thresholds": QualityThresholds(**plan["thresholds"])}, out=out, progress=progress)
 
 
 def _scan_photos(opts: GenerateOptions) -> dict:
@@ -363,7 +318,7 @@ def _scan_photos(opts: GenerateOptions) -> dict:
         used_names.add(name)
         sources.append({"name": name, "relpath": rel})
         if k % calib_every == 0:
-            alphas.append(naturalness_alpha(downscale(image, opts.max_side)))
+            alphas.append(naturalness_alpha(fit_within(image, opts.max_side)))
     if not sources:
         raise UserError(f"photos folder {opts.photos}: none of the {len(rels)} image files could be read")
     return {"sources": sources, "bad_photos": bad, "calibration_alphas": [round(a, 6) for a in alphas]}
@@ -469,7 +424,9 @@ class _Run:
         self.plan, self.opts = plan, plan.opts
         self.regions_backend, self.creators, self.aligner = regions_backend, creators, aligner
         self.decides_area = bool(regions_backend.decides_area)
-        self.photos = _PhotoCache(self.opts.photos, plan.sources, self.opts.max_side)
+        # a source's downscaled photo, read lazily with a small LRU cache
+        self.photo = lru_cache(maxsize=_CACHE_SIZE)(
+            lambda name: fit_within(read_image(self.opts.photos / plan.sources[name].relpath), self.opts.max_side))
         self.records_dir = self.opts.out / STATE_DIR / "records"
         self._group_cache: tuple[int, dict] | None = None
 
@@ -478,9 +435,9 @@ class _Run:
 
         def donor(rng: np.random.Generator) -> Donor:
             if not split_names:  # a split holding a single photo: lend its mirror image
-                return Donor(np.ascontiguousarray(self.photos.get(source)[:, ::-1]), f"{source}(mirrored)")
+                return Donor(np.ascontiguousarray(self.photo(source)[:, ::-1]), f"{source}(mirrored)")
             name = split_names[int(rng.integers(len(split_names)))]
-            return Donor(self.photos.get(name), name)
+            return Donor(self.photo(name), name)
         return donor
 
     def group(self, g: int, source: str, region_kind: str) -> dict:
@@ -492,7 +449,7 @@ class _Run:
         rng = rng_for(opts.seed, 5, g)
         bins = region_bins(region_kind, opts, self.decides_area)
         area_bin = bins[int(rng.integers(len(bins)))]
-        image = self.photos.get(source)
+        image = self.photo(source)
         rejections: list[list[str]] = []
         region = None
         for _ in range(opts.retries + 1):
@@ -523,10 +480,9 @@ class _Run:
         if region is None:
             return {**base, "status": "failed", "area_bin": grp["area_bin"], "attempts": 0, "rejections": [],
                     "last_quality": None}
-        image = self.photos.get(source)
+        image = self.photo(source)
         rng = rng_for(opts.seed, 1, i)
-        prompt = grp["prompt"] if creator.needs_prompt else None
-        prompt_info = grp["prompt_info"] if creator.needs_prompt else None
+        prompt, prompt_info = (grp["prompt"], grp["prompt_info"]) if creator.needs_prompt else (None, None)
         donor = self._donor_fn(source)
         rejections: list[list[str]] = []
         scores: dict = {}
@@ -633,8 +589,6 @@ def _result_warnings(plan: _Plan, records: list[dict]) -> list[str]:
 
 
 def _write_outputs(plan: _Plan, records: list[dict]) -> dict:
-    from .report import build_summary, contact_sheet, summary_markdown
-
     opts = plan.opts
     done = [r for r in records if r["status"] == "done"]
     lines = "".join(json.dumps(_metadata_line(r)) + "\n" for r in done)
@@ -684,17 +638,11 @@ def _worker(opts: GenerateOptions) -> int:
 def generate(opts: GenerateOptions) -> dict:
     """Run (or resume) the pipeline. Without ``shard`` it writes the dataset and returns the summary (also in
     ``summary.json``); with ``shard`` it makes that shard's samples only and returns a short shard report."""
-    from .backends import build_backends
-
     opts = validate_options(opts)
     if opts.workers > 1:
         return _generate_with_workers(opts)
-    backends = build_backends(opts.backend, opts.model_dirs, opts.device, opts.inpaint_steps, opts.clip_min_score)
-    opts = resolve_methods(opts, tuple(backends.creators), backends.default_methods)
-    check_area_policy(opts, backends.regions)
+    backends, opts, state = _prepare(opts)
     creators = {m: backends.creators[m] for m in opts.methods}
-    opts.out.mkdir(parents=True, exist_ok=True)
-    state = _load_or_create_state(opts, backends.info)
     plan = _Plan(opts, state)
     shard_label = "" if opts.shard is None else f" shard {opts.shard[0]}/{opts.shard[1]}"
     if opts.shard is None or opts.shard[0] == 0:
@@ -712,21 +660,23 @@ def generate(opts: GenerateOptions) -> dict:
     return summary
 
 
+def _prepare(opts: GenerateOptions):
+    """``(back ends, options with their methods resolved, the run's state read or created)``."""
+    from .backends import build_backends  # looked up at each call: tests replace it
+
+    backends = build_backends(opts.backend, opts.model_dirs, opts.device, opts.inpaint_steps, opts.clip_min_score)
+    opts = resolve_methods(opts, tuple(backends.creators), backends.default_methods)
+    check_area_policy(opts, backends.regions)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    return backends, opts, _load_or_create_state(opts, backends.info)
+
+
 def _generate_with_workers(opts: GenerateOptions) -> dict:
     """``--workers W``: prepare the state once, run ``W`` sub-shards as processes, merge (unless sharded)."""
-    import multiprocessing as mp
-
-    from .backends import build_backends
-
     k, n = opts.shard or (0, 1)
     # the state (photo scan) once, before the workers start; the back ends' report is all that is needed here
     if opts.backend == "builtin":
-        backends = build_backends(opts.backend, opts.model_dirs, opts.device, opts.inpaint_steps,
-                                  opts.clip_min_score)
-        resolved = resolve_methods(opts, tuple(backends.creators), backends.default_methods)
-        check_area_policy(resolved, backends.regions)
-        resolved.out.mkdir(parents=True, exist_ok=True)
-        _load_or_create_state(resolved, backends.info)
+        _prepare(opts)
     jobs = [GenerateOptions(**{**opts.__dict__, "workers": 1, "shard": (k + n * w, n * opts.workers),
                                "progress": opts.progress and w == 0}) for w in range(opts.workers)]
     with mp.get_context("spawn").Pool(opts.workers) as pool:

@@ -36,6 +36,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from ...report.visualize import fit_within
+
 ANALYSIS_SIDE = 256
 FEATHER_PX = 5
 AREA_BINS = ("<20", "<40", "<60", "<80", "<100")
@@ -101,11 +103,7 @@ class Region:
 
 def analysis_image(image: np.ndarray) -> np.ndarray:
     """The photo downscaled (area interpolation) so its longest side is at most ``ANALYSIS_SIDE``."""
-    h, w = image.shape[:2]
-    s = min(1.0, ANALYSIS_SIDE / max(h, w))
-    if s == 1.0:
-        return image
-    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return fit_within(image, ANALYSIS_SIDE)
 
 
 def threshold_field(field_small: np.ndarray, shape: tuple[int, int], target: float) -> np.ndarray:
