@@ -180,7 +180,8 @@ class OffsetField:
     def random_search(self) -> None:
         radius = max(self.h, self.w)
         while radius >= 1:
-            self.propose(self.randint(-radius, radius + 1).add_(self.dy), self.randint(-radius, radius + 1).add_(self.dx))
+            self.propose(self.randint(-radius, radius + 1).add_(self.dy),
+                         self.randint(-radius, radius + 1).add_(self.dx))
             radius //= 2
 
     def run(self, iterations: int, max_jump: int) -> tuple[np.ndarray, np.ndarray]:
