@@ -136,12 +136,15 @@ class OffsetField:
         self.h, self.w, k = features.shape
         self.flat = torch.from_numpy(np.ascontiguousarray(features.reshape(self.h * self.w, k)))
         self.gathered = torch.empty_like(self.flat)  # reused by every cost evaluation (no 12-channel temporaries)
-        self.ys = torch.arange(self.h, dtype=torch.int32).view(-1, 1).expand(self.h, self.w).contiguous()
-        self.xs = torch.arange(self.w, dtype=torch.int32).view(1, -1).expand(self.h, self.w).contiguous()
+        ys = torch.arange(self.h, dtype=torch.int32).view(-1, 1).expand(self.h, self.w).contiguous()
+        xs = torch.arange(self.w, dtype=torch.int32).view(1, -1).expand(self.h, self.w).contiguous()
+        # the offsets that keep each pixel's match inside the photo, and each pixel's own row in ``flat``
+        self.low_y, self.high_y, self.low_x, self.high_x = -ys, self.h - 1 - ys, -xs, self.w - 1 - xs
+        self.row = ys * self.w + xs
         self.min_offset2 = min_offset * min_offset
         self.gen = generator
-        self.dy = self.randint(0, self.h) - self.ys
-        self.dx = self.randint(0, self.w) - self.xs
+        self.dy = self.randint(0, self.h) - ys
+        self.dx = self.randint(0, self.w) - xs
         self.cost = torch.full((self.h, self.w), float("inf"))
         self.propose(self.dy, self.dx)
 
@@ -152,9 +155,8 @@ class OffsetField:
     def costs(self, dy: torch.Tensor, dx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Offsets moved inside the photo, and their squared feature distance (infinite for offsets shorter than
         ``min_offset``)."""
-        ty, tx = torch.add(self.ys, dy).clamp_(0, self.h - 1), torch.add(self.xs, dx).clamp_(0, self.w - 1)
-        dy, dx = ty.sub(self.ys), tx.sub(self.xs)
-        torch.index_select(self.flat, 0, ty.mul_(self.w).add_(tx).view(-1), out=self.gathered)
+        dy, dx = torch.clamp(dy, self.low_y, self.high_y), torch.clamp(dx, self.low_x, self.high_x)
+        torch.index_select(self.flat, 0, torch.add(self.row, dy, alpha=self.w).add_(dx).view(-1), out=self.gathered)
         cost = self.gathered.sub_(self.flat).square_().sum(1).view(self.h, self.w)
         near = torch.mul(dy, dy).addcmul_(dx, dx) < self.min_offset2
         return dy, dx, cost.masked_fill_(near, float("inf"))
