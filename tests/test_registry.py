@@ -1,5 +1,7 @@
 """The registry reads a model's defaults from its constructor (registry.py): JSON-ready, checked at registration."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -54,3 +56,13 @@ def test_a_stale_key_fails_at_registration(where):
     with pytest.raises(ValueError, match=f"toy {where}: unknown config key 'depth'"):
         register_model("toy", paper="-", **{where: {"depth": 2}})(Toy)
     assert "toy" not in list_models()
+
+
+def test_looking_up_a_model_imports_its_own_module_first_and_every_module_only_when_needed():
+    """``copymove`` alone (predict --checkpoint copymove) no longer imports every architecture; a name registered in
+    a module of another name (segformer-b0) still resolves."""
+    code = ("import sys; from tamperscope.registry import get_entry; get_entry('copymove'); "
+            "print(sorted(m for m in sys.modules if m.startswith('tamperscope.models.'))); "
+            "print(get_entry('segformer-b0').name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "['tamperscope.models.base', 'tamperscope.models.copymove']" and out[1] == "segformer-b0"

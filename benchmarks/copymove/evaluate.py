@@ -9,7 +9,8 @@ with authentic photos as their own group (docs/MODELS.md, "Copy-move expert").
 analyses N photos at once.
 
 --per-group N keeps the first N forgeries of each transform and every k-th authentic photo so that about N*4
-authentic photos remain (a subsample, said in the output).
+authentic photos remain (a subsample, said in the output). --transforms keeps only the forgeries of the named
+transforms (e.g. --transforms translation).
 """
 from __future__ import annotations
 
@@ -55,9 +56,18 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1,
                     help="with --expert-only: photos analysed at once, each in its own process (one thread each)")
     ap.add_argument("--per-group", type=int, default=0, help="at most this many forgeries per transform (0: all)")
+    ap.add_argument("--transforms", nargs="+", metavar="NAME",
+                    help="only the forgeries of these transforms (metadata.jsonl \"method\", e.g. translation)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     forged = load_evaluation_records(args.data)
+    if args.transforms:
+        known = {rec.meta.get("method") for rec in forged}
+        unknown = sorted(set(args.transforms) - known)
+        if unknown:
+            ap.error(f"--transforms: {', '.join(unknown)} not in {args.data} "
+                     f"(it has {', '.join(sorted(map(str, known)))})")
+        forged = [rec for rec in forged if rec.meta.get("method") in args.transforms]
     if args.per_group:
         by_method = defaultdict(list)
         for rec in forged:
@@ -100,7 +110,7 @@ def main() -> None:
         print(f"{i + 1}/{len(records)} {rec.image} {group['method']} "
               + " ".join(f"{name} {score:.2f}" for name, _, score in scored), flush=True)
     keys = ("pixel_f1", "pixel_auc", "image_auc", "fake_recall", "real_recall", "n_images")
-    out = {"n_forged": len(forged), "n_authentic": len(authentic),
+    out = {"n_forged": len(forged), "n_authentic": len(authentic), "transforms": args.transforms,
            "copymove_seconds_per_megapixel": sum(t for _, t in times) / (sum(p for p, _ in times) / 1e6)}
     for name, a in acc.items():
         out[name] = {"all": {k: a.compute().get(k) for k in keys},

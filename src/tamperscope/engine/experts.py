@@ -19,7 +19,7 @@ import torch
 
 from ..models.base import TamperModel
 from ..nn.norm import imagenet_normalize
-from ..registry import create_model, list_models
+from ..registry import create_model, is_registered
 from ..errors import UserError
 from ..inference import model_probabilities
 
@@ -32,7 +32,7 @@ def build_experts(spec: dict | None, where: str) -> dict[str, tuple[TamperModel,
     """``{name: (expert model, its validation scores or None)}`` from a checkpoint's ``experts`` entry."""
     experts = {}
     for name, entry in (spec or {}).items():
-        if name not in list_models() or not isinstance(entry, dict):
+        if not isinstance(entry, dict) or not is_registered(name):
             raise UserError(f"{where}: unknown expert {name!r} in the checkpoint's experts")
         model = create_model(name, **dict(entry.get("config") or {}))
         if any(True for _ in model.parameters()):

@@ -86,9 +86,9 @@ class LoadedModel:
 
 def _builtin_model(name: str, overrides: dict):
     """A registered model that needs no weights (no parameters), or None when ``name`` is not one."""
-    from ..registry import create_model, list_models
+    from ..registry import create_model, is_registered
 
-    if name not in list_models():
+    if not is_registered(name):
         return None
     model = create_model(name, **overrides)
     if any(True for _ in model.parameters()):
