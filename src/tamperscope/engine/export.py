@@ -9,6 +9,7 @@ from pathlib import Path
 from ..checkpoint import MODEL_FILE, load_checkpoint, load_weights, read_weights_file, save_checkpoint
 from ..errors import UserError
 from ..run_folder import RunFolder
+from .calibration import calibrate as choose_operating_points
 from .loading import trained_image_size, training_recipe
 
 
@@ -57,8 +58,6 @@ def export_run(run_path: str | Path, out: str | Path, *, weights: str = "selecte
              "val": run.best_val_metrics() if weights == "selected" else None}
     exported = Exported(out, source, cfg, extra)
     if calibrate:
-        from .calibration import calibrate as choose_operating_points
-
         exported.calibration, exported.validation = choose_operating_points(
             model, calibrate, image_size=trained_image_size(cfg), max_false_alarm=max_false_alarm, device=device,
             on_mismatch=on_mismatch, progress=progress)

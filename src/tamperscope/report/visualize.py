@@ -5,7 +5,8 @@
 * :func:`mask_image` — the binary mask as 0/255 grey.
 * :func:`overlay` — the photo with the tampered region tinted (translucent red by default) and outlined with
   an opaque contour whose thickness grows with the image size (about 1/300 of the longer side, at least 1 px).
-* :func:`fit_within` — downscale for display.
+* :func:`fit_within` — area downscale to a longest side (for display, and BR-Gen's and the demo's working size:
+  torch-free, so the built-in generator can use it).
 * :func:`stretch_to_uint8` — a signed map (a noiseprint) clipped to its 1st–99th percentiles as 0–255 grey.
 """
 from __future__ import annotations
