@@ -103,3 +103,25 @@ def test_one_image_size_rule_before_any_work(argv, tmp_path, monkeypatch, capsys
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"tamperscope {argv[0]}: error: --image-size must be a positive multiple of 32, got 100"
+
+
+@pytest.mark.parametrize("command, options, by_name", [
+    ("train", "tamperscope.engine.train:TrainOptions",
+     {"accum", "batch_size", "clip_grad", "compile", "device", "epochs", "image_size", "log_every", "lr", "max_steps",
+      "model", "on_mismatch", "out", "preset", "pretrained", "resume", "save_every", "seed", "stage", "train", "val",
+      "workers"}),
+    ("generate", "tamperscope.data.brgen:GenerateOptions",
+     {"area_bins", "area_policy", "backend", "clip_min_score", "device", "inpaint_steps", "jpeg_quality", "max_side",
+      "methods", "model_dirs", "n", "out", "photos", "regions", "retries", "seed", "shard", "workers"}),
+])
+def test_flags_passed_to_the_options_by_name_are_the_known_ones(command, options, by_name):
+    """`train` and `generate` fill their options dataclass from the argparse fields of the same name: a new flag
+    (or a new options field) that shares a name with the other side would be passed on without anyone choosing
+    to. This list makes that a decision."""
+    import importlib
+    from dataclasses import fields
+
+    module, name = options.split(":")
+    names = {f.name for f in fields(getattr(importlib.import_module(module), name))}
+    dests = {action.dest for action in _subparsers()[command]._actions}
+    assert dests & names == by_name

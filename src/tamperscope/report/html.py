@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io import atomic_write_bytes, atomic_write_text, encode_image
-from .visualize import _colormap_lut, fit_within
+from .visualize import colormap_lut, fit_within
 
 DEFAULT_MAX_SIDE = 384
 
@@ -220,7 +220,7 @@ class HtmlReport:
 
 
 def _legend_html(legend: _Legend) -> str:
-    lut = _colormap_lut(legend.colormap)
+    lut = colormap_lut(legend.colormap)
     stops = ", ".join("#%02x%02x%02x" % tuple(int(v) for v in lut[i]) for i in range(0, 256, 28)) + \
         ", #%02x%02x%02x" % tuple(int(v) for v in lut[255])
     esc = html.escape

@@ -25,7 +25,7 @@ PNG_PERCENTILES = (1.0, 99.0)
 
 
 @lru_cache(maxsize=4)
-def _colormap_lut(name: str) -> np.ndarray:
+def colormap_lut(name: str) -> np.ndarray:
     """256×3 uint8 lookup table of a matplotlib colour map."""
     from matplotlib import colormaps
 
@@ -43,7 +43,7 @@ def probability_to_uint8(prob: np.ndarray) -> np.ndarray:
 
 def heatmap(prob: np.ndarray, colormap: str = COLORMAP) -> np.ndarray:
     """``H×W`` probabilities → ``H×W×3`` uint8 RGB colour map."""
-    return _colormap_lut(colormap)[probability_to_uint8(prob)]
+    return colormap_lut(colormap)[probability_to_uint8(prob)]
 
 
 def mask_image(mask: np.ndarray) -> np.ndarray:
