@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tamperscope.data.datasets import load_evaluation_records
-from tamperscope.engine.experts import build_experts, expert_maps
+from tamperscope.engine.experts import build_experts, expert_maps, fuse_photo
 from tamperscope.engine.predict import load_predictor
 from tamperscope.io import read_image, read_mask
 from tamperscope.metrics import MetricAccumulator
@@ -104,7 +104,8 @@ def main() -> None:
         if predictor is not None:
             learned = predictor.predict_array(image)
             scored += [("learned", learned.probability, learned.score),
-                       ("fused", np.maximum(learned.probability, cm_prob), max(learned.score, cm_score))]
+                       ("fused", fuse_photo(learned.probability, learned.score, {"copymove": (cm_prob, cm_score)}),
+                        max(learned.score, cm_score))]
         for name, prob, score in scored:
             acc[name].add(i, prob, gt, score=score, label=int(bool(rec.mask)), groups=group)
         print(f"{i + 1}/{len(records)} {rec.image} {group['method']} "

@@ -5,7 +5,7 @@ import torch
 
 from tamperscope.checkpoint import read_checkpoint_config, save_checkpoint
 from tamperscope.inference import model_probabilities
-from tamperscope.engine.experts import ExpertFusion, attach_experts, build_experts
+from tamperscope.engine.experts import FIRED_SCALE, ExpertFusion, attach_experts, build_experts, expert_maps
 from tamperscope.engine.predict import load_predictor
 from tamperscope.errors import UserError
 from tamperscope.nn.norm import imagenet_normalize
@@ -70,15 +70,27 @@ def test_an_authentic_photo_fires_no_expert(fused_checkpoint, copy_move):
     assert pred.score == pred.experts["ela-unet"]  # the learned model decides
 
 
-def test_fusion_model_is_the_maximum_of_the_calibrated_probabilities(copy_move):
+def test_fusion_model_halves_the_learned_map_where_an_expert_fires(copy_move):
     torch.manual_seed(0)
     learned = create_model("ela-unet", widths=[4, 8]).eval()
     expert = create_model("copymove", **SMALL)
     fusion = ExpertFusion(learned, {"copymove": (expert, None)}).eval()
-    batch = np.stack([copy_move.forged()[0]])
+    batch = np.stack([copy_move.forged()[0], copy_move.texture(seed=5)])  # the expert fires on the first only
     x = imagenet_normalize(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
     p, s = model_probabilities(fusion, x)
     (pl, sl), (pe, se) = model_probabilities(learned, x), model_probabilities(expert, x)
-    torch.testing.assert_close(p, torch.maximum(pl, pe), atol=1e-5, rtol=0)
+    assert se[0] > 0.5 >= se[1]
+    torch.testing.assert_close(p[0], torch.maximum(pl[0] * FIRED_SCALE, pe[0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(p[1], torch.maximum(pl[1], pe[1]), atol=1e-5, rtol=0)
     torch.testing.assert_close(s, torch.maximum(sl, se), atol=1e-5, rtol=0)
     assert fusion.native_resolution and fusion.model_name == "ela-unet+copymove"
+
+
+def test_predict_draws_only_the_expert_regions_when_it_fires(fused_checkpoint, copy_move):
+    _, fused = fused_checkpoint
+    image, _ = copy_move.forged()
+    pred = load_predictor(fused).predict_array(image)
+    alone = load_predictor(fused, experts=False).predict_array(image)
+    expert_prob, _ = expert_maps(load_predictor(fused).experts, image, torch.device("cpu"))["copymove"]
+    np.testing.assert_allclose(pred.probability, np.maximum(alone.probability * FIRED_SCALE, expert_prob), atol=1e-6)
+    np.testing.assert_array_equal(pred.mask, expert_prob > 0.5)

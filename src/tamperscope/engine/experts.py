@@ -5,12 +5,16 @@ A checkpoint names its experts in its JSON config: ``"experts": {"copymove": {"c
 {"authentic_scores": [...], "tampered_scores": [...]}}}`` — the expert's config overrides and its scores on the
 validation photos (for the false-alarm and miss rates that ``predict`` reports when the expert decides).
 
-Fusion rule (resolved choice, docs/MODELS.md): every probability is already on a scale where 0.5 is the operating
-point chosen on validation data (the learned model's calibration; the copy-move expert's own size rule), so the
-fused map is the pixel-wise maximum and the fused score the maximum score: the photo is called tampered when any
-expert calls it so, and each expert's regions are drawn. In ``predict`` an expert sees the whole photo, never a
-tile (a copy-move's two copies may lie in different tiles); in dataset evaluation (:class:`ExpertFusion`) it sees
-what the learned model sees, the photo padded to a multiple of 32.
+Fusion rule (resolved choice, chosen on validation data, docs/MODELS.md): every probability is already on a scale
+where 0.5 is the operating point chosen on validation data (the learned model's calibration; the copy-move expert's
+own size rule). The fused score is the maximum score: the photo is called tampered when any expert calls it so. The
+fused map is the pixel-wise maximum, except that when an expert fires (its score above its 0.5) the learned map is
+first halved: it keeps its order (for the pixel AUC) but no longer passes 0.5, so the regions drawn are the
+expert's. A found clone explains the photo far better than the learned map's weak guesses around it (CASIA v1 val:
+mean pixel F1 0.344 with the plain maximum, 0.411 with this rule, 57 of its 138 forgeries firing the expert; a
+generated copy-move val set: 0.627 and 0.708, 116 of 138 firing; pixel AUC unchanged on both). In
+``predict`` an expert sees the whole photo, never a tile (a copy-move's two copies may lie in different tiles); in
+dataset evaluation (:class:`ExpertFusion`) it sees what the learned model sees, the photo padded to a multiple of 32.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from ..inference import model_probabilities
 EXPERTS_KEY = "experts"
 MAIN = "model"
 _EPS = 1e-6
+#: the learned map is multiplied by this when an expert fires (module docstring), so it stays at or below 0.5
+FIRED_SCALE = 0.5
 
 
 def build_experts(spec: dict | None, where: str) -> dict[str, tuple[TamperModel, dict | None]]:
@@ -54,6 +60,30 @@ def expert_maps(experts: dict, image: np.ndarray, device: torch.device) -> dict[
     return out
 
 
+def fuse(prob: torch.Tensor, score: torch.Tensor, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fusion rule (module docstring) on a batch: ``prob`` (``B×1×H×W``) and ``score`` (``B``) of the learned
+    model, ``outputs`` an iterable of each expert's ``(prob, score)`` of the same shapes, all calibrated."""
+    outputs = list(outputs)
+    if not outputs:
+        return prob, score
+    fired = torch.stack([s.reshape(-1) > 0.5 for _, s in outputs]).any(0)
+    scale = torch.where(fired, FIRED_SCALE, 1.0).to(device=prob.device, dtype=prob.dtype)
+    prob = prob * scale.view(-1, *([1] * (prob.dim() - 1)))
+    for p, s in outputs:
+        prob, score = torch.maximum(prob, p.to(prob.dtype)), torch.maximum(score, s.to(score.dtype))
+    return prob, score
+
+
+def fuse_photo(prob: np.ndarray, score: float, outputs: dict) -> np.ndarray:
+    """:func:`fuse` on one photo: the fused ``H×W`` map from the learned model's map and score and the experts'
+    :func:`expert_maps`."""
+    def batch(m, s):
+        return torch.from_numpy(np.ascontiguousarray(m))[None, None], torch.tensor([float(s)], dtype=torch.float64)
+
+    fused, _ = fuse(*batch(prob, score), (batch(m, s) for m, s in outputs.values()))
+    return fused[0, 0].numpy()
+
+
 class ExpertFusion(TamperModel):
     """A learned model and its experts as one model, for dataset evaluation (module docstring: the fusion rule).
     It outputs fused logits and carries no calibration of its own: the learned model's is applied inside."""
@@ -68,9 +98,7 @@ class ExpertFusion(TamperModel):
 
     def forward(self, image: torch.Tensor) -> dict:
         probs, scores = model_probabilities(self.model, image)
-        for expert in self.experts.values():
-            p, s = model_probabilities(expert, image)
-            probs, scores = torch.maximum(probs, p.to(probs.dtype)), torch.maximum(scores, s.to(scores.dtype))
+        probs, scores = fuse(probs, scores, (model_probabilities(expert, image) for expert in self.experts.values()))
         return {"mask_logits": torch.logit(probs.float(), eps=_EPS), "image_logit": torch.logit(scores, eps=_EPS)}
 
 

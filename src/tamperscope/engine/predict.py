@@ -67,7 +67,7 @@ from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
 from ..sizes import INPUT_MULTIPLE, check_image_size
 from .distributed import resolve_device
-from .experts import build_experts, expert_maps
+from .experts import build_experts, expert_maps, fuse_photo
 from .loading import load_model
 
 PathLike = Union[str, os.PathLike]
@@ -276,10 +276,12 @@ class Predictor:
             band = min(float(bound), float(image_threshold))
         raw_score = uncalibrate_score(score, calibration)
         scores = {}
-        if self.experts:  # fused on the whole photo: maximum map and score (engine.experts)
+        if self.experts:  # fused on the whole photo (engine.experts.fuse)
             scores[self.model.model_name or "model"] = score
-            for name, (expert_prob, expert_score) in expert_maps(self.experts, image, self.device).items():
-                prob, scores[name] = np.maximum(prob, expert_prob), expert_score
+            outputs = expert_maps(self.experts, image, self.device)
+            prob = fuse_photo(prob, score, outputs)
+            for name, (_, expert_score) in outputs.items():
+                scores[name] = expert_score
                 if expert_score > score:  # this expert decides: its own validation scores give the rates
                     score, raw_score, reference = expert_score, expert_score, self.experts[name][1]
         return Prediction(prob.astype(np.float32), score, float(threshold), self.name, image, path, n,
