@@ -42,7 +42,7 @@ Resolved choices for the model contract (the paper outputs a binary mask):
   features over a 16×16 block *of the photo*; upsampling by ``s`` adds no detail, so a 16-pixel window would see
   only ``16/s`` photo pixels (7 on BSDS500's 481×321 at 2.26×), and inside flat-ish copies other offsets then
   match better than the true one (measured on the validation translations: the field held the true offset at
-  35–65 % of the copies' pixels, 84–100 % at native size). So the window keeps the paper's content: its
+  26–64 % of the weak copies' pixels, 51–100 % at native size). So the window keeps the paper's content: its
   diameter at the analysis size is ``round(diameter·s)`` (36 at 2.26×) while every other value stays the
   paper's at the paper's photo size. A larger window loses a wider band at the copy's border (half the window),
   so the final dilation (§III-C: ρ_D restores what the median filter and the fit erode) also restores that
