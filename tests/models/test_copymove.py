@@ -188,3 +188,13 @@ def test_bad_config_and_training_are_refused():
         DenseFieldCopyMove(max_upscale=0.5)
     with pytest.raises(UserError, match="not trainable"):
         create_model("copymove").param_groups(0.0)
+
+
+def test_an_upsampled_photo_keeps_the_papers_window_content_and_restores_its_band():
+    """Issue 17: on a photo upsampled by s the feature window covers the paper's 16 photo pixels (round(16 s) at
+    the analysis size) and the dilation also restores the extra half-window; photos not upsampled are unchanged."""
+    model = create_model("copymove")
+    assert model.analysis_window(1.0) == (16, 10) and model.analysis_window(0.8) == (16, 10)
+    assert model.analysis_window(2.26) == (36, 20)
+    assert model.analysis_scale(321, 481) == pytest.approx(2.26, abs=0.01)
+    assert create_model("copymove", scale_window=False).analysis_window(2.26) == (16, 10)

@@ -38,6 +38,15 @@ Resolved choices for the model contract (the paper outputs a binary mask):
   upsampling is at most ``max_upscale`` (2.5×, enough for BSDS500's 481×321): it adds no detail, so on a
   thumbnail a larger factor only inflates flat look-alike regions past T_S (validation thumbnails of 100×66 to
   100×78 pixels scored up to 0.30 at 10–12× and 0.002 at 2.5×).
+- **Window on an upsampled photo** (``scale_window``, issue 17's missed translations): §III-A computes the
+  features over a 16×16 block *of the photo*; upsampling by ``s`` adds no detail, so a 16-pixel window would see
+  only ``16/s`` photo pixels (7 on BSDS500's 481×321 at 2.26×), and inside flat-ish copies other offsets then
+  match better than the true one (measured on the validation translations: the field held the true offset at
+  26–64 % of the weak copies' pixels, 51–100 % at native size). So the window keeps the paper's content: its
+  diameter at the analysis size is ``round(diameter·s)`` (36 at 2.26×) while every other value stays the
+  paper's at the paper's photo size. A larger window loses a wider band at the copy's border (half the window),
+  so the final dilation (§III-C: ρ_D restores what the median filter and the fit erode) also restores that
+  extra half-window: ``ρ_D + (round(diameter·s) − diameter) / 2``. Photos analysed at scale ≤ 1 are unchanged.
 - ``mask_logits``: ``±logit(1 − eps)`` inside / outside the final mask. ``image_logit``: ``log(a / min_area)``
   with ``a`` the largest connected region that passes the fitting and distance rules, so the image probability
   ``a / (a + min_area)`` is 0.5 exactly at the paper's size rule and grows with the matched area.
@@ -255,8 +264,8 @@ class DenseFieldCopyMove(TamperModel):
     def __init__(self, features: str = "zm-polar", diameter: int = 16, zm_order: int = 5, iterations: int = 8,
                  min_offset: int = 8, max_jump: int = 64, median_radius: int = 4, fit_radius: int = 6,
                  fit_error: float = 300.0, min_distance: int = 50, min_area: int = 1200, dilation_radius: int = 10,
-                 min_pixels: int = 786_432, max_upscale: float = 2.5, max_pixels: int = 1_000_000, seed: int = 0,
-                 eps: float = 1e-3):
+                 min_pixels: int = 786_432, max_upscale: float = 2.5, max_pixels: int = 1_000_000,
+                 scale_window: bool = True, seed: int = 0, eps: float = 1e-3):
         super().__init__()
         for name, value, low in (("diameter", diameter, 4), ("zm_order", zm_order, 1), ("iterations", iterations, 1),
                                  ("min_offset", min_offset, 1), ("max_jump", max_jump, 1),
@@ -280,11 +289,21 @@ class DenseFieldCopyMove(TamperModel):
         self.fit_radius, self.fit_error, self.min_distance = int(fit_radius), float(fit_error), int(min_distance)
         self.min_area, self.dilation_radius = int(min_area), int(dilation_radius)
         self.min_pixels, self.max_upscale, self.max_pixels = int(min_pixels), float(max_upscale), int(max_pixels)
+        self.scale_window = bool(scale_window)
         self.seed, self.eps = int(seed), float(eps)
 
     def analysis_scale(self, h: int, w: int) -> float:
         """The factor a photo of ``h×w`` pixels is resized by before analysis (module docstring, analysis size)."""
         return min(math.sqrt(min(max(h * w, self.min_pixels), self.max_pixels) / float(h * w)), self.max_upscale)
+
+    def analysis_window(self, scale: float) -> tuple[int, int]:
+        """(feature window diameter, dilation radius) at the analysis size for a photo resized by ``scale``: with
+        ``scale_window`` an upsampled photo's window covers the paper's ``diameter`` photo pixels and the
+        dilation also restores the extra half-window it loses at a copy's border (module docstring)."""
+        if not self.scale_window or scale <= 1.0:
+            return self.diameter, self.dilation_radius
+        diameter = max(self.diameter, round(self.diameter * scale))
+        return diameter, self.dilation_radius + (diameter - self.diameter) // 2
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         """(boolean ``H×W`` mask of both copies, largest matched region in pixels at the analysis size) for one
@@ -295,9 +314,10 @@ class DenseFieldCopyMove(TamperModel):
                                                     interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
         grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
         sh, sw = grey.shape
-        if min(sh, sw) < self.diameter + 2 * self.min_offset:
+        diameter, dilation = self.analysis_window(scale)
+        if min(sh, sw) < diameter + 2 * self.min_offset:
             return np.zeros((h, w), bool), 0.0
-        feats = zernike_features(grey, self.diameter, self.zm_order,
+        feats = zernike_features(grey, diameter, self.zm_order,
                                  POLAR_GRID if self.features == "zm-polar" else None)
         gen = torch.Generator().manual_seed(self.seed)
         dy, dx = OffsetField(feats, self.min_offset, gen).run(self.iterations, self.max_jump)
@@ -308,10 +328,10 @@ class DenseFieldCopyMove(TamperModel):
         mask, largest = remove_small(candidates, self.min_area)
         if mask.any():
             mask, _ = remove_small(mirror(mask, dy, dx), self.min_area)
-        if mask.any() and self.dilation_radius:
-            mask = cv2.dilate(mask.astype(np.uint8), disc(self.dilation_radius)).astype(bool)
+        if mask.any() and dilation:
+            mask = cv2.dilate(mask.astype(np.uint8), disc(dilation)).astype(bool)
         full = np.zeros((sh, sw), bool)  # the field indexes windows by their corner: move to their centres
-        c = self.diameter // 2
+        c = diameter // 2
         full[c:c + mask.shape[0], c:c + mask.shape[1]] = mask
         if scale != 1.0:
             full = cv2.resize(full.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
