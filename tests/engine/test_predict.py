@@ -388,7 +388,9 @@ def test_the_shipped_default_model(tmp_path):
     expert = cfg["experts"]["copymove"]  # fused with the copy-move expert and its validation scores
     assert expert["image"]["authentic_scores"] == sorted(expert["image"]["authentic_scores"])
     assert expert["image"]["tampered_scores"]
+    assert expert["config"] == {"scale_window": False}  # the window choice made for the fused default on val
     predictor = load_predictor(None)
+    assert predictor.experts["copymove"][0].scale_window is False
     assert predictor.name == "default (ela-unet+copymove)" and predictor.native_resolution
     assert list(predictor.experts) == ["copymove"] and load_predictor(None, experts=False).experts == {}
     _photo(tmp_path / "a.png", 70, 90)
