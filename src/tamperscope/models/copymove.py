@@ -47,6 +47,8 @@ Resolved choices for the model contract (the paper outputs a binary mask):
   paper's at the paper's photo size. A larger window loses a wider band at the copy's border (half the window),
   so the final dilation (§III-C: ρ_D restores what the median filter and the fit erode) also restores that
   extra half-window: ``ρ_D + (round(diameter·s) − diameter) / 2``. Photos analysed at scale ≤ 1 are unchanged.
+  The bundled default's fused expert sets it off (chosen on CASIA v1 val: fewer false fires on small authentic
+  photos, where a fire overrides the learned map; docs/MODELS.md).
 - ``mask_logits``: ``±logit(1 − eps)`` inside / outside the final mask. ``image_logit``: ``log(a / min_area)``
   with ``a`` the largest connected region that passes the fitting and distance rules, so the image probability
   ``a / (a + min_area)`` is 0.5 exactly at the paper's size rule and grows with the matched area.
