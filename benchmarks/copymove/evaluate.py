@@ -104,8 +104,7 @@ def main() -> None:
         if predictor is not None:
             learned = predictor.predict_array(image)
             scored += [("learned", learned.probability, learned.score),
-                       ("fused", fuse_photo(learned.probability, learned.score, {"copymove": (cm_prob, cm_score)}),
-                        max(learned.score, cm_score))]
+                       ("fused", *fuse_photo(learned.probability, learned.score, {"copymove": (cm_prob, cm_score)}))]
         for name, prob, score in scored:
             acc[name].add(i, prob, gt, score=score, label=int(bool(rec.mask)), groups=group)
         print(f"{i + 1}/{len(records)} {rec.image} {group['method']} "

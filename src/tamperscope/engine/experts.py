@@ -74,14 +74,14 @@ def fuse(prob: torch.Tensor, score: torch.Tensor, outputs) -> tuple[torch.Tensor
     return prob, score
 
 
-def fuse_photo(prob: np.ndarray, score: float, outputs: dict) -> np.ndarray:
-    """:func:`fuse` on one photo: the fused ``H×W`` map from the learned model's map and score and the experts'
-    :func:`expert_maps`."""
+def fuse_photo(prob: np.ndarray, score: float, outputs: dict) -> tuple[np.ndarray, float]:
+    """:func:`fuse` on one photo: the fused (``H×W`` map, score) from the learned model's map and score and the
+    experts' :func:`expert_maps`."""
     def batch(m, s):
         return torch.from_numpy(np.ascontiguousarray(m))[None, None], torch.tensor([float(s)], dtype=torch.float64)
 
-    fused, _ = fuse(*batch(prob, score), (batch(m, s) for m, s in outputs.values()))
-    return fused[0, 0].numpy()
+    fused, fused_score = fuse(*batch(prob, score), (batch(m, s) for m, s in outputs.values()))
+    return fused[0, 0].numpy(), float(fused_score[0])
 
 
 class ExpertFusion(TamperModel):

@@ -279,7 +279,7 @@ class Predictor:
         if self.experts:  # fused on the whole photo (engine.experts.fuse)
             scores[self.model.model_name or "model"] = score
             outputs = expert_maps(self.experts, image, self.device)
-            prob = fuse_photo(prob, score, outputs)
+            prob, _ = fuse_photo(prob, score, outputs)  # the score and who decides it: below
             for name, (_, expert_score) in outputs.items():
                 scores[name] = expert_score
                 if expert_score > score:  # this expert decides: its own validation scores give the rates

@@ -304,7 +304,7 @@ class DenseFieldCopyMove(TamperModel):
         dilation also restores the extra half-window it loses at a copy's border (module docstring)."""
         if not self.scale_window or scale <= 1.0:
             return self.diameter, self.dilation_radius
-        diameter = max(self.diameter, round(self.diameter * scale))
+        diameter = round(self.diameter * scale)  # ≥ diameter, as scale > 1
         return diameter, self.dilation_radius + (diameter - self.diameter) // 2
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
