@@ -57,3 +57,47 @@ def copy_move():
     from types import SimpleNamespace
 
     return SimpleNamespace(texture=_texture, forged=_copy_moved)
+
+
+def _photo_like(seed: int, size: int = 256):
+    """A textured uint8 RGB image with edges and smooth areas, whose DCT histograms look like a photo's."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.normal(128, 60, (size, size, 3)), (0, 0), 3)
+    detail = cv2.GaussianBlur(rng.normal(0, 25, (size, size, 3)), (0, 0), 0.8)
+    return np.clip(base + detail, 0, 255).astype(np.uint8)
+
+
+def _jpeg(rgb, quality: int):
+    """``rgb`` saved as JPEG at ``quality`` (Pillow, 4:2:0) and decoded."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return np.array(Image.open(buf).convert("RGB"))
+
+
+def _double_jpeg_spliced():
+    """A photo saved at quality 60, a never-compressed region pasted off the 8×8 grid, saved again at quality 90:
+    (image, mask of the pasted region)."""
+    import numpy as np
+
+    host = _jpeg(_photo_like(1), 60).copy()
+    mask = np.zeros(host.shape[:2], bool)
+    mask[67:167, 45:161] = True
+    host[mask] = _photo_like(2)[mask]
+    return _jpeg(host, 90), mask
+
+
+@pytest.fixture()
+def double_jpeg():
+    """Test photos for the double-JPEG expert: ``photo_like(seed)``, ``jpeg(rgb, quality)`` and ``spliced()`` →
+    (image, mask of the pasted region)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(photo_like=_photo_like, jpeg=_jpeg, spliced=_double_jpeg_spliced)

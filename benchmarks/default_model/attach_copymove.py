@@ -1,6 +1,6 @@
 """Fuse the dense-field copy-move expert into a checkpoint, with its validation scores (docs/MODELS.md,
 "Copy-move expert"): the scores give the false-alarm and miss rates that `predict` reports when the expert
-decides a verdict.
+decides a verdict. The checkpoint's other experts are kept.
 
     python benchmarks/default_model/attach_copymove.py --checkpoint CKPT.safetensors \
         --authentic configs/default-model/val_photos.json --forged CM_VAL/list.json --out FUSED.safetensors
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 
+from tamperscope.checkpoint import read_checkpoint_config
 from tamperscope.data.datasets import load_evaluation_records
-from tamperscope.engine.experts import attach_experts, build_experts, expert_maps
+from tamperscope.engine.experts import EXPERTS_KEY, attach_experts, build_experts, expert_maps
 from tamperscope.io import read_image
 
 
@@ -33,7 +34,8 @@ def main() -> None:
             values.append(round(expert_maps(experts, read_image(rec.image), "cpu")["copymove"][1], 5))
             print(f"{key} {i + 1}/{len(records)} {values[-1]:.3f}", flush=True)
         scores[key] = sorted(values)
-    attach_experts(args.checkpoint, args.out, {"copymove": {"config": {}, "image": scores}})
+    kept = dict(read_checkpoint_config(args.checkpoint).get(EXPERTS_KEY) or {})
+    attach_experts(args.checkpoint, args.out, kept | {"copymove": {"config": {}, "image": scores}})
     n_au = len(scores["authentic_scores"])
     print(f"{args.out}: copymove attached; {sum(s > 0.5 for s in scores['authentic_scores'])}/{n_au} authentic and "
           f"{sum(s > 0.5 for s in scores['tampered_scores'])}/{len(scores['tampered_scores'])} forged val photos fire")

@@ -5,7 +5,8 @@ import torch
 
 from tamperscope.checkpoint import read_checkpoint_config, save_checkpoint
 from tamperscope.inference import model_probabilities
-from tamperscope.engine.experts import FIRED_SCALE, ExpertFusion, attach_experts, build_experts, expert_maps
+from tamperscope.engine.experts import (FIRED_SCALE, ExpertFusion, attach_experts, build_experts, evidence_names,
+                                       expert_maps)
 from tamperscope.engine.predict import load_predictor
 from tamperscope.errors import UserError
 from tamperscope.nn.norm import imagenet_normalize
@@ -94,3 +95,44 @@ def test_predict_draws_only_the_expert_regions_when_it_fires(fused_checkpoint, c
     expert_prob, _ = expert_maps(load_predictor(fused).experts, image, torch.device("cpu"))["copymove"]
     np.testing.assert_allclose(pred.probability, np.maximum(alone.probability * FIRED_SCALE, expert_prob), atol=1e-6)
     np.testing.assert_array_equal(pred.mask, expert_prob > 0.5)
+
+
+def _logit(p):
+    return torch.logit(torch.as_tensor(p, dtype=torch.float32), eps=1e-6)
+
+
+def test_an_evidence_expert_adds_its_logits_and_never_decides(double_jpeg, tmp_path):
+    torch.manual_seed(0)
+    plain = save_checkpoint(create_model("ela-unet", widths=[4, 8]), tmp_path / "plain.safetensors")
+    fused = tmp_path / "dq.safetensors"
+    attach_experts(plain, fused, {"doublejpeg": {"config": {"weight": 2.0}}})
+    predictor = load_predictor(fused)
+    assert evidence_names(predictor.experts) == {"doublejpeg"}
+    image, mask = double_jpeg.spliced()
+    pred = predictor.predict_array(image)
+    alone = load_predictor(fused, experts=False).predict_array(image)
+    evidence, _ = expert_maps(predictor.experts, image, torch.device("cpu"))["doublejpeg"]
+    expected = torch.sigmoid(_logit(alone.probability) + _logit(evidence)).numpy()
+    np.testing.assert_allclose(pred.probability, expected, atol=1e-5)
+    assert pred.probability[mask].mean() > alone.probability[mask].mean()  # the pasted region is raised
+    assert pred.probability[~mask].mean() < alone.probability[~mask].mean()  # the double-compressed rest lowered
+    assert pred.score == alone.score and set(pred.experts) == {"ela-unet"}  # it never decides the verdict
+    assert "doublejpeg" not in pred.to_dict()["fired"]
+
+
+def test_fusion_model_adds_evidence_before_the_clone_rule(copy_move, double_jpeg):
+    torch.manual_seed(0)
+    learned = create_model("ela-unet", widths=[4, 8]).eval()
+    clone, evidence = create_model("copymove", **SMALL), create_model("doublejpeg", weight=2.0)
+    fusion = ExpertFusion(learned, {"doublejpeg": (evidence, None), "copymove": (clone, None)}).eval()
+    batch = np.stack([copy_move.forged()[0], copy_move.texture(seed=5)])
+    for i in range(2):  # saved as JPEG twice, so that the evidence expert has a lattice to read
+        batch[i] = double_jpeg.jpeg(double_jpeg.jpeg(batch[i], 60), 90)
+    x = imagenet_normalize(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
+    p, s = model_probabilities(fusion, x)
+    (pl, sl), (pc, sc), (pe, _) = (model_probabilities(m, x) for m in (learned, clone, evidence))
+    assert sc[0] > 0.5 >= sc[1] and (pe != 0.5).any()
+    shifted = torch.sigmoid(_logit(pl) + _logit(pe))
+    torch.testing.assert_close(p[0], torch.maximum(shifted[0] * FIRED_SCALE, pc[0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(p[1], torch.maximum(shifted[1], pc[1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(s, torch.maximum(sl, sc), atol=1e-5, rtol=0)  # evidence leaves the score alone

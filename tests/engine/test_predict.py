@@ -389,10 +389,12 @@ def test_the_shipped_default_model(tmp_path):
     assert expert["image"]["authentic_scores"] == sorted(expert["image"]["authentic_scores"])
     assert expert["image"]["tampered_scores"]
     assert expert["config"] == {"scale_window": False}  # the window choice made for the fused default on val
+    assert cfg["experts"]["doublejpeg"] == {"config": {"weight": 2.0, "offset": 0.5}}  # chosen on val as well
     predictor = load_predictor(None)
     assert predictor.experts["copymove"][0].scale_window is False
-    assert predictor.name == "default (ela-unet+copymove)" and predictor.native_resolution
-    assert list(predictor.experts) == ["copymove"] and load_predictor(None, experts=False).experts == {}
+    assert predictor.experts["doublejpeg"][0].weight == 2.0 and predictor.experts["doublejpeg"][0].evidence
+    assert predictor.name == "default (ela-unet+copymove+doublejpeg)" and predictor.native_resolution
+    assert list(predictor.experts) == ["copymove", "doublejpeg"] and load_predictor(None, experts=False).experts == {}
     _photo(tmp_path / "a.png", 70, 90)
     pred = tamperscope.predict(str(tmp_path / "a.png"))
     assert pred.probability.shape == (70, 90) and 0.0 <= pred.score <= 1.0

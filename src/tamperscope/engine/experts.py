@@ -1,5 +1,6 @@
-"""Weight-free experts beside a learned model, fused into one detector (the bundled default: the learned localiser
-and the dense-field copy-move detector, :mod:`tamperscope.models.copymove`).
+"""Weight-free experts beside a learned model, fused into one detector (the bundled default: the learned localiser,
+the dense-field copy-move detector, :mod:`tamperscope.models.copymove`, and the aligned double-JPEG evidence,
+:mod:`tamperscope.models.doublejpeg`).
 
 A checkpoint names its experts in its JSON config: ``"experts": {"copymove": {"config": {...}, "image":
 {"authentic_scores": [...], "tampered_scores": [...]}}}`` — the expert's config overrides and its scores on the
@@ -15,6 +16,12 @@ mean pixel F1 0.344 with the plain maximum, 0.411 with this rule, 57 of its 138 
 generated copy-move val set: 0.627 and 0.708, 116 of 138 firing; pixel AUC unchanged on both). In
 ``predict`` an expert sees the whole photo, never a tile (a copy-move's two copies may lie in different tiles); in
 dataset evaluation (:class:`ExpertFusion`) it sees what the learned model sees, the photo padded to a multiple of 32.
+
+Evidence experts (``TamperModel.evidence``, the double-JPEG expert) do not detect on their own: their mask logits are
+a log-likelihood ratio per block, added to the learned model's calibrated logits before the rule above (naive
+Bayes: independent evidence adds in log-odds), with the weight and offset their config stores (chosen on
+validation data, docs/MODELS.md). They never fire, never change the score and are not listed among the experts'
+scores, so verdicts and false-alarm rates are the learned model's and the deciding experts'.
 """
 from __future__ import annotations
 
@@ -60,9 +67,16 @@ def expert_maps(experts: dict, image: np.ndarray, device: torch.device) -> dict[
     return out
 
 
-def fuse(prob: torch.Tensor, score: torch.Tensor, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+def fuse(prob: torch.Tensor, score: torch.Tensor, outputs, evidence=()) -> tuple[torch.Tensor, torch.Tensor]:
     """The fusion rule (module docstring) on a batch: ``prob`` (``B×1×H×W``) and ``score`` (``B``) of the learned
-    model, ``outputs`` an iterable of each expert's ``(prob, score)`` of the same shapes, all calibrated."""
+    model, ``outputs`` an iterable of each deciding expert's ``(prob, score)`` of the same shapes and ``evidence``
+    of each evidence expert's ``prob``, all calibrated."""
+    evidence = list(evidence)
+    if evidence:  # evidence first: its logits are added to the learned model's
+        logit = torch.logit(prob, eps=_EPS)
+        for p in evidence:
+            logit = logit + torch.logit(p.to(prob.dtype), eps=_EPS)
+        prob = torch.sigmoid(logit)
     outputs = list(outputs)
     if not outputs:
         return prob, score
@@ -74,13 +88,21 @@ def fuse(prob: torch.Tensor, score: torch.Tensor, outputs) -> tuple[torch.Tensor
     return prob, score
 
 
-def fuse_photo(prob: np.ndarray, score: float, outputs: dict) -> tuple[np.ndarray, float]:
+def evidence_names(experts: dict) -> frozenset[str]:
+    """The names of the evidence experts (``TamperModel.evidence``) among ``{name: (model, scores)}``."""
+    return frozenset(name for name, (model, _) in experts.items() if model.evidence)
+
+
+def fuse_photo(prob: np.ndarray, score: float, outputs: dict, evidence: frozenset[str] = frozenset()
+               ) -> tuple[np.ndarray, float]:
     """:func:`fuse` on one photo: the fused (``H×W`` map, score) from the learned model's map and score and the
-    experts' :func:`expert_maps`."""
+    experts' :func:`expert_maps`, of which ``evidence`` names the evidence experts."""
     def batch(m, s):
         return torch.from_numpy(np.ascontiguousarray(m))[None, None], torch.tensor([float(s)], dtype=torch.float64)
 
-    fused, fused_score = fuse(*batch(prob, score), (batch(m, s) for m, s in outputs.values()))
+    fused, fused_score = fuse(*batch(prob, score),
+                              (batch(m, s) for name, (m, s) in outputs.items() if name not in evidence),
+                              (batch(m, s)[0] for name, (m, s) in outputs.items() if name in evidence))
     return fused[0, 0].numpy(), float(fused_score[0])
 
 
@@ -98,7 +120,9 @@ class ExpertFusion(TamperModel):
 
     def forward(self, image: torch.Tensor) -> dict:
         probs, scores = model_probabilities(self.model, image)
-        probs, scores = fuse(probs, scores, (model_probabilities(expert, image) for expert in self.experts.values()))
+        experts = list(self.experts.values())
+        probs, scores = fuse(probs, scores, (model_probabilities(e, image) for e in experts if not e.evidence),
+                             (model_probabilities(e, image)[0] for e in experts if e.evidence))
         return {"mask_logits": torch.logit(probs.float(), eps=_EPS), "image_logit": torch.logit(scores, eps=_EPS)}
 
 

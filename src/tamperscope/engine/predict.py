@@ -67,7 +67,7 @@ from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
 from ..sizes import INPUT_MULTIPLE, check_image_size
 from .distributed import resolve_device
-from .experts import build_experts, expert_maps, fuse_photo
+from .experts import build_experts, evidence_names, expert_maps, fuse_photo
 from .loading import load_model
 
 PathLike = Union[str, os.PathLike]
@@ -279,8 +279,11 @@ class Predictor:
         if self.experts:  # fused on the whole photo (engine.experts.fuse)
             scores[self.model.model_name or "model"] = score
             outputs = expert_maps(self.experts, image, self.device)
-            prob, _ = fuse_photo(prob, score, outputs)  # the score and who decides it: below
+            evidence = evidence_names(self.experts)
+            prob, _ = fuse_photo(prob, score, outputs, evidence)  # the score and who decides it: below
             for name, (_, expert_score) in outputs.items():
+                if name in evidence:  # evidence shapes the map only; it never decides
+                    continue
                 scores[name] = expert_score
                 if expert_score > score:  # this expert decides: its own validation scores give the rates
                     score, raw_score, reference = expert_score, expert_score, self.experts[name][1]

@@ -9,7 +9,7 @@
 * ``data_requirements`` tells the data layer which extra targets to compute (edge bands).
 * Multi-stage methods list ``stages`` and implement ``set_stage`` (freezing what the stage freezes).
 * Optional capabilities are declared here with their defaults (ARCHITECTURE.md, "The model contract"), never
-  discovered with ``getattr``: ``native_resolution``, ``compile_parts``, ``legacy_config``,
+  discovered with ``getattr``: ``native_resolution``, ``evidence``, ``compile_parts``, ``legacy_config``,
   ``complexity_variants``, :meth:`resolved_config`, :meth:`load_pretrained_stage` and :meth:`profile_extras`.
 """
 from __future__ import annotations
@@ -35,6 +35,10 @@ class TamperModel(nn.Module):
     #: whether the model reads each photo at its own size, padded to a multiple of 32, instead of a resize to
     #: ``S×S`` (resampling erases the JPEG traces ELA-style models read): predict, evaluation and training crops
     native_resolution: bool = False
+    #: whether, as a weight-free expert fused with a learned model, its mask logits are evidence (a log-likelihood
+    #: ratio) added to the learned model's logits rather than a detection of its own that fires
+    #: (:mod:`tamperscope.engine.experts`)
+    evidence: bool = False
     #: operating points applied to the mask and image probabilities at inference (never in training), chosen on
     #: validation data by ``tamperscope export --calibrate`` and stored in the checkpoint (engine.calibration,
     #: applied by :func:`tamperscope.inference.model_probabilities`)
