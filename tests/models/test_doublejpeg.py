@@ -8,8 +8,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from tamperscope.errors import UserError
-from tamperscope.models.doublejpeg import (bins_per_value, block_dct, box_mean, dct_matrix, estimate_step, first_step,
-                                          zigzag)
+from tamperscope.models.doublejpeg import bins_per_value, block_dct, dct_matrix, estimate_step, first_step, zigzag
 from tamperscope.nn.norm import imagenet_normalize
 from tamperscope.registry import create_model
 
@@ -31,10 +30,11 @@ def test_bins_per_value_counts_the_first_quantisation_bins():
 
 
 def test_step_estimates_read_the_last_quantisation_table(double_jpeg):
-    image = double_jpeg.jpeg(double_jpeg.photo_like(3), 75)
     buf = io.BytesIO()
     Image.fromarray(double_jpeg.photo_like(3)).save(buf, "JPEG", quality=75)
-    table = np.array(Image.open(buf).quantization[0]).reshape(8, 8)  # natural order
+    saved = Image.open(buf)
+    table = np.array(saved.quantization[0]).reshape(8, 8)  # natural order
+    image = np.array(saved.convert("RGB"))
     coefficients = block_dct(image.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) - 128)
     for i, j in zigzag()[1:6]:
         assert estimate_step(coefficients[:, :, i, j].ravel(), 40, 0.8) == table[i, j]
@@ -50,12 +50,15 @@ def test_first_step_finds_the_earlier_quality_and_nothing_in_a_single_compressio
         assert first_step(values, counts, 4, 0.9, 0.02) == expected
 
 
-def test_box_mean_matches_a_direct_mean():
-    a = np.random.default_rng(1).normal(size=(9, 11))
-    padded = np.pad(a, 1, mode="edge")
-    direct = np.mean([padded[i:i + 9, j:j + 11] for i in range(3) for j in range(3)], axis=0)
-    np.testing.assert_allclose(box_mean(a, 3), direct, atol=1e-12)
-    assert box_mean(a, 1) is a
+def test_the_map_is_the_block_ratio_averaged_over_3x3_blocks(double_jpeg):
+    model = create_model("doublejpeg")
+    image, _ = double_jpeg.spliced()
+    ratio, used = model.block_evidence(image)
+    bh, bw = ratio.shape
+    padded = np.pad(ratio, 1, mode="edge")
+    direct = np.mean([padded[i:i + bh, j:j + bw] for i in range(3) for j in range(3)], axis=0)
+    assert used and ratio.shape == (32, 32)
+    np.testing.assert_allclose(model.evidence_map(image)[::8, ::8], direct, atol=1e-5)
 
 
 def test_the_pasted_region_stands_out_and_nothing_stands_out_without_a_splice(double_jpeg):

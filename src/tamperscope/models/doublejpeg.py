@@ -40,6 +40,7 @@ Contract:
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -111,18 +112,6 @@ def first_step(values: np.ndarray, counts: np.ndarray, q2: int, alpha: float, mi
     return step
 
 
-def box_mean(array: np.ndarray, size: int) -> np.ndarray:
-    """Mean over ``size``×``size`` neighbourhoods (edge-replicated), by summed-area table."""
-    if size <= 1:
-        return array
-    r = size // 2
-    padded = np.pad(array, ((r + 1, r), (r + 1, r)), mode="edge")
-    table = padded.cumsum(0).cumsum(1)
-    h, w = array.shape
-    return (table[size:size + h, size:size + w] - table[:h, size:size + w] - table[size:size + h, :w]
-            + table[:h, :w]) / (size * size)
-
-
 @register_model("doublejpeg", paper=PAPER,
                 description="aligned double-JPEG evidence per 8x8 block (Bianchi & Piva 2012); no weights")
 class AlignedDoubleJpeg(TamperModel):
@@ -179,7 +168,8 @@ class AlignedDoubleJpeg(TamperModel):
         out = np.zeros((h, w), np.float32)
         ratio, used = self.block_evidence(rgb)
         if used:
-            blocks = self.weight * box_mean(ratio, self.smoothing) + self.offset
+            smoothed = cv2.blur(ratio, (self.smoothing, self.smoothing), borderType=cv2.BORDER_REPLICATE)
+            blocks = self.weight * smoothed + self.offset
             bh, bw = blocks.shape
             out[:bh * BLOCK, :bw * BLOCK] = np.repeat(np.repeat(blocks, BLOCK, 0), BLOCK, 1)
         return out
