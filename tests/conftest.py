@@ -94,10 +94,23 @@ def _double_jpeg_spliced():
     return _jpeg(host, 90), mask
 
 
+def _lossless_edit(quality: int = 75):
+    """A photo saved as JPEG at ``quality`` and decoded, a never-compressed region pasted off the 8×8 grid, the result
+    kept losslessly: (image, mask of the pasted region)."""
+    import numpy as np
+
+    host = _jpeg(_photo_like(1), quality).copy()
+    mask = np.zeros(host.shape[:2], bool)
+    mask[67:167, 45:161] = True
+    host[mask] = _photo_like(2)[mask]
+    return host, mask
+
+
 @pytest.fixture()
 def double_jpeg():
-    """Test photos for the double-JPEG expert: ``photo_like(seed)``, ``jpeg(rgb, quality)`` and ``spliced()`` →
-    (image, mask of the pasted region)."""
+    """Test photos for the JPEG-trace experts: ``photo_like(seed)``, ``jpeg(rgb, quality)``, ``spliced()`` (saved
+    twice) and ``lossless_edit()`` (decoded, edited, kept lossless) → (image, mask of the pasted region)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(photo_like=_photo_like, jpeg=_jpeg, spliced=_double_jpeg_spliced)
+    return SimpleNamespace(photo_like=_photo_like, jpeg=_jpeg, spliced=_double_jpeg_spliced,
+                           lossless_edit=_lossless_edit)

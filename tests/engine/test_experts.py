@@ -7,7 +7,7 @@ from tamperscope.checkpoint import read_checkpoint_config, save_checkpoint
 from tamperscope.inference import model_probabilities
 from tamperscope.engine.experts import (FIRED_SCALE, ExpertFusion, attach_experts, build_experts, evidence_names,
                                        expert_maps)
-from tamperscope.engine.predict import load_predictor
+from tamperscope.engine.predict import load_predictor, verdict_line
 from tamperscope.errors import UserError
 from tamperscope.nn.norm import imagenet_normalize
 from tamperscope.registry import create_model
@@ -51,6 +51,8 @@ def test_predict_fuses_the_copy_move_expert_and_says_which_fired(fused_checkpoin
     pred = predictor.predict_array(image)
     row = pred.to_dict()
     assert set(row["experts"]) == {"ela-unet", "copymove"} and "copymove" in row["fired"]
+    assert row["findings"] == {"copymove": create_model("copymove").finding} and "copied" in row["findings"]["copymove"]
+    assert f"copymove — {row['findings']['copymove']}" in verdict_line(row)  # the analyst reads what it means
     assert pred.score == max(pred.experts.values()) > 0.5 and pred.verdict == "tampered"
     assert pred.mask[gt].mean() > 0.7  # both copies drawn
     assert pred.false_alarm_rate == 0.0  # the expert's own validation scores give the rate
@@ -136,3 +138,21 @@ def test_fusion_model_adds_evidence_before_the_clone_rule(copy_move, double_jpeg
     torch.testing.assert_close(p[0], torch.maximum(shifted[0] * FIRED_SCALE, pc[0]), atol=1e-5, rtol=0)
     torch.testing.assert_close(p[1], torch.maximum(shifted[1], pc[1]), atol=1e-5, rtol=0)
     torch.testing.assert_close(s, torch.maximum(sl, sc), atol=1e-5, rtol=0)  # evidence leaves the score alone
+
+
+def test_the_jpeg_lattice_expert_decides_on_a_decoded_jpeg_edited_and_kept_lossless(double_jpeg, tmp_path):
+    torch.manual_seed(0)
+    plain = save_checkpoint(create_model("ela-unet", widths=[4, 8]), tmp_path / "plain.safetensors")
+    fused = tmp_path / "lattice.safetensors"
+    attach_experts(plain, fused, {"jpeglattice": {"image": REFERENCE}})
+    predictor = load_predictor(fused)
+    image, mask = double_jpeg.lossless_edit()
+    pred = predictor.predict_array(image)
+    assert "jpeglattice" in pred.to_dict()["fired"] and pred.verdict == "tampered"
+    assert "decoded from a JPEG" in pred.to_dict()["findings"]["jpeglattice"]
+    assert pred.score == pred.experts["jpeglattice"] > 0.5 and pred.false_alarm_rate == 0.0
+    drawn = pred.mask
+    assert (drawn & mask).sum() / (drawn | mask).sum() > 0.7  # the pasted region, not the learned map's guesses
+    authentic = predictor.predict_array(double_jpeg.jpeg(double_jpeg.photo_like(4), 75))
+    assert "jpeglattice" not in authentic.fired and authentic.experts["jpeglattice"] < 0.5
+    assert authentic.to_dict()["findings"] == {} and "jpeglattice" not in verdict_line(authentic.to_dict())

@@ -390,15 +390,20 @@ def test_the_shipped_default_model(tmp_path):
     assert expert["image"]["tampered_scores"]
     assert expert["config"] == {"scale_window": False}  # the window choice made for the fused default on val
     assert cfg["experts"]["doublejpeg"] == {"config": {"weight": 2.0, "offset": 0.5}}  # chosen on val as well
+    lattice = cfg["experts"]["jpeglattice"]  # its own defaults; none of the 658 authentic val images fires it
+    assert lattice["config"] == {} and len(lattice["image"]["authentic_scores"]) == 658
+    assert max(lattice["image"]["authentic_scores"]) < 0.5 < max(lattice["image"]["tampered_scores"])
     predictor = load_predictor(None)
     assert predictor.experts["copymove"][0].scale_window is False
     assert predictor.experts["doublejpeg"][0].weight == 2.0 and predictor.experts["doublejpeg"][0].evidence
-    assert predictor.name == "default (ela-unet+copymove+doublejpeg)" and predictor.native_resolution
-    assert list(predictor.experts) == ["copymove", "doublejpeg"] and load_predictor(None, experts=False).experts == {}
+    assert not predictor.experts["jpeglattice"][0].evidence  # it decides, like the copy-move expert
+    assert predictor.name == "default (ela-unet+copymove+doublejpeg+jpeglattice)" and predictor.native_resolution
+    assert list(predictor.experts) == ["copymove", "doublejpeg", "jpeglattice"]
+    assert load_predictor(None, experts=False).experts == {}
     _photo(tmp_path / "a.png", 70, 90)
     pred = tamperscope.predict(str(tmp_path / "a.png"))
     assert pred.probability.shape == (70, 90) and 0.0 <= pred.score <= 1.0
-    assert set(pred.experts) == {"ela-unet", "copymove"} and pred.score == max(pred.experts.values())
+    assert set(pred.experts) == {"ela-unet", "copymove", "jpeglattice"} and pred.score == max(pred.experts.values())
 
 
 def _map(hot: float, seed: int = 0) -> np.ndarray:

@@ -28,8 +28,8 @@ def add_arguments(p):
     p.add_argument("--compile", action="store_true", help="torch.compile the model (compiles before it runs)")
     p.add_argument("--no-experts", action="store_true",
                    help="score a checkpoint's learned model without the experts it is fused with (the default "
-                        "model's copy-move expert and double-JPEG evidence); score an expert alone with --checkpoint "
-                        "copymove or doublejpeg")
+                        "model's copy-move expert, double-JPEG evidence and JPEG-lattice expert); score an expert "
+                        "alone with --checkpoint copymove, doublejpeg or jpeglattice")
 
 
 def check_out(out: Path, inputs: list[Path]) -> None:

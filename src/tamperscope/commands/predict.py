@@ -50,8 +50,8 @@ def add_arguments(p):
                    help="torch.compile the model (the first photo of each size compiles first)")
     p.add_argument("--no-experts", action="store_true",
                    help="run the learned model without the experts its checkpoint fuses with it (the default "
-                        "model's copy-move expert and double-JPEG evidence); --checkpoint copymove or doublejpeg "
-                        "runs one alone")
+                        "model's copy-move expert, double-JPEG evidence and JPEG-lattice expert); --checkpoint "
+                        "copymove, doublejpeg or jpeglattice runs one alone")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--quiet", action="store_true", dest="no_progress", help="deprecated name of --no-progress")
 

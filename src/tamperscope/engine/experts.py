@@ -1,15 +1,16 @@
 """Weight-free experts beside a learned model, fused into one detector (the bundled default: the learned localiser,
-the dense-field copy-move detector, :mod:`tamperscope.models.copymove`, and the aligned double-JPEG evidence,
-:mod:`tamperscope.models.doublejpeg`).
+the dense-field copy-move detector, :mod:`tamperscope.models.copymove`, the JPEG-lattice detector,
+:mod:`tamperscope.models.jpeglattice`, and the aligned double-JPEG evidence, :mod:`tamperscope.models.doublejpeg`).
 
 A checkpoint names its experts in its JSON config: ``"experts": {"copymove": {"config": {...}, "image":
 {"authentic_scores": [...], "tampered_scores": [...]}}}`` — the expert's config overrides and its scores on the
 validation photos (for the false-alarm and miss rates that ``predict`` reports when the expert decides).
 
 Fusion rule (resolved choice, chosen on validation data, docs/MODELS.md): every probability is already on a scale
-where 0.5 is the operating point chosen on validation data (the learned model's calibration; the copy-move expert's
-own size rule). The fused score is the maximum score: the photo is called tampered when any expert calls it so. The
-fused map is the pixel-wise maximum, except that when an expert fires (its score above its 0.5) the learned map is
+where 0.5 is the operating point chosen on validation data (the learned model's calibration; the deciding experts'
+own rules: the copy-move expert's size rule, the JPEG-lattice expert's area rule). The fused score is the maximum
+score: the photo is called tampered when any expert calls it so. The fused map is the pixel-wise maximum, except
+that when an expert fires (its score above its 0.5) the learned map is
 first halved: it keeps its order (for the pixel AUC) but no longer passes 0.5, so the regions drawn are the
 expert's. A found clone explains the photo far better than the learned map's weak guesses around it (CASIA v1 val:
 mean pixel F1 0.344 with the plain maximum, 0.411 with this rule, 57 of its 138 forgeries firing the expert; a

@@ -110,6 +110,8 @@ class Prediction:
     #: each expert's image score (the learned model under its own name) when the model has experts
     #: (:mod:`tamperscope.engine.experts`); ``score`` is their maximum
     experts: dict[str, float] = field(default_factory=dict)
+    #: what each deciding expert's firing means, in words (:attr:`TamperModel.finding`)
+    findings: dict[str, str] = field(default_factory=dict)
 
     @property
     def height(self) -> int:
@@ -197,14 +199,17 @@ class Prediction:
                 "image_threshold": self.image_threshold,
                 "inconclusive_from": None if self.inconclusive_from is None else round(self.inconclusive_from, 6),
                 "width": self.width, "height": self.height, "tiles": self.tiles,
-                **({"experts": {k: round(float(v), 6) for k, v in self.experts.items()}, "fired": self.fired}
+                **({"experts": {k: round(float(v), 6) for k, v in self.experts.items()}, "fired": self.fired,
+                    "findings": {k: self.findings[k] for k in self.fired if self.findings.get(k)}}
                    if self.experts else {})}
 
 
 def verdict_line(row: dict) -> str:
     """A :meth:`Prediction.to_dict` row in words: ``tampered (score 0.910; 2 % of authentic validation photos score
-    this high; 3.1 % of pixels flagged)``."""
-    fired = f"; fired: {', '.join(row['fired'])}" if row.get("fired") else ""
+    this high; 3.1 % of pixels flagged; fired: copymove — a region is copied elsewhere …)``."""
+    findings = row.get("findings") or {}
+    fired = ", ".join(name + (f" — {findings[name]}" if name in findings else "") for name in row.get("fired") or ())
+    fired = f"; fired: {fired}" if fired else ""
     return (f"{row['verdict']} (score {row['score']:.3f}; {row['confidence']}; "
             f"{row['tampered_area_pct']:.3g} % of pixels flagged{fired})")
 
@@ -289,7 +294,8 @@ class Predictor:
                     score, raw_score, reference = expert_score, expert_score, self.experts[name][1]
         return Prediction(prob.astype(np.float32), score, float(threshold), self.name, image, path, n,
                           image_threshold=float(image_threshold), inconclusive_from=band, raw_map=bool(raw_map),
-                          raw_score=raw_score, reference=reference, experts=scores)
+                          raw_score=raw_score, reference=reference, experts=scores,
+                          findings={name: model.finding for name, (model, _) in self.experts.items() if model.finding})
 
     def _tiled(self, image: np.ndarray, tile: int, overlap: float) -> tuple[np.ndarray, float, int]:
         h, w = image.shape[:2]

@@ -39,6 +39,9 @@ class TamperModel(nn.Module):
     #: ratio) added to the learned model's logits rather than a detection of its own that fires
     #: (:mod:`tamperscope.engine.experts`)
     evidence: bool = False
+    #: what it means when this model, fused as a deciding expert, fires, in the analyst's words (``predict``'s
+    #: verdict line and ``results.json`` ``findings``); empty for models that are not experts
+    finding: str = ""
     #: operating points applied to the mask and image probabilities at inference (never in training), chosen on
     #: validation data by ``tamperscope export --calibrate`` and stored in the checkpoint (engine.calibration,
     #: applied by :func:`tamperscope.inference.model_probabilities`)

@@ -262,6 +262,7 @@ class DenseFieldCopyMove(TamperModel):
     """See the module docstring."""
 
     native_resolution = True
+    finding = "a region is copied elsewhere in the same photo (both copies drawn)"
 
     def __init__(self, features: str = "zm-polar", diameter: int = 16, zm_order: int = 5, iterations: int = 8,
                  min_offset: int = 8, max_jump: int = 64, median_radius: int = 4, fit_radius: int = 6,

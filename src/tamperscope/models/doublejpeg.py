@@ -46,37 +46,14 @@ import torch
 
 from ..errors import UserError
 from ..nn.error_level import to_uint8_rgb
+from ..nn.jpeg import BLOCK, block_dct, jfif_luma, zigzag
 from ..registry import register_model
 from .base import TamperModel
 
 PAPER = ("Bianchi & Piva, Image forgery localization via block-grained analysis of JPEG artifacts, IEEE TIFS 7(3), "
          "2012 (aligned double JPEG)")
-BLOCK = 8
-#: JPEG's JFIF luminance weights
-LUMA = np.array([0.299, 0.587, 0.114])
 #: fewest coefficients a step estimate or a histogram is made from
 MIN_SAMPLES = 30
-
-
-def dct_matrix(n: int = BLOCK) -> np.ndarray:
-    """The orthonormal ``n``-point DCT-II matrix (JPEG's FDCT scaling for ``n`` = 8)."""
-    u, x = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    scale = np.where(u == 0, np.sqrt(1.0 / n), np.sqrt(2.0 / n))
-    return scale * np.cos((2 * x + 1) * u * np.pi / (2 * n))
-
-
-def zigzag(n: int = BLOCK) -> list[tuple[int, int]]:
-    """``(row, column)`` frequencies of an ``n``×``n`` block in JPEG's zig-zag order."""
-    return sorted(((i, j) for i in range(n) for j in range(n)),
-                  key=lambda p: (p[0] + p[1], p[1] if (p[0] + p[1]) % 2 == 0 else p[0]))
-
-
-def block_dct(luma: np.ndarray) -> np.ndarray:
-    """``bh×bw×8×8`` DCT coefficients of the complete 8×8 blocks of a float luminance image."""
-    bh, bw = luma.shape[0] // BLOCK, luma.shape[1] // BLOCK
-    blocks = luma[:bh * BLOCK, :bw * BLOCK].reshape(bh, BLOCK, bw, BLOCK).transpose(0, 2, 1, 3)
-    c = dct_matrix()
-    return np.einsum("ux,abxy,vy->abuv", c, blocks, c, optimize=True)
 
 
 def estimate_step(coefficients: np.ndarray, max_step: int, max_noise: float) -> int:
@@ -139,7 +116,7 @@ class AlignedDoubleJpeg(TamperModel):
     def block_evidence(self, rgb: np.ndarray) -> tuple[np.ndarray, int]:
         """(``bh×bw`` log-likelihood ratio "quantised once" vs "twice" of each complete 8×8 block, number of
         frequencies that showed double compression) for one uint8 RGB photo (module docstring, steps 1–4)."""
-        coefficients = block_dct(rgb.astype(np.float64) @ LUMA - 128.0)
+        coefficients = block_dct(jfif_luma(rgb))
         ratio = np.zeros(coefficients.shape[:2])
         used = 0
         if ratio.size < MIN_SAMPLES:
