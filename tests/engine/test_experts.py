@@ -156,3 +156,18 @@ def test_the_jpeg_lattice_expert_decides_on_a_decoded_jpeg_edited_and_kept_lossl
     authentic = predictor.predict_array(double_jpeg.jpeg(double_jpeg.photo_like(4), 75))
     assert "jpeglattice" not in authentic.fired and authentic.experts["jpeglattice"] < 0.5
     assert authentic.to_dict()["findings"] == {} and "jpeglattice" not in verdict_line(authentic.to_dict())
+
+
+@pytest.mark.parametrize("name, config", [("copymove", SMALL), ("doublejpeg", {"weight": 2.0}), ("jpeglattice", {})])
+def test_experts_read_the_photo_directly_with_the_tensor_paths_result(name, config, copy_move, double_jpeg):
+    """expert_maps gives a pixel-reading expert the photo itself (photo_logits), skipping the normalised tensor;
+    the maps and scores are those of the contract's tensor path."""
+    expert = create_model(name, **config).eval()
+    photo = copy_move.forged()[0] if name == "copymove" else double_jpeg.lossless_edit()[0]
+    if name == "doublejpeg":
+        photo = double_jpeg.spliced()[0]
+    prob, score = expert_maps({name: (expert, None)}, photo, torch.device("cpu"))[name]
+    x = imagenet_normalize(torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255)
+    probs, scores = model_probabilities(expert, x)
+    np.testing.assert_allclose(prob, probs[0, 0].numpy(), atol=1e-6)
+    assert score == pytest.approx(float(scores[0]), abs=1e-6) and 0.0 < score < 1.0

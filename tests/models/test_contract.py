@@ -10,6 +10,7 @@ import torch
 from tamperscope.checkpoint import load_checkpoint, save_checkpoint
 from tamperscope.errors import UserError
 from tamperscope.models.base import TamperModel
+from tamperscope.nn.error_level import to_uint8_rgb
 from tamperscope.registry import create_model, get_entry, list_models, signature_config
 
 SIZE = 64
@@ -154,3 +155,16 @@ def test_any_photo_size_gives_a_map_of_that_size(name):
     pred = Predictor(tiny(name).eval(), SIZE, torch.device("cpu"), name).predict_array(rgb)
     assert pred.probability.shape == (50, 70) and 0.0 <= pred.score <= 1.0
     assert bool(((pred.probability >= 0) & (pred.probability <= 1)).all())
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_a_model_that_reads_pixels_gives_forward_its_photo_logits(name):
+    """``photo_logits`` (the experts' direct path in ``predict``) and ``forward`` agree on the same photo."""
+    model = tiny(name).eval()
+    image = batch()["image"][:1]
+    direct = model.photo_logits(to_uint8_rgb(image)[0])
+    if direct is None:  # a learned model: no pixel path
+        return
+    out = outputs(model, image)
+    np.testing.assert_allclose(out["mask_logits"][0, 0].numpy(), direct[0], atol=1e-5)
+    assert out["image_logit"][0].item() == pytest.approx(direct[1], abs=1e-5)

@@ -56,13 +56,20 @@ def build_experts(spec: dict | None, where: str) -> dict[str, tuple[TamperModel,
 
 
 def expert_maps(experts: dict, image: np.ndarray, device: torch.device) -> dict[str, tuple[np.ndarray, float]]:
-    """``{name: (H×W probability map, image probability)}`` of each expert on one whole uint8 RGB photo."""
-    if not experts:
-        return {}
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255.0)
-    x = imagenet_normalize(x).to(device)
-    out = {}
+    """``{name: (H×W probability map, image probability)}`` of each expert on one whole uint8 RGB photo. An expert
+    that reads pixels (:meth:`TamperModel.photo_logits`) gets the photo itself; the others the normalised tensor,
+    made once."""
+    out, x = {}, None
     for name, (model, _) in experts.items():
+        direct = None if model.calibration else model.photo_logits(np.ascontiguousarray(image))
+        if direct is not None:
+            logits, logit = direct
+            out[name] = (torch.sigmoid(torch.from_numpy(logits).float()).numpy(),
+                         float(torch.sigmoid(torch.tensor(float(logit), dtype=torch.float64))))
+            continue
+        if x is None:
+            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255.0)
+            x = imagenet_normalize(x).to(device)
         probs, scores = model_probabilities(model, x)
         out[name] = (probs[0, 0].clamp(0, 1).cpu().numpy(), float(scores[0]))
     return out

@@ -9,20 +9,23 @@
 * ``data_requirements`` tells the data layer which extra targets to compute (edge bands).
 * Multi-stage methods list ``stages`` and implement ``set_stage`` (freezing what the stage freezes).
 * Optional capabilities are declared here with their defaults (ARCHITECTURE.md, "The model contract"), never
-  discovered with ``getattr``: ``native_resolution``, ``evidence``, ``compile_parts``, ``legacy_config``,
-  ``complexity_variants``, :meth:`resolved_config`, :meth:`load_pretrained_stage` and :meth:`profile_extras`.
+  discovered with ``getattr``: ``native_resolution``, ``evidence``, ``finding``, ``compile_parts``, ``legacy_config``,
+  ``complexity_variants``, :meth:`resolved_config`, :meth:`load_pretrained_stage`, :meth:`profile_extras` and
+  :meth:`photo_logits`.
 """
 from __future__ import annotations
 
 from types import MappingProxyType
 from typing import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..checkpoint import load_weights
 from ..errors import UserError
 from ..inference import model_probabilities
+from ..nn.error_level import to_uint8_rgb
 
 
 class TamperModel(nn.Module):
@@ -72,6 +75,13 @@ class TamperModel(nn.Module):
     def profile_extras(self, image_size: int, device) -> dict:
         """Extra flat figures for ``tamperscope profile`` (e.g. DiffIML's cost per denoiser call); default none."""
         return {}
+
+    def photo_logits(self, rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """``(H×W float32 mask logits, image logit)`` straight from one uint8 RGB photo, for weight-free models that
+        read pixels (the experts): :func:`tamperscope.engine.experts.expert_maps` calls it instead of normalising a
+        large photo into a tensor and back once per expert, and :func:`photo_forward` builds ``forward`` from it.
+        Default None: the model has no such path."""
+        return None
 
     def export_inputs(self, image: torch.Tensor):
         """The weight-free part of ``forward`` that stays outside an exported graph (e.g. OpenCV JPEG round trips,
@@ -134,3 +144,11 @@ class TamperModel(nn.Module):
 def max_pool_image_logit(mask_logits: torch.Tensor) -> torch.Tensor:
     """Image logit of a model without a detection head: the maximum mask logit (resolved choice)."""
     return mask_logits.flatten(1).amax(dim=1)
+
+
+def photo_forward(model: TamperModel, image: torch.Tensor) -> dict:
+    """``forward`` of a model that reads pixels: its :meth:`TamperModel.photo_logits` on each photo of the batch."""
+    results = [model.photo_logits(np.ascontiguousarray(rgb)) for rgb in to_uint8_rgb(image)]
+    logits = torch.from_numpy(np.stack([m for m, _ in results]).astype(np.float32)).to(image.device)[:, None]
+    scores = torch.tensor([s for _, s in results], dtype=torch.float32, device=image.device)
+    return {"mask_logits": logits, "image_logit": scores}

@@ -64,9 +64,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..nn.error_level import to_uint8_rgb
 from ..registry import register_model
-from .base import TamperModel
+from .base import TamperModel, photo_forward
 
 PAPER = ("Cozzolino, Poggi & Verdoliva, Efficient dense-field copy-move forgery detection, IEEE TIFS 10(11), "
          "2015 (official code: GRIP CMFD-PM)")
@@ -340,14 +339,15 @@ class DenseFieldCopyMove(TamperModel):
             full = cv2.resize(full.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
         return full, float(largest)
 
-    def forward(self, image: torch.Tensor) -> dict:
-        masks, areas = zip(*(self.detect(np.ascontiguousarray(rgb)) for rgb in to_uint8_rgb(image)))
+    def photo_logits(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """Contract outputs (module docstring) of one uint8 RGB photo."""
+        mask, area = self.detect(rgb)
         sure = math.log((1.0 - self.eps) / self.eps)
-        maps = torch.from_numpy(np.stack(masks)).to(image.device)[:, None]
-        logits = torch.where(maps, sure, -sure).float()
-        area = torch.tensor(areas, dtype=torch.float32, device=image.device)
-        image_logit = torch.log(area.clamp_min(1e-3) / self.min_area).clamp(-sure, sure)
-        return {"mask_logits": logits, "image_logit": image_logit}
+        image_logit = min(max(math.log(max(area, 1e-3) / self.min_area), -sure), sure)
+        return np.where(mask, sure, -sure).astype(np.float32), image_logit
+
+    def forward(self, image: torch.Tensor) -> dict:
+        return photo_forward(self, image)
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         raise UserError("copymove is not trainable: it is a fixed classical detector without parameters")

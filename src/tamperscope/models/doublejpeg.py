@@ -45,10 +45,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..nn.error_level import to_uint8_rgb
 from ..nn.jpeg import BLOCK, block_dct, jfif_luma, zigzag
 from ..registry import register_model
-from .base import TamperModel
+from .base import TamperModel, photo_forward
 
 PAPER = ("Bianchi & Piva, Image forgery localization via block-grained analysis of JPEG artifacts, IEEE TIFS 7(3), "
          "2012 (aligned double JPEG)")
@@ -151,10 +150,12 @@ class AlignedDoubleJpeg(TamperModel):
             out[:bh * BLOCK, :bw * BLOCK] = np.repeat(np.repeat(blocks, BLOCK, 0), BLOCK, 1)
         return out
 
+    def photo_logits(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        logits = self.evidence_map(rgb)
+        return logits, float(logits.max())
+
     def forward(self, image: torch.Tensor) -> dict:
-        maps = np.stack([self.evidence_map(np.ascontiguousarray(rgb)) for rgb in to_uint8_rgb(image)])
-        logits = torch.from_numpy(maps).to(image.device)[:, None]
-        return {"mask_logits": logits, "image_logit": logits.flatten(1).amax(1)}
+        return photo_forward(self, image)
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         raise UserError("doublejpeg is not trainable: it is a fixed classical detector without parameters")

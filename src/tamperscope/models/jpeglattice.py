@@ -56,10 +56,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..nn.error_level import to_uint8_rgb
 from ..nn.jpeg import BLOCK, block_dct, jfif_luma, zigzag
 from ..registry import register_model
-from .base import TamperModel
+from .base import TamperModel, photo_forward
 
 PAPER = ("Fan & de Queiroz, Identification of bitmap compression history: JPEG detection and quantizer estimation, "
          "IEEE TIP 12(2), 2003 (block test after Bianchi & Piva, IEEE TIFS 7(3), 2012)")
@@ -206,11 +205,11 @@ class JpegLattice(TamperModel):
         out[dy:dy + bh * BLOCK, dx:dx + bw * BLOCK] = np.repeat(np.repeat(logits, BLOCK, 0), BLOCK, 1)
         return out, (float(np.log(areas[large].max() / self.min_area)) if large.size else -LIMIT)
 
+    def photo_logits(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        return self.detect(rgb)
+
     def forward(self, image: torch.Tensor) -> dict:
-        results = [self.detect(np.ascontiguousarray(rgb)) for rgb in to_uint8_rgb(image)]
-        logits = torch.from_numpy(np.stack([m for m, _ in results])).to(image.device)[:, None]
-        scores = torch.tensor([s for _, s in results], dtype=torch.float32, device=image.device)
-        return {"mask_logits": logits, "image_logit": scores}
+        return photo_forward(self, image)
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         raise UserError("jpeglattice is not trainable: it is a fixed classical detector without parameters")
