@@ -10,13 +10,13 @@ Fusion rule (resolved choice, chosen on validation data, docs/MODELS.md): every 
 where 0.5 is the operating point chosen on validation data (the learned model's calibration; the deciding experts'
 own rules: the copy-move expert's size rule, the JPEG-lattice expert's area rule). The fused score is the maximum
 score: the photo is called tampered when any expert calls it so. The fused map is the pixel-wise maximum, except
-that when an expert fires (its score above its 0.5) the learned map is
-first halved: it keeps its order (for the pixel AUC) but no longer passes 0.5, so the regions drawn are the
-expert's. A found clone explains the photo far better than the learned map's weak guesses around it (CASIA v1 val:
-mean pixel F1 0.344 with the plain maximum, 0.411 with this rule, 57 of its 138 forgeries firing the expert; a
-generated copy-move val set: 0.627 and 0.708, 116 of 138 firing; pixel AUC unchanged on both). In
-``predict`` an expert sees the whole photo, never a tile (a copy-move's two copies may lie in different tiles); in
-dataset evaluation (:class:`ExpertFusion`) it sees what the learned model sees, the photo padded to a multiple of 32.
+that when an expert fires (its score above its 0.5) the learned map is first halved: it keeps its order (for the
+pixel AUC) but no longer passes 0.5, so the regions drawn are the expert's. A found clone explains the photo far
+better than the learned map's weak guesses around it (CASIA v1 val: mean pixel F1 0.344 with the plain maximum,
+0.411 with this rule, 57 of its 138 forgeries firing the expert; a generated copy-move val set: 0.627 and 0.708,
+116 of 138 firing; pixel AUC unchanged on both). In ``predict`` an expert sees the whole photo, never a tile (a
+copy-move's two copies may lie in different tiles); in dataset evaluation (:class:`ExpertFusion`) it sees what the
+learned model sees, the photo padded to a multiple of 32 (the JPEG-lattice expert leaves that padding out).
 
 Evidence experts (``TamperModel.evidence``, the double-JPEG expert) do not detect on their own: their mask logits are
 a log-likelihood ratio per block, added to the learned model's calibrated logits before the rule above (naive
