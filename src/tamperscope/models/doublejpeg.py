@@ -45,14 +45,12 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..nn.jpeg import BLOCK, block_dct, jfif_luma, zigzag
+from ..nn.jpeg import BLOCK, MIN_SAMPLES, block_dct, jfif_luma, zigzag
 from ..registry import register_model
 from .base import TamperModel, photo_forward
 
 PAPER = ("Bianchi & Piva, Image forgery localization via block-grained analysis of JPEG artifacts, IEEE TIFS 7(3), "
          "2012 (aligned double JPEG)")
-#: fewest coefficients a step estimate or a histogram is made from
-MIN_SAMPLES = 30
 
 
 def estimate_step(coefficients: np.ndarray, max_step: int, max_noise: float) -> int:

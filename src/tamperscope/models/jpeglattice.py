@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..nn.jpeg import BLOCK, block_dct, jfif_luma, zigzag
+from ..nn.jpeg import BLOCK, MIN_SAMPLES, block_dct, jfif_luma, zigzag
 from ..registry import register_model
 from .base import TamperModel, photo_forward
 
@@ -66,8 +66,6 @@ PAPER = ("Fan & de Queiroz, Identification of bitmap compression history: JPEG d
 LIMIT = 20.0
 #: zig-zag AC frequencies, and the bound on |c|, that the grid search counts near-zero coefficients of (step 1)
 GRID_FREQUENCIES, GRID_ZERO = 35, 0.6
-#: fewest coefficients a step is estimated from, fewest blocks a photo is read from
-MIN_SAMPLES = 30
 
 
 def grid_offset(luma: np.ndarray, window: int) -> tuple[int, int]:

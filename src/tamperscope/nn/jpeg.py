@@ -21,6 +21,8 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
 BLOCK = 8
 #: JPEG's JFIF luminance weights
 LUMA = np.array([0.299, 0.587, 0.114])
+#: fewest coefficients (or blocks) a statistic of one DCT frequency is read from by the JPEG-trace experts
+MIN_SAMPLES = 30
 
 
 def jfif_luma(rgb: np.ndarray) -> np.ndarray:
