@@ -30,6 +30,17 @@ def model_probabilities(model, images: torch.Tensor) -> tuple[torch.Tensor, torc
     return probs, calibrate_score(torch.sigmoid(out["image_logit"].double().reshape(-1)), calibration)
 
 
+def padded_probabilities(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`model_probabilities` of photos of any size: padded at the bottom/right by edge replication to a
+    multiple of the model's ``input_multiple``, run, and the map cropped back to the photo."""
+    h, w = images.shape[-2:]
+    pad_h, pad_w = -h % model.input_multiple, -w % model.input_multiple
+    if pad_h or pad_w:
+        images = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
+    probs, scores = model_probabilities(model, images)
+    return probs[..., :h, :w], scores
+
+
 def logit_shift(prob: torch.Tensor, t: float) -> torch.Tensor:
     """``prob`` with its logit moved by −logit(t), so that ``p > t`` becomes ``> 0.5`` (the ranking is kept)."""
     shift = torch.logit(torch.tensor(float(t), dtype=torch.float64), eps=1e-12)

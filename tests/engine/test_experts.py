@@ -1,7 +1,10 @@
 """Experts fused with a learned model (engine/experts.py) in predict and in dataset evaluation."""
+import json
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tamperscope.checkpoint import read_checkpoint_config, save_checkpoint
 from tamperscope.inference import model_probabilities
@@ -171,3 +174,42 @@ def test_experts_read_the_photo_directly_with_the_tensor_paths_result(name, conf
     probs, scores = model_probabilities(expert, x)
     np.testing.assert_allclose(prob, probs[0, 0].numpy(), atol=1e-6)
     assert score == pytest.approx(float(scores[0]), abs=1e-6) and 0.0 < score < 1.0
+
+
+class ShapeRecorder(torch.nn.Module):
+    """A weight-free stand-in expert that records the size of every input it is given."""
+
+    def __init__(self, expert):
+        super().__init__()
+        self.expert, self.sizes = expert, []
+        self.evidence, self.calibration, self.input_multiple = expert.evidence, None, expert.input_multiple
+
+    def forward(self, image):
+        self.sizes.append(tuple(image.shape[-2:]))
+        return self.expert(image)
+
+
+def test_dataset_evaluation_pads_for_the_learned_model_and_never_for_the_experts(double_jpeg, tmp_path):
+    """``evaluate`` pads a photo of 229×243 to 256×256 by edge replication for the learned model; the experts read
+    the photo itself (``input_multiple`` 1): padded blocks lie on no lattice and would fire the lattice expert on
+    an authentic decoded JPEG (what happened before), and would enter the double-JPEG estimates."""
+    from tamperscope.data.datasets import load_dataset_spec
+    from tamperscope.engine.evaluate import evaluation_dataset, iterate_maps
+
+    photo = double_jpeg.jpeg(double_jpeg.photo_like(4), 75)[:229, :243]
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    (tmp_path / "list.json").write_text(json.dumps([["a.png", "Negative"]]))
+    torch.manual_seed(0)
+    learned = ShapeRecorder(create_model("ela-unet", widths=[4, 8]).eval())
+    learned.input_multiple = 32
+    lattice, evidence = ShapeRecorder(create_model("jpeglattice")), ShapeRecorder(create_model("doublejpeg"))
+    fusion = ExpertFusion(create_model("ela-unet", widths=[4, 8]), {"jpeglattice": (lattice, None),
+                                                                   "doublejpeg": (evidence, None)}).eval()
+    fusion.model = learned
+    dataset = evaluation_dataset(fusion, load_dataset_spec(str(tmp_path / "list.json")), 64)
+    (_, prob, gt, _, _, _), = iterate_maps(fusion, dataset, progress=False)
+    assert learned.sizes == [(256, 256)] and lattice.sizes == evidence.sizes == [(229, 243)]
+    assert prob.shape == gt.shape == (229, 243)
+    padded = np.pad(photo, ((0, 256 - 229), (0, 256 - 243), (0, 0)), mode="edge")
+    expert = create_model("jpeglattice")
+    assert expert.detect(padded)[1] > 0 > expert.detect(photo)[1]  # the padding alone would fire it

@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from tamperscope.errors import UserError
-from tamperscope.models.jpeglattice import LIMIT, content_size, grid_offset, lattice_step
+from tamperscope.models.jpeglattice import LIMIT, grid_offset, lattice_step
 from tamperscope.nn.jpeg import jfif_luma
 from tamperscope.nn.norm import imagenet_normalize
 from tamperscope.registry import create_model
@@ -82,15 +82,3 @@ def test_contract_and_errors(double_jpeg):
     with pytest.raises(UserError, match="not trainable"):
         model.param_groups(0.0)
 
-
-def test_replicated_padding_is_left_out(double_jpeg):
-    """Dataset evaluation pads a photo to a multiple of 32 by replicating its last row and column; those blocks lie
-    on no lattice and must not fire the expert on an authentic photo."""
-    model = create_model("jpeglattice")
-    photo = double_jpeg.jpeg(double_jpeg.photo_like(4), 75)[:229, :243]
-    padded = np.pad(photo, ((0, 27), (0, 13), (0, 0)), mode="edge")
-    assert content_size(padded) == (229, 243) and content_size(photo) == (229, 243)
-    logits, score = model.detect(padded)
-    assert score < 0 and (logits[229:] == -LIMIT).all() and (logits[:, 243:] == -LIMIT).all()
-    image, mask = double_jpeg.lossless_edit()
-    assert model.detect(np.pad(image, ((0, 5), (0, 9), (0, 0)), mode="edge"))[1] == pytest.approx(model.detect(image)[1])

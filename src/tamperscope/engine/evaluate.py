@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..data.datasets import ForensicsDataset, collate
 from ..data.transforms import resize_mask
 from ..errors import ImageReadError, UserError
-from ..inference import model_probabilities, upsample_to
+from ..inference import model_probabilities, padded_probabilities, upsample_to
 from ..io import orient_mask, probe_image, read_mask, read_probability_map
 from ..metrics import MetricAccumulator, f1_at_thresholds
 from .distributed import ResumableSampler, is_main
@@ -51,9 +51,11 @@ def iterate_maps(model, dataset, *, batch_size: int = 8, device: torch.device | 
     """Run ``model`` over this rank's share of ``dataset``; yield ``(index, probability map, ground truth,
     image score, meta, path)`` per image, the map at the ground truth's full resolution.
 
-    A dataset at ``resolution="native"`` (photos padded to a multiple of 32) runs one image per batch, and each
-    map is cropped back to the photo the model saw (its ``input_size``: smaller or larger than the ground truth
-    under a ``resize`` perturbation), then resized to the ground truth."""
+    A dataset at ``resolution="native"`` (photos padded to a multiple of 32, for the training losses) runs one
+    image per batch: its padding is cut off and the model pads the photo as it needs
+    (:func:`~tamperscope.inference.padded_probabilities`: weight-free experts read it unpadded), and the map, at the
+    photo the model saw (its ``input_size``: smaller or larger than the ground truth under a ``resize``
+    perturbation), is resized to the ground truth."""
     native = getattr(dataset, "resolution", "resize") == "native"
     batch_size = 1 if native else batch_size
     device = torch.device(device)
@@ -62,14 +64,18 @@ def iterate_maps(model, dataset, *, batch_size: int = 8, device: torch.device | 
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
                         drop_last=False, generator=torch.Generator().manual_seed(0))
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not (progress and is_main()), leave=False):
-        probs, scores = model_probabilities(model, batch["image"].to(device, non_blocking=True))
+        image = batch["image"].to(device, non_blocking=True)
+        if native:
+            h, w = batch["input_size"][0]
+            probs, scores = padded_probabilities(model, image[..., :h, :w])
+        else:
+            probs, scores = model_probabilities(model, image)
         if not (bool(torch.isfinite(probs).all()) and bool(torch.isfinite(scores).all())):
             raise UserError(f"{batch['path'][0]}: the model gave non-finite outputs (NaN or infinity); its weights "
                             "are probably damaged")
         for i in range(probs.shape[0]):
             gt = batch["mask_full"][i].numpy().astype(bool)
-            h, w = batch["input_size"][i] if native else probs.shape[-2:]
-            prob = probs[i, :, :h, :w]
+            prob = probs[i]
             meta = batch.get("meta", [None] * probs.shape[0])[i]
             yield (int(batch["index"][i]), upsample_to(prob.float(), gt.shape), gt, float(scores[i]), meta,
                    batch["path"][i])

@@ -15,8 +15,9 @@ pixel AUC) but no longer passes 0.5, so the regions drawn are the expert's. A fo
 better than the learned map's weak guesses around it (CASIA v1 val: mean pixel F1 0.344 with the plain maximum,
 0.411 with this rule, 57 of its 138 forgeries firing the expert; a generated copy-move val set: 0.627 and 0.708,
 116 of 138 firing; pixel AUC unchanged on both). In ``predict`` an expert sees the whole photo, never a tile (a
-copy-move's two copies may lie in different tiles); in dataset evaluation (:class:`ExpertFusion`) it sees what the
-learned model sees, the photo padded to a multiple of 32 (the JPEG-lattice expert leaves that padding out).
+copy-move's two copies may lie in different tiles); in dataset evaluation (:class:`ExpertFusion`) it sees the photo
+as the learned model does, at its own size, but unpadded: the learned model's input is padded to its multiple of 32
+(:func:`~tamperscope.inference.padded_probabilities`), the experts' is not (their ``input_multiple`` is 1).
 
 Evidence experts (``TamperModel.evidence``, the double-JPEG expert) do not detect on their own: their mask logits are
 a log-likelihood ratio per block, added to the learned model's calibrated logits before the rule above (naive
@@ -33,7 +34,7 @@ from ..models.base import TamperModel
 from ..nn.norm import imagenet_normalize
 from ..registry import create_model, is_registered
 from ..errors import UserError
-from ..inference import model_probabilities
+from ..inference import padded_probabilities
 
 EXPERTS_KEY = "experts"
 MAIN = "model"
@@ -70,7 +71,7 @@ def expert_maps(experts: dict, image: np.ndarray, device: torch.device) -> dict[
         if x is None:
             x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255.0)
             x = imagenet_normalize(x).to(device)
-        probs, scores = model_probabilities(model, x)
+        probs, scores = padded_probabilities(model, x)
         out[name] = (probs[0, 0].clamp(0, 1).cpu().numpy(), float(scores[0]))
     return out
 
@@ -125,12 +126,13 @@ class ExpertFusion(TamperModel):
         self.model_name = f"{model.model_name}+{'+'.join(experts)}"
         self.config = model.config
         self.native_resolution = model.native_resolution
+        self.input_multiple = 1  # each part pads the photo as it needs (module docstring)
 
     def forward(self, image: torch.Tensor) -> dict:
-        probs, scores = model_probabilities(self.model, image)
+        probs, scores = padded_probabilities(self.model, image)
         experts = list(self.experts.values())
-        probs, scores = fuse(probs, scores, (model_probabilities(e, image) for e in experts if not e.evidence),
-                             (model_probabilities(e, image)[0] for e in experts if e.evidence))
+        probs, scores = fuse(probs, scores, (padded_probabilities(e, image) for e in experts if not e.evidence),
+                             (padded_probabilities(e, image)[0] for e in experts if e.evidence))
         return {"mask_logits": torch.logit(probs.float(), eps=_EPS), "image_logit": torch.logit(scores, eps=_EPS)}
 
 

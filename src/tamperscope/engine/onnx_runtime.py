@@ -43,6 +43,7 @@ from ..io import atomic_write_bytes
 from ..models.base import TamperModel
 from ..nn.norm import imagenet_normalize
 from ..registry import create_model
+from ..sizes import INPUT_MULTIPLE
 from .experts import EXPERTS_KEY
 
 ONNX_SUFFIX = ".onnx"
@@ -334,7 +335,10 @@ class OnnxModel:
     """An exported ``.onnx`` file standing in for the model in :class:`~tamperscope.engine.predict.Predictor`:
     called on an ImageNet-normalised batch, it returns ``{"mask_logits", "image_logit"}`` as torch tensors on the
     input's device, and carries the checkpoint's ``model_name``, ``config``, ``calibration`` and
-    ``native_resolution``. The graph runs on the CPU whatever the device."""
+    ``native_resolution``; its ``input_multiple`` is the dynamic graph's (32). The graph runs on the CPU whatever
+    the device."""
+
+    input_multiple = INPUT_MULTIPLE
 
     def __init__(self, path: str | os.PathLike, runtime: str = "auto", threads: int | None = None):
         runtime = resolve_runtime(runtime)

@@ -9,8 +9,8 @@ Model choice (:func:`load_predictor`)
 
 Any image size
 - A model whose class sets ``native_resolution = True`` (ELA: resampling would destroy the JPEG traces it reads)
-  sees the photo at its own size, padded at the bottom/right by edge replication to a multiple of 32 (this keeps
-  the 8×8 JPEG grid aligned); the map is cropped back.
+  sees the photo at its own size, padded at the bottom/right by edge replication to its ``input_multiple`` (32;
+  weight-free experts 1: unpadded), which keeps the 8×8 JPEG grid aligned; the map is cropped back.
 - Any other model sees the photo resized to ``S×S`` (bilinear, as the training data loader does) and its map is
   resized back to the photo's size (bilinear, :func:`upsample_to`), so the output always has the photo's size.
   The EXIF orientation is applied when reading, so maps match the photo as viewers show it.
@@ -59,9 +59,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.transforms import JPEG_GRID, pad_to_multiple
+from ..data.transforms import JPEG_GRID
 from ..errors import ImageReadError, UserError
-from ..inference import calibrate_score, model_probabilities, uncalibrate_score, upsample_to
+from ..inference import calibrate_score, padded_probabilities, uncalibrate_score, upsample_to
 from ..io import atomic_write_bytes, atomic_write_text, check_protected, encode_image, read_image, read_image_bytes
 from ..nn.norm import imagenet_normalize
 from ..report.visualize import heatmap as heatmap_rgb, mask_image, overlay as overlay_rgb
@@ -235,12 +235,11 @@ class Predictor:
 
     def _run(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
-        return model_probabilities(self.model, imagenet_normalize(x).to(self.device))
+        return padded_probabilities(self.model, imagenet_normalize(x).to(self.device))
 
     def _native(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
-        h, w = crop.shape[:2]
-        probs, scores = self._run(pad_to_multiple(crop, replicate=True)[None])
-        return probs[0, 0, :h, :w].clamp(0, 1).cpu().numpy(), float(scores[0])
+        probs, scores = self._run(crop[None])
+        return probs[0, 0].clamp(0, 1).cpu().numpy(), float(scores[0])
 
     def maps(self, crops: Sequence[np.ndarray]) -> list[tuple[np.ndarray, float]]:
         """(probability map at the crop's size, image score) for each RGB uint8 crop."""

@@ -9,7 +9,7 @@
 * ``data_requirements`` tells the data layer which extra targets to compute (edge bands).
 * Multi-stage methods list ``stages`` and implement ``set_stage`` (freezing what the stage freezes).
 * Optional capabilities are declared here with their defaults (ARCHITECTURE.md, "The model contract"), never
-  discovered with ``getattr``: ``native_resolution``, ``evidence``, ``finding``, ``compile_parts``, ``legacy_config``,
+  discovered with ``getattr``: ``native_resolution``, ``input_multiple``, ``evidence``, ``finding``, ``compile_parts``, ``legacy_config``,
   ``complexity_variants``, :meth:`resolved_config`, :meth:`load_pretrained_stage`, :meth:`profile_extras` and
   :meth:`photo_logits`.
 """
@@ -26,6 +26,7 @@ from ..checkpoint import load_weights
 from ..errors import UserError
 from ..inference import model_probabilities
 from ..nn.error_level import to_uint8_rgb
+from ..sizes import INPUT_MULTIPLE
 
 
 class TamperModel(nn.Module):
@@ -38,6 +39,10 @@ class TamperModel(nn.Module):
     #: whether the model reads each photo at its own size, padded to a multiple of 32, instead of a resize to
     #: ``S×S`` (resampling erases the JPEG traces ELA-style models read): predict, evaluation and training crops
     native_resolution: bool = False
+    #: the multiple of which its input's sides must be; a photo of another size is padded at the bottom/right by
+    #: edge replication and the map cropped back (:func:`tamperscope.inference.padded_probabilities`). Models that
+    #: read pixels at any size (the weight-free experts) set 1, so that padding never enters their evidence
+    input_multiple: int = INPUT_MULTIPLE
     #: whether, as a weight-free expert fused with a learned model, its mask logits are evidence (a log-likelihood
     #: ratio) added to the learned model's logits rather than a detection of its own that fires
     #: (:mod:`tamperscope.engine.experts`)

@@ -53,7 +53,8 @@ Resolved choices for the model contract (the paper outputs a binary mask):
   with ``a`` the largest connected region that passes the fitting and distance rules, so the image probability
   ``a / (a + min_area)`` is 0.5 exactly at the paper's size rule and grows with the matched area.
 - Matching is random; its generator is seeded with ``seed`` per photo, so a photo always gives the same result.
-- ``native_resolution = True``: ``predict`` gives it the photo at its own size.
+- ``native_resolution = True``, ``input_multiple = 1``: ``predict`` and ``evaluate`` give it the photo at its own
+  size, unpadded.
 """
 from __future__ import annotations
 
@@ -261,6 +262,7 @@ class DenseFieldCopyMove(TamperModel):
     """See the module docstring."""
 
     native_resolution = True
+    input_multiple = 1
     finding = "a region is copied elsewhere in the same photo (both copies drawn)"
 
     def __init__(self, features: str = "zm-polar", diameter: int = 16, zm_order: int = 5, iterations: int = 8,

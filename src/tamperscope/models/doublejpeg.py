@@ -36,7 +36,8 @@ Contract:
 - ``image_logit``: the largest mask logit (the strongest block evidence; not calibrated).
 - ``evidence = True``: in a fused checkpoint its logits are added to the learned model's
   (:mod:`tamperscope.engine.experts`); it never fires or decides a verdict.
-- ``native_resolution = True``: resampling erases the grid, so it reads each photo at its own size.
+- ``native_resolution = True``, ``input_multiple = 1``: resampling erases the grid, so it reads each photo at its
+  own size, and padding would add blocks that are not the photo's.
 """
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ class AlignedDoubleJpeg(TamperModel):
     """See the module docstring."""
 
     native_resolution = True
+    input_multiple = 1
     evidence = True
 
     def __init__(self, frequencies: int = 15, max_step: int = 40, max_noise: float = 0.8, alpha: float = 0.9,

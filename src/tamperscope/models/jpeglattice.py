@@ -36,9 +36,7 @@ lattice: the expert is silent on both.
    ``min_coefficients`` (4) informative coefficients, clipped blocks and the incomplete blocks at the borders.
 4. **Map and decision**: the ratio is averaged over ``smoothing``×``smoothing`` blocks (3); blocks whose average
    exceeds ``threshold`` (2 nats: an isolated block with rounding outliers does not pass once averaged with its
-   neighbours) form regions, and regions under ``min_area`` pixels (1,024) are dropped. Rows and columns at the
-   bottom and right that repeat the one before them exactly (replicated padding, :func:`content_size`) are left
-   out: their blocks lie on no lattice.
+   neighbours) form regions, and regions under ``min_area`` pixels (1,024) are dropped.
 
 Contract:
 - ``mask_logits``: ``weight`` × (the smoothed ratio − ``threshold``), clipped to ±20, set on every pixel of its block;
@@ -47,7 +45,8 @@ Contract:
 - ``image_logit``: ``log(a / min_area)`` with ``a`` the largest kept region's area in pixels (−20 without one), so
   the image probability is 0.5 at the area rule: the expert fires when a region of at least ``min_area`` pixels
   lies off the photo's lattice.
-- ``native_resolution = True``: resampling erases the lattice, so it reads each photo at its own size.
+- ``native_resolution = True``, ``input_multiple = 1``: resampling erases the lattice, so it reads each photo at
+  its own size, and padding would add blocks that lie on no lattice.
 """
 from __future__ import annotations
 
@@ -84,16 +83,6 @@ def grid_offset(luma: np.ndarray, window: int) -> tuple[int, int]:
     return offset
 
 
-def content_size(rgb: np.ndarray) -> tuple[int, int]:
-    """``(h, w)`` of ``rgb`` without the rows at the bottom and the columns at the right that repeat the one before
-    them exactly: replicated padding (dataset evaluation pads photos to a multiple of 32), whose blocks are on no
-    lattice. A photo's own rows differ by their noise; flat ones left out carry no evidence anyway."""
-    def length(same: np.ndarray) -> int:
-        differ = np.flatnonzero(~same)
-        return int(differ[-1]) + 2 if differ.size else 1
-    return (length((rgb[1:] == rgb[:-1]).all(axis=(1, 2))), length((rgb[:, 1:] == rgb[:, :-1]).all(axis=(0, 2))))
-
-
 def lattice_step(c: np.ndarray, max_step: int, tolerance: float, min_share: float) -> tuple[int, float]:
     """(step, root mean square distance to the lattice within the tolerance) of one frequency's coefficients
     ``c``; step 1 when no lattice holds (module docstring, step 2)."""
@@ -121,6 +110,7 @@ class JpegLattice(TamperModel):
     """See the module docstring."""
 
     native_resolution = True
+    input_multiple = 1
     finding = "a region was changed after the photo was decoded from a JPEG (it lies off the photo's JPEG lattice)"
 
     def __init__(self, frequencies: int = 15, max_step: int = 40, tolerance: float = 0.75, min_share: float = 0.6,
@@ -188,8 +178,7 @@ class JpegLattice(TamperModel):
         """(``H×W`` float32 mask logits, image logit) of one uint8 RGB photo (module docstring, step 4 and
         contract)."""
         out = np.full(rgb.shape[:2], -LIMIT, np.float32)
-        h, w = content_size(rgb)
-        ratio, (dy, dx) = self.block_evidence(rgb[:h, :w])
+        ratio, (dy, dx) = self.block_evidence(rgb)
         if ratio is None:
             return out, -LIMIT
         smoothed = cv2.blur(ratio, (self.smoothing, self.smoothing), borderType=cv2.BORDER_REPLICATE)
