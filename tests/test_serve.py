@@ -512,3 +512,43 @@ def test_the_server_caps_malloc_arenas_before_serving(monkeypatch):
     srv = make_server(build_app(quiet=True), "127.0.0.1", 0)
     srv.server_close()
     assert calls == [1]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_page_lists_what_each_fired_expert_found(double_jpeg, tmp_path):
+    """The page's text lines (static/format.js, run under Node) on predict's own results: a line per expert that
+    fired, with its finding; none, and no region drawn, on an authentic verdict."""
+    from tamperscope.engine.experts import attach_experts
+    from tamperscope.engine.predict import load_predictor
+    from tamperscope.registry import create_model
+
+    torch.manual_seed(0)
+    learned = create_model("ela-unet", widths=[4, 8])
+    learned.calibration = {"mode": "absolute", "threshold": 0.5,  # it never calls a photo tampered
+                           "image": {"threshold": 0.999999, "inconclusive_from": 0.999999, "max_false_alarm": 0.1,
+                                     "authentic_scores": [0.1, 0.2], "tampered_scores": [0.999999, 1.0]}}
+    plain = save_checkpoint(learned, tmp_path / "plain.safetensors")
+    attach_experts(plain, tmp_path / "fused.safetensors", {"jpeglattice": {}})
+    predictor = load_predictor(tmp_path / "fused.safetensors")
+    edited = predictor.predict_array(double_jpeg.lossless_edit()[0]).to_dict()
+    authentic = predictor.predict_array(double_jpeg.jpeg(double_jpeg.photo_like(4), 75)).to_dict()
+    script = tmp_path / "lines.js"
+    script.write_text(f"const f = require({json.dumps(str(load_static_path('format.js')))});\n"
+                      "for (const r of JSON.parse(require('fs').readFileSync(process.argv[2], 'utf8'))) {\n"
+                      "  console.log(JSON.stringify([f.firedLines(r), f.detailsLine(r)]));\n}\n")
+    (tmp_path / "results.json").write_text(json.dumps([edited, authentic]))
+    out = subprocess.run(["node", str(script), str(tmp_path / "results.json")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    (fired, details), (fired_none, details_none) = (json.loads(line) for line in out.stdout.splitlines())
+    assert edited["verdict"] == "tampered" and edited["fired"] == ["jpeglattice"]
+    assert fired == [f"fired: jpeglattice — {edited['findings']['jpeglattice']}"] and "decoded from a JPEG" in fired[0]
+    assert details.startswith(f"{edited['tampered_area_pct']:.2f}% of pixels above")
+    assert authentic["verdict"] == "authentic" and fired_none == []
+    assert details_none.startswith("no region drawn (authentic); 256×256 px")
+
+
+def load_static_path(name):
+    """The packaged static file ``name`` on disk."""
+    from importlib import resources
+    return resources.files("tamperscope.serve").joinpath("static", name)

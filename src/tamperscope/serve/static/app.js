@@ -2,6 +2,7 @@
 // tamperscope web UI: one upload path for dropped files, chosen files and the bundled sample (?sample=1).
 (function () {
   const $ = (id) => document.getElementById(id);
+  const format = window.tamperscopeFormat;  // static/format.js
   const MB = 1024 * 1024;
   let maxUpload = 0;
   // the session token the server wrote into this page; every POST carries it (cross-site pages cannot read it)
@@ -69,10 +70,14 @@
     score.className = result.verdict;
     score.textContent = `${result.verdict} (score ${result.score.toFixed(3)})`;
     $("confidence").textContent = result.confidence;
-    const drawn = result.verdict === "authentic" && !result.raw_map
-      ? "no region drawn (authentic)" : `${result.tampered_area_pct.toFixed(2)}% of pixels above ${result.threshold}`;
-    $("details").textContent = `${drawn}; ${result.width}×${result.height} px; model ${result.model}` +
-      (result.tiles > 1 ? `; ${result.tiles} windows` : "");
+    const fired = format.firedLines(result);
+    $("findings").hidden = fired.length === 0;
+    $("findings").replaceChildren(...fired.map((line) => {
+      const item = document.createElement("li");
+      item.textContent = line;
+      return item;
+    }));
+    $("details").textContent = format.detailsLine(result);
     const downloads = $("downloads");
     downloads.replaceChildren();
     for (const key of ["heatmap", "mask", "overlay", "noiseprint"]) {
