@@ -136,8 +136,13 @@ def test_synthesize_command_writes_a_list_and_resumes(tmp_path, photos):
         img = read_image(out / image)
         if mask != "Negative":
             assert read_mask(out / mask, img.shape[:2]).any()
-    metas = [json.loads(line) for line in (out / "meta.jsonl").read_text().splitlines()]
+    metas = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert [m["image"] for m in metas] == [e[0] for e in entries]
+    from tamperscope.data.datasets import load_dataset_spec
+    records = load_dataset_spec(str(out / "list.json"))  # the metadata reaches the records: evaluate --group-by
+    for rec, meta in zip(records, metas):
+        assert rec.meta == {k: v for k, v in meta.items() if k != "image"}
+        assert (rec.mask is None) == ("method" not in rec.meta) == ("area_bin" not in rec.meta)
     first = {e[0]: (out / e[0]).read_bytes() for e in entries}
     # an interrupted run: one image and one mask lost; the rerun rewrites exactly them, byte for byte
     (out / entries[0][0]).unlink()

@@ -15,7 +15,7 @@ def add_arguments(p):
     p.add_argument("--photos", required=True, action="append", metavar="SPEC",
                    help="a folder, a .txt list of photo paths (relative to the list) or a .json list (its "
                         "authentic entries); repeat to combine")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (Tp/ Gt/ Au/, list.json, meta.jsonl)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (Tp/ Gt/ Au/, list.json, metadata.jsonl)")
     p.add_argument("--tampered", type=int, default=1000, help="number of forgeries (default 1000)")
     p.add_argument("--authentic", type=int, default=500, help="number of authentic samples (default 500)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default 0)")

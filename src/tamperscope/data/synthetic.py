@@ -44,7 +44,7 @@ from tqdm import tqdm
 from ..errors import ImageReadError, UserError
 from ..io import atomic_write_bytes, atomic_write_text, read_image, write_png
 from .brgen.creation import Donor, builtin_creators, colour_transfer, composite, cover_crop, ring_or_outside
-from .brgen.regions import BuiltinRegions
+from .brgen.regions import BuiltinRegions, area_bin_of
 from .datasets import load_records
 from .transforms import jpeg_roundtrip
 
@@ -207,7 +207,9 @@ def make_sample(photos: list[Photo], index: int, seed: int, tampered: bool, max_
             image, params = double_jpeg(image, mask, rng)
         else:
             image, params = retouch(image, mask, rng)
-        meta.update(kind=kind, region=region, area=round(float(mask.mean()), 4), params=params)
+        area = float(mask.mean())
+        meta.update(kind=kind, method=params.get("method", kind), region=region, area=round(area, 4),
+                    area_bin=area_bin_of(area), params=params)
     fmt, quality = final_save(image, rng, jpeg_prob)
     meta.update(format=fmt, quality=quality)
     return {"image": image, "mask": mask, "format": fmt, "quality": quality, "meta": meta}
@@ -292,7 +294,8 @@ def write_synthetic(photos: list[Photo], out: str | Path, tampered: int, authent
                     max_side: int = 640, workers: int = 1, progress: bool = True,
                     history_prob: float = HISTORY_PROB, jpeg_prob: float = JPEG_PROB) -> Path:
     """Write ``tampered`` forgeries and ``authentic`` samples under ``out`` (``Tp/``, ``Gt/``, ``Au/``), the list
-    ``out/list.json`` (IMDL-BenCo, relative paths) and ``out/meta.jsonl`` (what was drawn for each sample).
+    ``out/list.json`` (IMDL-BenCo, relative paths) and ``out/metadata.jsonl`` (what was drawn for each sample; its
+    ``method``, ``region`` and ``area_bin`` are what ``evaluate --group-by`` reads).
     Existing samples are kept, so an interrupted run continues where it stopped."""
     global _PHOTOS
     out = Path(out)
@@ -308,6 +311,6 @@ def write_synthetic(photos: list[Photo], out: str | Path, tampered: int, authent
             rows = list(tqdm(pool.imap(_work, jobs, chunksize=8), **bar))
     else:
         rows = [_work(job) for job in tqdm(jobs, **bar)]
-    atomic_write_text(out / "meta.jsonl", "".join(json.dumps(r["meta"]) + "\n" for r in rows))
+    atomic_write_text(out / "metadata.jsonl", "".join(json.dumps(r["meta"]) + "\n" for r in rows))
     atomic_write_text(out / "list.json", json.dumps([r["entry"] for r in rows], indent=0) + "\n")
     return out / "list.json"
