@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..nn.jpeg import BLOCK, MIN_SAMPLES, block_dct, jfif_luma, zigzag
+from ..nn.jpeg import BLOCK, MIN_SAMPLES, block_dct, jfif_luma, paint_blocks, zigzag
 from ..registry import register_model
 from .base import TamperModel, photo_forward
 
@@ -145,9 +145,7 @@ class AlignedDoubleJpeg(TamperModel):
         ratio, used = self.block_evidence(rgb)
         if used:
             smoothed = cv2.blur(ratio, (self.smoothing, self.smoothing), borderType=cv2.BORDER_REPLICATE)
-            blocks = self.weight * smoothed + self.offset
-            bh, bw = blocks.shape
-            out[:bh * BLOCK, :bw * BLOCK] = np.repeat(np.repeat(blocks, BLOCK, 0), BLOCK, 1)
+            paint_blocks(out, self.weight * smoothed + self.offset)
         return out
 
     def photo_logits(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..nn.jpeg import BLOCK, MIN_SAMPLES, block_dct, jfif_luma, zigzag
+from ..nn.jpeg import BLOCK, MIN_SAMPLES, block_dct, jfif_luma, paint_blocks, zigzag
 from ..registry import register_model
 from .base import TamperModel, photo_forward
 
@@ -188,8 +188,7 @@ class JpegLattice(TamperModel):
         large = np.flatnonzero(areas >= self.min_area)
         logits = np.clip(self.weight * (smoothed - self.threshold), -LIMIT, LIMIT)
         logits = np.where(np.isin(labels, 1 + large), logits, np.minimum(logits, -1.0))
-        bh, bw = logits.shape
-        out[dy:dy + bh * BLOCK, dx:dx + bw * BLOCK] = np.repeat(np.repeat(logits, BLOCK, 0), BLOCK, 1)
+        paint_blocks(out, logits, dy, dx)
         return out, (float(np.log(areas[large].max() / self.min_area)) if large.size else -LIMIT)
 
     def photo_logits(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:

@@ -49,3 +49,11 @@ def block_dct(luma: np.ndarray) -> np.ndarray:
     blocks = luma[:bh * BLOCK, :bw * BLOCK].reshape(bh, BLOCK, bw, BLOCK).transpose(0, 2, 1, 3)
     c = dct_matrix()
     return np.einsum("ux,abxy,vy->abuv", c, blocks, c, optimize=True)
+
+
+def paint_blocks(out: np.ndarray, values: np.ndarray, top: int = 0, left: int = 0) -> np.ndarray:
+    """``out`` with each of the ``bh×bw`` block ``values`` set on every pixel of its 8×8 block, the block grid
+    starting at (``top``, ``left``); pixels outside complete blocks keep their value."""
+    bh, bw = values.shape
+    out[top:top + bh * BLOCK, left:left + bw * BLOCK] = np.repeat(np.repeat(values, BLOCK, 0), BLOCK, 1)
+    return out
