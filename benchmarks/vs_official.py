@@ -32,7 +32,8 @@ there (for transformers: BCE of the upsampled logits), then ``backward()``, ``Ad
 Timing: the same torch in one process, ``--threads`` threads (default 2), ``--warmup`` dropped rounds, then
 ``--iters`` rounds that alternate the order (ours, official / official, ours); the report gives medians and the
 "paired" ratio ours/official = the median of the per-round ratios (helpers in ``ab_timing.py``), the load average
-before and after, torch version and machine. Lower ratios are better for us.
+before and after, torch version and machine. Lower ratios are better for us. ``--profile K`` then profiles one call
+of each side (torch.profiler, self-CPU time) and lists the K largest operators of each side, side by side.
 
 Environment (the official code needs packages the project does not): a separate venv outside the repository,
 with the torch the project's venv does not pin::
@@ -360,14 +361,46 @@ BUILDERS = {"segformer": (build_segformer, segformer_rows), "frdnet": (build_frd
 
 # --------------------------------------------------------------------------------------------- report
 
-def time_row(row: Row, rounds: int, warmup: int) -> dict:
+def time_row(row: Row, rounds: int, warmup: int, profile_top: int = 0) -> dict:
+    """The row's interleaved timings and, with ``profile_top``, one profiled call of each side after them."""
     out: dict = {}
-    t = interleaved({"ours": row.ours_infer, "official": row.official_infer}, rounds, warmup)
-    out["inference"] = summary(t)
+    measures = {"inference": (row.ours_infer, row.official_infer)}
     if row.ours_train is not None:
-        t = interleaved({"ours": row.ours_train, "official": row.official_train}, rounds, warmup)
-        out["train"] = summary(t)
+        measures["train"] = (row.ours_train, row.official_train)
+    for key, (ours, official) in measures.items():
+        out[key] = summary(interleaved({"ours": ours, "official": official}, rounds, warmup))
+        if profile_top:
+            out[key]["profile"] = {"ours": profile_call(ours, profile_top),
+                                   "official": profile_call(official, profile_top)}
     return out
+
+
+def profile_call(fn: Callable[[], object], top: int) -> dict:
+    """Self-CPU time per operator of one call of ``fn`` (torch.profiler, CPU activity): the total in ms and the
+    ``top`` largest operators as ``{name: [self-CPU ms, calls]}``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = prof.key_averages()
+    largest = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return {"total_ms": sum(e.self_cpu_time_total for e in events) / 1e3,
+            "ops": {e.key: [e.self_cpu_time_total / 1e3, e.count] for e in largest}}
+
+
+def profile_table(label: str, profiled: dict) -> list[str]:
+    """Markdown lines: the union of both sides' largest operators, self-CPU ms (calls), largest first."""
+    ours, official = profiled["ours"], profiled["official"]
+    names = sorted(set(ours["ops"]) | set(official["ops"]),
+                   key=lambda n: -max(ours["ops"].get(n, [0])[0], official["ops"].get(n, [0])[0]))
+
+    def ms(side, name):
+        value = side["ops"].get(name)
+        return "—" if value is None else f"{value[0]:.1f} ({value[1]})"
+    lines = ["", f"{label}: self-CPU ms (calls) of one call; total ours {ours['total_ms']:.1f} ms, official "
+                 f"{official['total_ms']:.1f} ms (— : not among that side's largest)", "",
+             "| operator | ours | official |", "|---|---|---|"]
+    return lines + [f"| `{name}` | {ms(ours, name)} | {ms(official, name)} |" for name in names]
 
 
 def summary(times: dict[str, list[float]]) -> dict:
@@ -401,6 +434,13 @@ def markdown(report: dict) -> str:
                      f"| {r.get('note', '')} |")
     if report["skipped"]:
         lines += ["", "Not measured:", ""] + [f"* {s}" for s in report["skipped"]]
+    profiled = [(r["network"], key, r[key]["profile"]) for r in report["rows"] for key in ("inference", "train")
+                if "profile" in r.get(key, {})]
+    if profiled:
+        lines += ["", "Where the time goes (torch.profiler, self-CPU time per operator, one call of each side "
+                      "after the timed rounds):"]
+        for network, key, profile in profiled:
+            lines += profile_table(f"{network}, {key}", profile)
     return "\n".join(lines) + "\n"
 
 
@@ -457,7 +497,7 @@ def _run(args) -> dict:
                       flush=True)
                 entry["note"] = (row.note + "; " if row.note else "") + "not timed: parameter counts differ"
             else:
-                entry.update(time_row(row, args.iters, args.warmup))
+                entry.update(time_row(row, args.iters, args.warmup, args.profile))
                 print(f"{row.label}: inference {cell(entry['inference'])}; train {cell(entry.get('train'))}",
                       flush=True)
             report["rows"].append(entry)
@@ -480,6 +520,9 @@ def parse_args(argv=None):
     ap.add_argument("--train-size", type=int, default=256)
     ap.add_argument("--train-batch", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", type=int, default=0, metavar="K",
+                    help="after timing, profile one call of each side (torch.profiler, self-CPU time) and list the "
+                         "K largest operators of each")
     ap.add_argument("--out", help="Markdown table to write (the JSON goes beside it, .json)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)

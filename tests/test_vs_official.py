@@ -181,3 +181,21 @@ def test_model_file_is_imported_without_the_package_inits_above_it(vs, tmp_path)
         for name in [m for m in sys.modules if m.split(".")[0] in ("zoo_pkg", "IMDLBenCo")]:
             del sys.modules[name]
         sys.modules.update(had_registry)
+
+
+def test_profile_lists_each_sides_largest_operators(vs, monkeypatch):
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+
+    def build(args):
+        return vs.Pair("fake", torch.nn.Linear(4, 3), torch.nn.Linear(4, 3))
+
+    def rows(pair, x, batch):
+        pair.rows.append(vs.Row("fake row", lambda: a @ b, lambda: torch.sigmoid(a) + b))
+    monkeypatch.setitem(vs.BUILDERS, "segformer", (build, rows))
+    report = vs.run(vs.parse_args(["--pairs", "segformer", "--iters", "1", "--warmup", "0", "--profile", "2"]))
+    profile = report["rows"][0]["inference"]["profile"]
+    assert "aten::mm" in profile["ours"]["ops"] and "aten::sigmoid" in profile["official"]["ops"]
+    assert "aten::mm" not in profile["official"]["ops"] and len(profile["ours"]["ops"]) <= 2
+    assert profile["ours"]["total_ms"] >= profile["ours"]["ops"]["aten::mm"][0] > 0
+    text = vs.markdown(report)
+    assert "Where the time goes" in text and "| `aten::mm` |" in text and "| `aten::sigmoid` | — |" in text
