@@ -7,19 +7,17 @@ from torch import nn
 
 
 class _LinearProj(nn.Module):
-    """Per-stage linear C_i→E on the flattened map (NVlabs ``linear_c{i}.proj``)."""
+    """Holds the per-stage linear C_i→E (NVlabs ``linear_c{i}.proj``, its checkpoint name); applied by
+    :meth:`AllMLPHead.fuse`."""
 
     def __init__(self, dim: int, embed_dim: int):
         super().__init__()
         self.proj = nn.Linear(dim, embed_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
-        return self.proj(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, -1, H, W)
-
 
 class _ConvBNReLU(nn.Module):
-    """1×1 conv without bias, BN, ReLU (NVlabs ``linear_fuse.conv`` / ``linear_fuse.bn``)."""
+    """Holds the 1×1 conv without bias, BN and ReLU (NVlabs ``linear_fuse.conv`` / ``linear_fuse.bn``); applied by
+    :meth:`AllMLPHead.fuse`."""
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
@@ -27,13 +25,18 @@ class _ConvBNReLU(nn.Module):
         self.bn = nn.BatchNorm2d(cout)
         self.act = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
 
 class AllMLPHead(nn.Module):
-    """SegFormer All-MLP decoder (Xie et al.; NVlabs code): per-stage linear to E, bilinear to the stride-4 grid,
-    concat (c4, c3, c2, c1), 1×1 fuse + BN + ReLU, dropout, 1×1 to ``num_classes``. Output at H/4."""
+    """SegFormer All-MLP decoder (Xie et al. 2021, §3.2; NVlabs code): per-stage linear to E, bilinear to the
+    stride-4 grid, concat (c4, c3, c2, c1), 1×1 fuse + BN + ReLU, dropout, 1×1 to ``num_classes``. Output at H/4.
+
+    Computed in an equal order (:meth:`fuse`): the fuse conv is linear over the concatenated channels, so it is the
+    sum over stages of its E×E block times that stage's map; a per-pixel channel map commutes with bilinear
+    resizing (its weights sum to 1, so biases pass through), and the block and the stage's linear compose into one
+    E×C_i matrix. Each stage is therefore mapped by that matrix at its own resolution and then resized, and the 4E
+    channels at the stride-4 grid and their concatenation are never formed: the fuse costs ΣC_i·E per stage pixel
+    instead of 4E·E per stride-4 pixel (SegFormer-b2 at 512²: ≈ 39 of its ≈ 62 GMACs). Same weights and state
+    dict; outputs equal to float rounding (tested against the concatenation)."""
 
     def __init__(self, in_channels: tuple[int, ...], embed_dim: int, num_classes: int = 1, dropout: float = 0.1):
         super().__init__()
@@ -45,15 +48,18 @@ class AllMLPHead(nn.Module):
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
 
     def fuse(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """The fused E-channel map at the stride-4 grid, before dropout and the class layer."""
+        """The fused E-channel map at the stride-4 grid, before dropout and the class layer (class docstring: each
+        stage through the fuse's block of it composed with its linear, at its own resolution, then resized)."""
         size = feats[0].shape[-2:]
-        ups = []
-        for i in reversed(range(self.num_stages)):
-            y = getattr(self, f"linear_c{i + 1}")(feats[i])
+        blocks = self.linear_fuse.conv.weight.flatten(1).split(self.linear_fuse.conv.out_channels, dim=1)
+        fused = None
+        for block, i in zip(blocks, reversed(range(self.num_stages))):  # concatenation order c4, c3, c2, c1
+            proj = getattr(self, f"linear_c{i + 1}").proj
+            y = F.conv2d(feats[i], (block @ proj.weight)[:, :, None, None], block @ proj.bias)
             if y.shape[-2:] != size:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            ups.append(y)
-        return self.linear_fuse(torch.cat(ups, dim=1))
+            fused = y if fused is None else fused + y
+        return self.linear_fuse.act(self.linear_fuse.bn(fused))
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.linear_pred(self.dropout(self.fuse(feats)))
