@@ -497,7 +497,14 @@ def _run(args) -> dict:
                       flush=True)
                 entry["note"] = (row.note + "; " if row.note else "") + "not timed: parameter counts differ"
             else:
-                entry.update(time_row(row, args.iters, args.warmup, args.profile))
+                try:
+                    entry.update(time_row(row, args.iters, args.warmup, args.profile))
+                except Exception as e:  # e.g. official code written for one input size only
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                    print(f"{row.label}: not timed: {type(e).__name__}: {first}", flush=True)
+                    entry["note"] = (row.note + "; " if row.note else "") + f"not timed: {type(e).__name__}: {first}"
+                    report["rows"].append(entry)
+                    continue
                 print(f"{row.label}: inference {cell(entry['inference'])}; train {cell(entry.get('train'))}",
                       flush=True)
             report["rows"].append(entry)

@@ -199,3 +199,21 @@ def test_profile_lists_each_sides_largest_operators(vs, monkeypatch):
     assert profile["ours"]["total_ms"] >= profile["ours"]["ops"]["aten::mm"][0] > 0
     text = vs.markdown(report)
     assert "Where the time goes" in text and "| `aten::mm` |" in text and "| `aten::sigmoid` | — |" in text
+
+
+def test_a_row_whose_code_fails_is_reported_and_the_run_goes_on(vs, monkeypatch):
+    def build(args):
+        return vs.Pair("fake", torch.nn.Linear(4, 3), torch.nn.Linear(4, 3))
+
+    def fails():
+        raise RuntimeError("Sizes of tensors must match\nmore detail")
+
+    def rows(pair, x, batch):
+        pair.rows.append(vs.Row("failing row", lambda: None, fails))
+        pair.rows.append(vs.Row("good row", lambda: None, lambda: None))
+    monkeypatch.setitem(vs.BUILDERS, "segformer", (build, rows))
+    report = vs.run(vs.parse_args(["--pairs", "segformer", "--iters", "1", "--warmup", "0"]))
+    failing, good = report["rows"]
+    assert "inference" not in failing and failing["note"] == "not timed: RuntimeError: Sizes of tensors must match"
+    assert good["inference"]["ratio"] > 0
+    assert "| failing row | yes" in vs.markdown(report)
