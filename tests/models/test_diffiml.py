@@ -4,6 +4,7 @@ import torch
 from safetensors.torch import save_file
 
 from tamperscope.backbones.lightvae import SD_LATENT_SCALE, mask_to_pm1
+from tamperscope.checkpoint import save_state_dict
 from tamperscope.errors import UserError
 from tamperscope.registry import create_model, get_entry
 
@@ -234,7 +235,7 @@ def test_lightvae_weights_and_pretrained_stage(tmp_path, capsys):
         for p in stage_a.lightvae.parameters():
             p.add_(0.5)
     (tmp_path / "run").mkdir()
-    save_file(stage_a.state_dict(), str(tmp_path / "run" / "model.safetensors"))
+    save_state_dict(stage_a, tmp_path / "run" / "model.safetensors")  # as a run writes it (channels-last made contiguous)
     b = tiny(lightvae_weights=str(tmp_path / "run"))
     for k, v in stage_a.lightvae.state_dict().items():
         assert torch.equal(b.lightvae.state_dict()[k], v), k
