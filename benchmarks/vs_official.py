@@ -27,7 +27,9 @@ gradient from one official training step at 64², and left out of its count; the
 each code base runs at test time (ours: ``model(image)`` under ``torch.inference_mode``; the official models:
 their ``forward`` in eval mode, which for FRD-Net and NFA-ViT also computes their loss against a zero mask).
 A training step is ``model.training_step(batch)["total"]`` here and the official ``forward(...)["backward_loss"]``
-there (for transformers: BCE of the upsampled logits), then ``backward()``, ``AdamW.step()`` and ``zero_grad()``.
+there (for transformers: BCE of the upsampled logits), then ``backward()``, the optimizer step and ``zero_grad()``:
+ours the optimizer ``tamperscope train`` builds (fused AdamW), the official code torch's default AdamW as its
+training scripts build it.
 
 Timing: the same torch in one process, ``--threads`` threads (default 2), ``--warmup`` dropped rounds, then
 ``--iters`` rounds that alternate the order (ours, official / official, ours); the report gives medians and the
@@ -169,7 +171,15 @@ def inference(model: torch.nn.Module, fn: Callable[[], object]):
 
 
 def adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The official side's optimizer: torch's default AdamW, as the official training scripts build it."""
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=0.05)
+
+
+def our_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Our side's optimizer: the one ``tamperscope train`` builds (fused AdamW; no decay on norms and biases)."""
+    from tamperscope.engine.train import build_optimizer
+
+    return build_optimizer(model, {"optimizer": "adamw", "lr": 1e-5, "weight_decay": 0.05})
 
 
 def import_model_file(repo: str, dotted: str, flag: str):
@@ -259,7 +269,7 @@ def segformer_rows(pair: Pair, x: torch.Tensor, batch: dict) -> None:
 
     def hf_logits(img):
         return F.interpolate(hf(pixel_values=img).logits, size=img.shape[-2:], mode="bilinear", align_corners=False)
-    o_opt, h_opt = adamw(ours), adamw(hf)
+    o_opt, h_opt = our_optimizer(ours), adamw(hf)
     pair.rows.append(Row(
         pair.name, inference(ours, lambda: ours(x)), inference(hf, lambda: hf_logits(x)),
         optimizer_step(ours, o_opt, lambda: ours.training_step(batch)["total"]),
@@ -284,7 +294,7 @@ def build_frdnet(args) -> Pair:
 def frdnet_rows(pair: Pair, x: torch.Tensor, batch: dict) -> None:
     ours, off = pair.ours, pair.official
     zeros = torch.zeros(x.shape[0], 1, *x.shape[-2:])
-    o_opt, f_opt = adamw(ours), adamw(off)
+    o_opt, f_opt = our_optimizer(ours), adamw(off)
     pair.rows.append(Row(
         pair.name, inference(ours, lambda: ours(x)), inference(off, lambda: off(x, zeros, zeros)),
         optimizer_step(ours, o_opt, lambda: ours.training_step(batch)["total"]),
@@ -318,7 +328,7 @@ def build_nfavit(args) -> Pair:
 def nfavit_rows(pair: Pair, x: torch.Tensor, batch: dict) -> None:
     ours, off = pair.ours, pair.official
     zeros, label = torch.zeros(x.shape[0], 1, *x.shape[-2:]), torch.zeros(x.shape[0])
-    o_opt, f_opt = adamw(ours), adamw(off)
+    o_opt, f_opt = our_optimizer(ours), adamw(off)
     pair.rows.append(Row(
         pair.name, inference(ours, lambda: ours(x)), inference(off, lambda: off(x, zeros, label)),
         optimizer_step(ours, o_opt, lambda: ours.training_step(batch)["total"]),
@@ -345,7 +355,7 @@ def diffiml_rows(pair: Pair, x: torch.Tensor, batch: dict) -> None:
             ours.ensemble_size, off.infer_time = n, n
             fn()
         return run
-    o_opt, f_opt = adamw(ours), adamw(off)
+    o_opt, f_opt = our_optimizer(ours), adamw(off)
     pair.rows.append(Row(
         f"{pair.name}, N=1 vs official", members(1, inference(ours, lambda: ours(x))),
         members(1, inference(off, lambda: off(x))),

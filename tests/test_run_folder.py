@@ -81,3 +81,29 @@ def test_damaged_run_folders_give_one_line_errors_naming_the_file(tmp_path, prob
     with pytest.raises(UserError, match=match) as err:
         run.read_config() if problem == "broken config" else run.last_state_weights()
     assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fused_optimizer_resumes_exactly_on_channels_last_weights(tmp_path):
+    """Saving makes the Adam moments contiguous; a channels-last weight's moments must get its layout back on
+    loading, or the fused kernel (which walks parameter and state memory side by side) pairs the wrong elements."""
+    def model_and_opt(seed):
+        torch.manual_seed(seed)
+        conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+        return conv, torch.optim.AdamW(conv.parameters(), lr=0.1, fused=True)
+
+    def step(conv, opt, seed):
+        conv(torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(seed))).square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+    ref, ref_opt = model_and_opt(0)
+    step(ref, ref_opt, 1)
+    run = RunFolder(tmp_path / "run")
+    run.save_state(ref, ref_opt, TrainState(global_step=1), {"model": "x"}, torch.device("cpu"))
+    resumed, resumed_opt = model_and_opt(5)
+    run.load_state(resumed, resumed_opt, run.read_state(), torch.device("cpu"))
+    assert resumed_opt.state[resumed.weight]["exp_avg"].stride() == resumed.weight.stride()
+    for seed in (2, 3):
+        step(ref, ref_opt, seed)
+        step(resumed, resumed_opt, seed)
+    assert torch.equal(ref.weight, resumed.weight) and torch.equal(ref.bias, resumed.bias)

@@ -45,6 +45,14 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, groups: list) -> 
         _, pid, name = key.split(".", 2)
         state.setdefault(int(pid), {})[name] = value
     opt.load_state_dict({"state": state, "param_groups": groups})
+    # a state tensor shaped like its parameter takes the parameter's memory layout back (saving made it contiguous;
+    # channels-last weights are not): fused optimizers walk parameter and state memory side by side, so a layout
+    # that differs would pair the wrong elements silently
+    for group in opt.param_groups:
+        for param in group["params"]:
+            for name, value in opt.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    opt.state[param][name] = torch.empty_like(param).copy_(value)
 
 
 def _rng_state(device: torch.device) -> tuple[dict, dict]:
