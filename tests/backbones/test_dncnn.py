@@ -1,5 +1,7 @@
 """Noiseprint++ DnCNN (TruFor §3.1 and code): key layout, loader errors, TruFor vs BR-Gen semantics, fallback,
 and the real TruFor weights on kodim01 when the shared data is present."""
+import copy
+
 import pytest
 import torch
 
@@ -143,3 +145,28 @@ def test_real_noiseprint_on_kodim01(shared_data):
     # the model-facing call on the normalised image gives the same map (to float rounding of the normalisation
     # round trip through 17 layers: ≤ 1.5e-4 on 2 of 250,000 pixels with the channels-last convolutions)
     torch.testing.assert_close(ext(imagenet_normalize(x)), out, atol=3e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_forward_equals_the_layers_in_order(train):
+    """DnCNN.forward folds each eval-mode BN into its convolution and runs channels-last; the result and the
+    gradients equal running the layers one after another (nn.Sequential's forward) to float64 rounding; in
+    training mode the BN layers use batch statistics and nothing is folded."""
+    torch.manual_seed(0)
+    net = DnCNN(depth=5, features=8).double().train(train)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 3, 19, 23, dtype=torch.float64)
+    literal_net = copy.deepcopy(net)
+    ours = net(x)
+    literal = torch.nn.Sequential.forward(literal_net, x)
+    torch.testing.assert_close(ours, literal, rtol=1e-10, atol=1e-10)
+    ours.square().sum().backward()
+    literal.square().sum().backward()
+    for (name, p), q in zip(net.named_parameters(), literal_net.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-10, msg=name)
+    for a, b in zip(net.buffers(), literal_net.buffers()):  # running statistics updated alike (train) or not
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -65,9 +65,22 @@ class DnCNN(nn.Sequential):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Runs channels-last (its weights too): oneDNN's 3×3 convolutions are faster in that layout on the CPU,
-        ≈ 20 % for this network at 512² (2.49 → 2.01 s, 2 threads); the same maths."""
-        return super().forward(x.contiguous(memory_format=torch.channels_last))
+        """The layers in order, in two equal forms that save time (same maths, float rounding aside):
+        channels-last (its weights too), where oneDNN's 3×3 convolutions are ≈ 20 % faster on the CPU; and a BN
+        that uses its running statistics (eval mode: always for Noiseprint++) folded into the convolution before
+        it, ``BN(W∗x) = (γ/σ·W)∗x + β − γμ/σ``, which skips a full pass over 64 channels per layer."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(after, nn.BatchNorm2d) and not after.training:
+                x = F.conv2d(x, *_fold_batch_norm(layer, after), padding=layer.padding)
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
 
     def reset_parameters(self) -> None:
         """DnCNN initialisation as in TruFor: conv ~ N(0, 2/(k²·C_out)), BN weight ~ N(0, 2/(k²·C)), bias 0."""
@@ -80,6 +93,15 @@ class DnCNN(nn.Sequential):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (9 * m.num_features)))
                 nn.init.zeros_(m.bias)
+
+
+def _fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of the convolution that equals ``bn(conv(x))`` with ``bn`` on its running statistics."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale[:, None, None, None], bias
 
 
 def load_noiseprint_weights(source: Any) -> dict[str, torch.Tensor]:
