@@ -9,9 +9,9 @@
 * ``data_requirements`` tells the data layer which extra targets to compute (edge bands).
 * Multi-stage methods list ``stages`` and implement ``set_stage`` (freezing what the stage freezes).
 * Optional capabilities are declared here with their defaults (ARCHITECTURE.md, "The model contract"), never
-  discovered with ``getattr``: ``native_resolution``, ``input_multiple``, ``evidence``, ``finding``, ``compile_parts``, ``legacy_config``,
-  ``complexity_variants``, :meth:`resolved_config`, :meth:`load_pretrained_stage`, :meth:`profile_extras` and
-  :meth:`photo_logits`.
+  discovered with ``getattr``: ``native_resolution``, ``input_multiple``, ``evidence``, ``finding``,
+  ``compile_parts``, ``legacy_config``, ``complexity_variants``, :meth:`resolved_config`,
+  :meth:`load_pretrained_stage`, :meth:`profile_extras` and :meth:`photo_logits`.
 """
 from __future__ import annotations
 
