@@ -200,12 +200,11 @@ def test_dataset_evaluation_pads_for_the_learned_model_and_never_for_the_experts
     Image.fromarray(photo).save(tmp_path / "a.png")
     (tmp_path / "list.json").write_text(json.dumps([["a.png", "Negative"]]))
     torch.manual_seed(0)
-    learned = ShapeRecorder(create_model("ela-unet", widths=[4, 8]).eval())
-    learned.input_multiple = 32
+    model = create_model("ela-unet", widths=[4, 8])
+    learned = ShapeRecorder(model)  # input_multiple 32, as the model's
     lattice, evidence = ShapeRecorder(create_model("jpeglattice")), ShapeRecorder(create_model("doublejpeg"))
-    fusion = ExpertFusion(create_model("ela-unet", widths=[4, 8]), {"jpeglattice": (lattice, None),
-                                                                   "doublejpeg": (evidence, None)}).eval()
-    fusion.model = learned
+    fusion = ExpertFusion(model, {"jpeglattice": (lattice, None), "doublejpeg": (evidence, None)}).eval()
+    fusion.model = learned  # the fusion's learned model, recorded
     dataset = evaluation_dataset(fusion, load_dataset_spec(str(tmp_path / "list.json")), 64)
     (_, prob, gt, _, _, _), = iterate_maps(fusion, dataset, progress=False)
     assert learned.sizes == [(256, 256)] and lattice.sizes == evidence.sizes == [(229, 243)]
