@@ -217,6 +217,9 @@ class DiffIML(TamperModel):
         self.lightvae = LightVAE(lightvae_base_channels, latent_channels, latent_scale)
         if lightvae_weights:
             self.load_lightvae_weights(lightvae_weights)
+        # convolution weights channels-last (the MiT's already are): oneDNN's convolutions of the UNet and the
+        # LightVAE run faster in that layout on the CPU, the same maths (inference at 512²: 7.97 → 6.88 s, 2 threads)
+        self.to(memory_format=torch.channels_last)
 
         schedule = dict(num_train_timesteps=num_train_timesteps, beta_schedule="linear", beta_start=beta_start,
                         beta_end=beta_end, prediction_type="sample", clip_sample=True)
