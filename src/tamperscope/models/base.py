@@ -84,7 +84,7 @@ class TamperModel(nn.Module):
     def photo_logits(self, rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
         """``(H×W float32 mask logits, image logit)`` straight from one uint8 RGB photo, for weight-free models that
         read pixels (the experts): :func:`tamperscope.engine.experts.expert_maps` calls it instead of normalising a
-        large photo into a tensor and back once per expert, and :func:`photo_forward` builds ``forward`` from it.
+        large photo into a tensor and back once per expert, and :class:`PhotoExpert` builds ``forward`` from it.
         Default None: the model has no such path."""
         return None
 
@@ -151,9 +151,22 @@ def max_pool_image_logit(mask_logits: torch.Tensor) -> torch.Tensor:
     return mask_logits.flatten(1).amax(dim=1)
 
 
-def photo_forward(model: TamperModel, image: torch.Tensor) -> dict:
-    """``forward`` of a model that reads pixels: its :meth:`TamperModel.photo_logits` on each photo of the batch."""
-    results = [model.photo_logits(np.ascontiguousarray(rgb)) for rgb in to_uint8_rgb(image)]
-    logits = torch.from_numpy(np.stack([m for m, _ in results]).astype(np.float32)).to(image.device)[:, None]
-    scores = torch.tensor([s for _, s in results], dtype=torch.float32, device=image.device)
-    return {"mask_logits": logits, "image_logit": scores}
+class PhotoExpert(TamperModel):
+    """A weight-free detector that reads the uint8 photo itself (the experts fused into the default model): it
+    implements :meth:`TamperModel.photo_logits`, and its ``forward`` is built from that, so the two paths agree. It
+    reads each photo at its own size and unpadded (resampling or padding would add content that is not the photo's),
+    and has nothing to train."""
+
+    native_resolution = True
+    input_multiple = 1
+
+    def forward(self, image: torch.Tensor) -> dict:
+        """:meth:`photo_logits` on each photo of the batch."""
+        results = [self.photo_logits(np.ascontiguousarray(rgb)) for rgb in to_uint8_rgb(image)]
+        logits = torch.from_numpy(np.stack([m for m, _ in results]).astype(np.float32)).to(image.device)[:, None]
+        scores = torch.tensor([s for _, s in results], dtype=torch.float32, device=image.device)
+        return {"mask_logits": logits, "image_logit": scores}
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        raise UserError(f"{self.model_name or type(self).__name__} is not trainable: it is a fixed classical detector "
+                        "without parameters")

@@ -53,8 +53,8 @@ Resolved choices for the model contract (the paper outputs a binary mask):
   with ``a`` the largest connected region that passes the fitting and distance rules, so the image probability
   ``a / (a + min_area)`` is 0.5 exactly at the paper's size rule and grows with the matched area.
 - Matching is random; its generator is seeded with ``seed`` per photo, so a photo always gives the same result.
-- ``native_resolution = True``, ``input_multiple = 1``: ``predict`` and ``evaluate`` give it the photo at its own
-  size, unpadded.
+- ``native_resolution = True``, ``input_multiple = 1`` (:class:`~tamperscope.models.base.PhotoExpert`): ``predict``
+  and ``evaluate`` give it the photo at its own size, unpadded.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ import torch
 
 from ..errors import UserError
 from ..registry import register_model
-from .base import TamperModel, photo_forward
+from .base import PhotoExpert
 
 PAPER = ("Cozzolino, Poggi & Verdoliva, Efficient dense-field copy-move forgery detection, IEEE TIFS 10(11), "
          "2015 (official code: GRIP CMFD-PM)")
@@ -258,11 +258,9 @@ def mirror(mask: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
 
 @register_model("copymove", paper=PAPER,
                 description="dense-field copy-move detector (Zernike moments, PatchMatch, linear fitting); no weights")
-class DenseFieldCopyMove(TamperModel):
+class DenseFieldCopyMove(PhotoExpert):
     """See the module docstring."""
 
-    native_resolution = True
-    input_multiple = 1
     finding = "a region is copied elsewhere in the same photo (both copies drawn)"
 
     def __init__(self, features: str = "zm-polar", diameter: int = 16, zm_order: int = 5, iterations: int = 8,
@@ -347,9 +345,3 @@ class DenseFieldCopyMove(TamperModel):
         sure = math.log((1.0 - self.eps) / self.eps)
         image_logit = min(max(math.log(max(area, 1e-3) / self.min_area), -sure), sure)
         return np.where(mask, sure, -sure).astype(np.float32), image_logit
-
-    def forward(self, image: torch.Tensor) -> dict:
-        return photo_forward(self, image)
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        raise UserError("copymove is not trainable: it is a fixed classical detector without parameters")

@@ -36,19 +36,18 @@ Contract:
 - ``image_logit``: the largest mask logit (the strongest block evidence; not calibrated).
 - ``evidence = True``: in a fused checkpoint its logits are added to the learned model's
   (:mod:`tamperscope.engine.experts`); it never fires or decides a verdict.
-- ``native_resolution = True``, ``input_multiple = 1``: resampling erases the grid, so it reads each photo at its
-  own size, and padding would add blocks that are not the photo's.
+- ``native_resolution = True``, ``input_multiple = 1`` (:class:`~tamperscope.models.base.PhotoExpert`): resampling
+  erases the grid, so it reads each photo at its own size, and padding would add blocks that are not the photo's.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from ..errors import UserError
 from ..nn.jpeg import BLOCK, MIN_SAMPLES, block_dct, jfif_luma, paint_blocks, zigzag
 from ..registry import register_model
-from .base import TamperModel, photo_forward
+from .base import PhotoExpert
 
 PAPER = ("Bianchi & Piva, Image forgery localization via block-grained analysis of JPEG artifacts, IEEE TIFS 7(3), "
          "2012 (aligned double JPEG)")
@@ -89,11 +88,9 @@ def first_step(values: np.ndarray, counts: np.ndarray, q2: int, alpha: float, mi
 
 @register_model("doublejpeg", paper=PAPER,
                 description="aligned double-JPEG evidence per 8x8 block (Bianchi & Piva 2012); no weights")
-class AlignedDoubleJpeg(TamperModel):
+class AlignedDoubleJpeg(PhotoExpert):
     """See the module docstring."""
 
-    native_resolution = True
-    input_multiple = 1
     evidence = True
 
     def __init__(self, frequencies: int = 15, max_step: int = 40, max_noise: float = 0.8, alpha: float = 0.9,
@@ -151,9 +148,3 @@ class AlignedDoubleJpeg(TamperModel):
     def photo_logits(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         logits = self.evidence_map(rgb)
         return logits, float(logits.max())
-
-    def forward(self, image: torch.Tensor) -> dict:
-        return photo_forward(self, image)
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        raise UserError("doublejpeg is not trainable: it is a fixed classical detector without parameters")

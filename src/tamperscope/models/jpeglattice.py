@@ -45,19 +45,18 @@ Contract:
 - ``image_logit``: ``log(a / min_area)`` with ``a`` the largest kept region's area in pixels (−20 without one), so
   the image probability is 0.5 at the area rule: the expert fires when a region of at least ``min_area`` pixels
   lies off the photo's lattice.
-- ``native_resolution = True``, ``input_multiple = 1``: resampling erases the lattice, so it reads each photo at
-  its own size, and padding would add blocks that lie on no lattice.
+- ``native_resolution = True``, ``input_multiple = 1`` (:class:`~tamperscope.models.base.PhotoExpert`): resampling
+  erases the lattice, so it reads each photo at its own size, and padding would add blocks that lie on no lattice.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from ..errors import UserError
 from ..nn.jpeg import BLOCK, MIN_SAMPLES, block_dct, jfif_luma, paint_blocks, zigzag
 from ..registry import register_model
-from .base import TamperModel, photo_forward
+from .base import PhotoExpert
 
 PAPER = ("Fan & de Queiroz, Identification of bitmap compression history: JPEG detection and quantizer estimation, "
          "IEEE TIP 12(2), 2003 (block test after Bianchi & Piva, IEEE TIFS 7(3), 2012)")
@@ -106,11 +105,9 @@ def lattice_step(c: np.ndarray, max_step: int, tolerance: float, min_share: floa
 
 @register_model("jpeglattice", paper=PAPER,
                 description="regions off a decoded JPEG's quantisation lattice (Fan & de Queiroz 2003); no weights")
-class JpegLattice(TamperModel):
+class JpegLattice(PhotoExpert):
     """See the module docstring."""
 
-    native_resolution = True
-    input_multiple = 1
     finding = "a region was changed after the photo was decoded from a JPEG (it lies off the photo's JPEG lattice)"
 
     def __init__(self, frequencies: int = 15, max_step: int = 40, tolerance: float = 0.75, min_share: float = 0.6,
@@ -193,9 +190,3 @@ class JpegLattice(TamperModel):
 
     def photo_logits(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         return self.detect(rgb)
-
-    def forward(self, image: torch.Tensor) -> dict:
-        return photo_forward(self, image)
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        raise UserError("jpeglattice is not trainable: it is a fixed classical detector without parameters")
